@@ -1,0 +1,102 @@
+"""Token verification at $connect: the only place identity comes from.
+
+HS256 tokens are checked against a shared secret; RS256/ES256 tokens against the issuer's JWKS
+(Amazon Cognito and other OIDC issuers), with issuer and audience checks. Each key type accepts
+only its own algorithms, so ``alg: none`` and algorithm confusion (an HS256 token signed with a
+public key) are refused by construction. PyJWT is imported lazily: only $connect pays for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from chalicelib.settings import Settings
+
+HMAC_ALGORITHMS = ["HS256"]
+ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
+
+
+class AuthError(Exception):
+    """The token is missing or not acceptable; the message is safe to log (never the token)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    claims: Dict[str, Any]
+
+
+def token_from_request(query: Optional[Mapping[str, str]], headers: Optional[Mapping[str, str]]) -> Optional[str]:
+    """The token from ``?token=`` or an ``Authorization: Bearer`` header (browsers cannot set headers)."""
+    token = (query or {}).get("token")
+    if token:
+        return token
+    for name, value in (headers or {}).items():
+        if name.lower() == "authorization" and value:
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+    return None
+
+
+class TokenVerifier:
+    """Verifies JWTs; the JWKS client (and its key cache) lives as long as the container."""
+
+    def __init__(self, settings: Settings, secret_loader: Optional[Callable[[], str]] = None) -> None:
+        self._settings = settings
+        self._secret_loader = secret_loader
+        self._secret: Optional[str] = settings.jwt_secret or None
+        self._jwks_client: Any = None
+
+    def verify(self, token: str) -> Identity:
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from None
+        alg = header.get("alg")
+        if alg in HMAC_ALGORITHMS:
+            key: Any = self._hmac_secret()
+            algorithms = HMAC_ALGORITHMS
+        elif alg in ASYMMETRIC_ALGORITHMS:
+            key = self._signing_key(token)
+            algorithms = ASYMMETRIC_ALGORITHMS
+        else:
+            raise AuthError(f"token algorithm {alg!r} is not accepted")
+        settings = self._settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=list(settings.jwt_audience) or None,
+                issuer=settings.jwt_issuer or None,
+                leeway=settings.jwt_leeway_s,
+                options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"token refused: {exc}") from None
+        user_id = claims.get("sub")
+        if not isinstance(user_id, str) or not user_id:
+            raise AuthError("token has no usable 'sub' claim")
+        return Identity(user_id=user_id, claims=claims)
+
+    def _hmac_secret(self) -> str:
+        if self._secret is None and self._secret_loader is not None and self._settings.jwt_secret_parameter:
+            self._secret = self._secret_loader()
+        if not self._secret:
+            raise AuthError("HS256 tokens are not accepted: no secret is configured")
+        return self._secret
+
+    def _signing_key(self, token: str) -> Any:
+        import jwt
+
+        if not self._settings.jwks_url:
+            raise AuthError("RS256/ES256 tokens are not accepted: no JWKS URL is configured")
+        if self._jwks_client is None:
+            self._jwks_client = jwt.PyJWKClient(self._settings.jwks_url, cache_jwk_set=True, lifespan=3600, timeout=5)
+        try:
+            return self._jwks_client.get_signing_key_from_jwt(token).key
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"no signing key for token: {exc}") from None

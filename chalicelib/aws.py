@@ -1,0 +1,82 @@
+"""AWS clients, created lazily in one place.
+
+boto3 is imported on first use, not at module import, so a handler pays only for the clients it
+touches. Endpoints follow botocore's standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables, which is
+how tests and the local stack point the unchanged app at moto and the emulators; the management
+API's endpoint comes from the event (or ``MANAGEMENT_ENDPOINT_URL``).
+"""
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any, Dict
+
+from chalicelib.settings import Settings
+
+
+def management_endpoint(settings: Settings, api_id: str, stage: str) -> str:
+    """The @connections endpoint of the API that owns a connection."""
+    if settings.management_endpoint_url:
+        return settings.management_endpoint_url.rstrip("/")
+    suffix = "amazonaws.com.cn" if settings.region.startswith("cn-") else "amazonaws.com"
+    return f"https://{api_id}.execute-api.{settings.region}.{suffix}/{stage}"
+
+
+class AwsClients:
+    """One boto3 session and the clients the app uses, each built on first access."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._management: Dict[str, Any] = {}
+
+    @cached_property
+    def session(self) -> Any:
+        import boto3
+
+        return boto3.session.Session(region_name=self._settings.region)
+
+    def _client(self, service: str, **config: Any) -> Any:
+        from botocore.config import Config
+
+        defaults = {"retries": {"mode": "standard", "max_attempts": 3}, "tcp_keepalive": True}
+        defaults.update(config)
+        with self._lock:  # boto3 sessions are not thread-safe while creating clients
+            return self.session.client(service, config=Config(**defaults))
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self._client("dynamodb", connect_timeout=2, read_timeout=5)
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._client("sqs", connect_timeout=2, read_timeout=5)
+
+    @cached_property
+    def ssm(self) -> Any:
+        return self._client("ssm", connect_timeout=2, read_timeout=5)
+
+    @cached_property
+    def bedrock_agent_runtime(self) -> Any:
+        # An agent may think (call tools, search knowledge bases) for minutes between events.
+        return self._client("bedrock-agent-runtime", connect_timeout=5, read_timeout=600)
+
+    def management(self, endpoint_url: str) -> Any:
+        """The API Gateway management client for one API's @connections endpoint."""
+        client = self._management.get(endpoint_url)
+        if client is None:
+            from botocore.config import Config
+
+            with self._lock:
+                client = self.session.client(
+                    "apigatewaymanagementapi",
+                    endpoint_url=endpoint_url,
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": 3},
+                        connect_timeout=2,
+                        read_timeout=5,
+                        tcp_keepalive=True,
+                    ),
+                )
+                self._management[endpoint_url] = client
+        return client

@@ -1,0 +1,21 @@
+"""Posting events to a WebSocket client through API Gateway's management API."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.protocol import Event, encode
+
+
+class ConnectionGone(Exception):
+    """The client is gone (410): final, the connection will never come back."""
+
+
+class Gateway:
+    def __init__(self, management_client: Any) -> None:
+        self._client = management_client
+
+    def post(self, connection_id: str, event: Event) -> None:
+        try:
+            self._client.post_to_connection(ConnectionId=connection_id, Data=encode(event))
+        except self._client.exceptions.GoneException as exc:
+            raise ConnectionGone(connection_id) from exc

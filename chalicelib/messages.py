@@ -1,0 +1,67 @@
+"""$default: every client frame, answered at once so API Gateway never times out.
+
+The slow part of a turn happens in the worker; this handler only validates, records and queues.
+Every outcome reaches the client as an event: ``accepted``, ``pong`` or one ``error``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Dict, Optional
+
+from chalicelib import protocol
+from chalicelib.gateway import ConnectionGone
+from chalicelib.logs import log_context, logger
+from chalicelib.protocol import Ask, Event, Ping, ProtocolError, parse_client_message
+from chalicelib.runtime import Runtime
+from chalicelib.turns import start_turn
+
+
+def _body(event: Dict[str, Any]) -> Optional[str]:
+    body = event.get("body")
+    if body is not None and event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ProtocolError("Binary frames must hold UTF-8 JSON; send text frames.") from None
+    return body
+
+
+def message(runtime: Runtime, event: Dict[str, Any]) -> None:
+    context = event["requestContext"]
+    connection_id = context["connectionId"]
+    gateway = runtime.gateway(context["apiId"], context["stage"])
+
+    def reply(reply_event: Event) -> None:
+        try:
+            gateway.post(connection_id, reply_event)
+        except ConnectionGone:
+            logger.info("client left before the reply")
+
+    with log_context(connection_id=connection_id):
+        try:
+            parsed = parse_client_message(_body(event))
+        except ProtocolError as exc:
+            logger.info("invalid request", extra={"reason": exc.message})
+            reply(exc.event())
+            return
+        if isinstance(parsed, Ping):
+            reply(protocol.pong_event())
+            return
+        try:
+            reply(_ask(runtime, connection_id, context, parsed))
+        except Exception:  # noqa: BLE001 - the client must hear about it, never silence
+            logger.exception("could not start the turn")
+            reply(protocol.error_event(protocol.INTERNAL, "The turn could not be started; try again.", True))
+
+
+def _ask(runtime: Runtime, connection_id: str, context: Dict[str, Any], ask: Ask) -> Event:
+    connection = runtime.store.get_connection(connection_id)
+    if connection is None:
+        return protocol.error_event(
+            protocol.UNAUTHORIZED,
+            "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
+            False,
+        )
+    with log_context(user_id=connection.user_id):
+        return start_turn(runtime, connection, ask, context["apiId"], context["stage"])

@@ -1,0 +1,69 @@
+"""The container's collaborators, built on first use and injectable.
+
+Handlers ask ``get_runtime()`` for the store, queue, verifier, backend and gateways; tests and the
+local stack either point the default runtime at other endpoints (``AWS_ENDPOINT_URL_*``) or hand
+in their own with ``set_runtime``.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Optional
+
+from chalicelib.auth import TokenVerifier
+from chalicelib.aws import AwsClients, management_endpoint
+from chalicelib.backends import Backend
+from chalicelib.gateway import Gateway
+from chalicelib.settings import Settings, SettingsError, get_settings
+from chalicelib.store import Store
+from chalicelib.turnqueue import TurnQueue
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clients: Optional[AwsClients] = None) -> None:
+        self.settings = settings
+        self.clients = clients or AwsClients(settings)
+
+    @cached_property
+    def store(self) -> Store:
+        s = self.settings
+        return Store(self.clients.dynamodb, s.connections_table, s.turns_table, s.turn_ttl_s)
+
+    @cached_property
+    def queue(self) -> TurnQueue:
+        return TurnQueue(self.clients.sqs, self.settings.turn_queue_url)
+
+    @cached_property
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.settings, secret_loader=self._load_jwt_secret)
+
+    def _load_jwt_secret(self) -> str:
+        name = self.settings.jwt_secret_parameter
+        return self.clients.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+
+    @cached_property
+    def backend(self) -> Backend:
+        s = self.settings
+        if s.backend == "agent":
+            from chalicelib.backends.agent import AgentBackend
+
+            return AgentBackend(self.clients.bedrock_agent_runtime, s.agent_id, s.agent_alias_id)
+        raise SettingsError(f"unknown BACKEND {s.backend!r}; expected 'agent'")
+
+    def gateway(self, api_id: str, stage: str) -> Gateway:
+        return Gateway(self.clients.management(management_endpoint(self.settings, api_id, stage)))
+
+
+_runtime: Optional[Runtime] = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+def set_runtime(runtime: Optional[Runtime]) -> None:
+    """Replace (or with None, forget) the runtime: for tests and the local stack."""
+    global _runtime
+    _runtime = runtime

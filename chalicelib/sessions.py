@@ -1,0 +1,27 @@
+"""Bedrock session and memory ids, derived on the server from the verified user.
+
+A client names a conversation, never a session: the session id is a keyed digest of the user and
+the conversation name, so one user can never continue, read or resume another user's session.
+Both ids fit InvokeAgent's rule (2-100 characters of ``[0-9a-zA-Z._:-]``).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+
+def _digest(*parts: str) -> str:
+    # NUL-separated so ("ab", "c") and ("a", "bc") never collide.
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:48]
+
+
+def session_id(user_id: str, conversation_id: Optional[str], connection_id: str) -> str:
+    """One session per (user, conversation); without a conversation name, one per connection."""
+    if conversation_id is None:
+        return "c-" + _digest("connection", user_id, connection_id)
+    return "s-" + _digest("conversation", user_id, conversation_id)
+
+
+def memory_id(user_id: str) -> str:
+    """One long-term memory per user, as Bedrock recommends."""
+    return "m-" + _digest("memory", user_id)

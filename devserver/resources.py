@@ -1,0 +1,92 @@
+"""Create the data resources from ``infra/data.json``, the same template AWS deploys.
+
+The local stack (moto server) and the unit tests (moto in-process) both provision through here,
+so a table key or queue setting changed in the template changes everywhere at once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "data.json"
+
+
+def load_template(path: Path = TEMPLATE) -> Dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Resources:
+    connections_table: str
+    turns_table: str
+    turn_queue_url: str
+    dead_letter_queue_url: str
+
+    def env(self) -> Dict[str, str]:
+        """The app's environment variables that point at these resources."""
+        return {
+            "CONNECTIONS_TABLE": self.connections_table,
+            "TURNS_TABLE": self.turns_table,
+            "TURN_QUEUE_URL": self.turn_queue_url,
+        }
+
+
+def _create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
+    params: Dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props["BillingMode"],
+    }
+    for key in ("GlobalSecondaryIndexes",):
+        if key in props:
+            params[key] = props[key]
+    dynamodb.create_table(**params)
+    dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+def _queue_attributes(props: Dict[str, Any], dlq_arn: Optional[str], visibility_timeout: Optional[int]) -> Dict[str, str]:
+    attributes = {
+        "VisibilityTimeout": str(visibility_timeout or props.get("VisibilityTimeout", 30)),
+        "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
+    }
+    redrive = props.get("RedrivePolicy")
+    if redrive and dlq_arn:
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(redrive["maxReceiveCount"])}
+        )
+    return attributes
+
+
+def provision(
+    dynamodb: Any,
+    sqs: Any,
+    prefix: str = "agentstream",
+    visibility_timeout: Optional[int] = None,
+    template: Optional[Dict[str, Any]] = None,
+) -> Resources:
+    """Create both tables and both queues; ``visibility_timeout`` shortens redelivery locally."""
+    resources = (template or load_template())["Resources"]
+    names = Resources(
+        connections_table=f"{prefix}-connections",
+        turns_table=f"{prefix}-turns",
+        turn_queue_url="",
+        dead_letter_queue_url="",
+    )
+    _create_table(dynamodb, names.connections_table, resources["ConnectionsTable"]["Properties"])
+    _create_table(dynamodb, names.turns_table, resources["TurnsTable"]["Properties"])
+    dlq_url = sqs.create_queue(
+        QueueName=f"{prefix}-turns-dlq",
+        Attributes=_queue_attributes(resources["TurnDeadLetterQueue"]["Properties"], None, None),
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"{prefix}-turns",
+        Attributes=_queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
+    )["QueueUrl"]
+    return Resources(names.connections_table, names.turns_table, queue_url, dlq_url)

@@ -1,0 +1,80 @@
+import pytest
+
+from chalicelib.backends import End, Failure, ReturnControl, TextDelta, Trace, TurnRequest, classify_error
+from chalicelib.backends.agent import AgentBackend
+from tests.fakes import FakeAgentRuntime, agent_stream, client_error, stream_error
+
+REQUEST = TurnRequest(prompt="hi", session_id="s-123", memory_id=None, trace=False)
+
+
+def _run(script, request=REQUEST):
+    runtime = FakeAgentRuntime()
+    runtime.script = script
+    return list(AgentBackend(runtime, "AGENT", "ALIAS").stream(request)), runtime.calls
+
+
+def test_stream_maps_to_neutral_events_and_asks_for_streaming():
+    events, calls = _run(agent_stream("Hel", "lo", traces=[{"orchestrationTrace": {}}]))
+    assert events == [Trace({"orchestrationTrace": {}}), TextDelta("Hel"), TextDelta("lo"), End("s-123")]
+    (call,) = calls
+    assert call["streamingConfigurations"] == {"streamFinalResponse": True}
+    assert call["enableTrace"] is False
+    assert call["sessionId"] == "s-123"
+    assert call["agentId"] == "AGENT" and call["agentAliasId"] == "ALIAS"
+    assert "memoryId" not in call
+
+
+def test_memory_and_trace_are_passed_when_asked():
+    _, calls = _run(agent_stream("x"), TurnRequest("hi", "s-1", memory_id="m-1", trace=True))
+    assert calls[0]["memoryId"] == "m-1" and calls[0]["enableTrace"] is True
+
+
+def test_a_character_split_across_chunks_is_decoded_whole():
+    data = "héllo".encode()
+    script = [{"chunk": {"bytes": data[:2]}}, {"chunk": {"bytes": data[2:]}}]
+    events, _ = _run(script)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "héllo"
+
+
+def test_return_control_is_surfaced():
+    script = [{"returnControl": {"invocationId": "inv-1", "invocationInputs": [{"functionInvocationInput": {}}]}}]
+    events, _ = _run(script)
+    assert events[0] == ReturnControl("inv-1", [{"functionInvocationInput": {}}])
+
+
+def test_throttling_before_the_stream():
+    events, _ = _run(client_error("ThrottlingException", "Rate exceeded", 429))
+    assert events == [Failure("throttled", events[0].message, True)]
+
+
+def test_throttling_inside_the_stream_after_a_chunk():
+    events, _ = _run([{"chunk": {"bytes": b"partial"}}, stream_error("throttlingException")])
+    assert events[0] == TextDelta("partial")
+    assert events[1].code == "throttled" and events[1].retryable is True
+    assert len(events) == 2
+
+
+def test_other_failures_are_agent_errors_with_the_reason():
+    events, _ = _run(client_error("ResourceNotFoundException", "no such agent", 404))
+    assert events[0].code == "agent_error"
+    assert "ResourceNotFoundException" in events[0].message and "no such agent" in events[0].message
+    assert events[0].retryable is False
+    events, _ = _run([stream_error("internalServerException", "oops")])
+    assert events[0].code == "agent_error" and events[0].retryable is True
+
+
+@pytest.mark.parametrize(
+    "code, expected, retryable",
+    [
+        ("ThrottlingException", "throttled", True),
+        ("throttlingException", "throttled", True),
+        ("serviceQuotaExceededException", "throttled", True),
+        ("validationException", "agent_error", False),
+        ("AccessDeniedException", "agent_error", False),
+        ("badGatewayException", "agent_error", True),
+        ("dependencyFailedException", "agent_error", True),
+    ],
+)
+def test_classify_error(code, expected, retryable):
+    failure = classify_error(code, "m")
+    assert (failure.code, failure.retryable) == (expected, retryable)

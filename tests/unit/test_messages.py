@@ -1,0 +1,98 @@
+"""$default through the Chalice test client: validation, ping, and starting a turn."""
+import json
+
+import boto3
+import pytest
+
+from tests.events import ws_event
+from tests.tokens import make_token
+
+
+@pytest.fixture
+def connected(client):
+    client.lambda_.invoke("websocket_connect", ws_event("$connect", "c1", query={"token": make_token("alice")}))
+    return client
+
+
+def send(client, body, connection_id="c1", binary=False):
+    response = client.lambda_.invoke("websocket_message", ws_event("$default", connection_id, body=body, binary=binary))
+    assert response.payload == {"statusCode": 200}
+
+
+def queued(settings):
+    sqs = boto3.client("sqs")
+    return sqs.receive_message(QueueUrl=settings.turn_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+
+
+def turns(settings):
+    return boto3.client("dynamodb").scan(TableName=settings.turns_table)["Items"]
+
+
+def test_ask_records_the_turn_queues_it_and_replies_accepted(connected, management, settings):
+    send(connected, json.dumps({"prompt": "What is SQS?", "requestId": "r1", "conversationId": "conv"}))
+    (event,) = management.events("c1")
+    assert event["type"] == "accepted" and event["requestId"] == "r1"
+    (turn,) = turns(settings)
+    assert turn["turnId"]["S"] == event["turnId"]
+    assert turn["userId"] == {"S": "alice"}
+    assert turn["connectionId"] == {"S": "c1"}
+    assert turn["status"] == {"S": "queued"}
+    assert turn["requestId"] == {"S": "r1"}
+    (message,) = queued(settings)
+    assert json.loads(message["Body"]) == {"turnId": event["turnId"], "apiId": "abc123", "stage": "dev"}
+    assert management.endpoints[0] == "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{nope",
+        "[]",
+        "{}",
+        '{"prompt": ""}',
+        '{"prompt": 3}',
+        json.dumps({"prompt": "x" * 25_001}),
+        '{"action": "explode"}',
+    ],
+)
+def test_bad_input_gets_one_error_and_nothing_else_happens(connected, management, settings, agent, body):
+    send(connected, body)
+    (event,) = management.events("c1")
+    assert event["type"] == "error" and event["code"] == "invalid_request" and event["retryable"] is False
+    assert event["message"]
+    assert turns(settings) == [] and queued(settings) == [] and agent.calls == []
+
+
+def test_binary_frames_are_decoded_or_refused(connected, management, settings):
+    send(connected, json.dumps({"prompt": "hi"}), binary=True)
+    assert management.events("c1")[0]["type"] == "accepted"
+
+
+def test_ping_gets_pong(connected, management):
+    send(connected, '{"action": "ping"}')
+    assert management.events("c1") == [{"type": "pong"}]
+
+
+def test_an_unknown_connection_cannot_ask(client, management, settings):
+    send(client, '{"prompt": "hi"}', connection_id="stranger")
+    (event,) = management.events("stranger")
+    assert event["code"] == "unauthorized"
+    assert turns(settings) == []
+
+
+def test_memory_id_only_when_enabled(connected, management, runtime, settings):
+    send(connected, '{"prompt": "hi"}')
+    assert "memoryId" not in turns(settings)[0]
+
+
+def test_a_failing_queue_becomes_a_retryable_internal_error(connected, management, runtime, settings):
+    boto3.client("sqs").delete_queue(QueueUrl=settings.turn_queue_url)
+    send(connected, '{"prompt": "hi"}')
+    (event,) = management.events("c1")
+    assert event["code"] == "internal" and event["retryable"] is True
+
+
+def test_a_client_that_left_does_not_break_the_handler(connected, management):
+    management.gone.add("c1")
+    send(connected, '{"prompt": "hi"}')
+    assert management.events() == []

@@ -1,0 +1,52 @@
+import pytest
+
+from chalicelib.settings import DEV_JWT_SECRET_MARKER, Settings, SettingsError
+
+
+def test_from_env_reads_every_setting():
+    settings = Settings.from_env(
+        {
+            "STAGE": "prod",
+            "AWS_REGION": "eu-west-1",
+            "CONNECTIONS_TABLE": "c",
+            "TURNS_TABLE": "t",
+            "TURN_QUEUE_URL": "https://sqs/q",
+            "AGENT_ID": "A",
+            "AGENT_ALIAS_ID": "B",
+            "AGENT_MEMORY": "true",
+            "JWT_JWKS_URL": "https://issuer/.well-known/jwks.json",
+            "JWT_ISSUER": "https://issuer",
+            "JWT_AUDIENCE": "one, two",
+            "MANAGEMENT_ENDPOINT_URL": "http://127.0.0.1:1/local",
+            "FLUSH_INTERVAL_MS": "80",
+            "LOG_CONTENT": "1",
+        }
+    )
+    assert settings.region == "eu-west-1"
+    assert settings.agent_memory is True
+    assert settings.jwt_audience == ("one", "two")
+    assert settings.flush_interval_ms == 80
+    assert settings.log_content is True
+    assert settings.connections_table == "c"
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.backend == "agent"
+    assert settings.agent_memory is False
+    assert settings.max_frame_bytes == 32 * 1024
+
+
+def test_a_deployed_stage_refuses_the_local_dev_secret():
+    with pytest.raises(SettingsError, match="development JWT secret"):
+        Settings.from_env({"STAGE": "prod", "JWT_SECRET": DEV_JWT_SECRET_MARKER + "abc"})
+    Settings.from_env({"STAGE": "local", "JWT_SECRET": DEV_JWT_SECRET_MARKER + "abc"})
+
+
+def test_jwks_without_issuer_is_refused():
+    with pytest.raises(SettingsError, match="JWT_ISSUER"):
+        Settings.from_env({"JWT_JWKS_URL": "https://issuer/jwks"})
+
+
+def test_the_secret_is_not_in_repr():
+    assert "s3cr3t" not in repr(Settings(jwt_secret="s3cr3t"))
