@@ -26,5 +26,23 @@ test: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
+## The local stack on ws://127.0.0.1:$(PORT): API Gateway, DynamoDB, SQS and Bedrock, offline.
+run: install
+	PORT=$(PORT) $(BIN)/python -m devserver
+
+## A token the local stack accepts (last line), for user=NAME.
+token: install
+	@$(BIN)/python -m devserver.tokens $(user)
+
+## Chat with the running local stack from the terminal.
+chat: install
+	@$(BIN)/python -m client --url ws://127.0.0.1:$(PORT) --token "$$($(BIN)/python -m devserver.tokens $(user) | tail -n 1)"
+
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Packaging and deployment targets live beside this file.
+include deploy.mk

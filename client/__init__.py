@@ -1,0 +1,1 @@
+"""agentstream clients: a CLI (``python -m client``) and a web chat page (``client/web``)."""

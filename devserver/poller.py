@@ -1,0 +1,115 @@
+"""The SQS-to-Lambda event source mapping, locally.
+
+Like Lambda's poller it long-polls the queue, hands batches to the handler as SQS events, caps
+how many batches run at once (the mapping's maximum concurrency), deletes what succeeded and
+leaves each ``batchItemFailures`` record (or the whole batch, if the handler raised) to come
+back after the visibility timeout, and so to the dead-letter queue after ``maxReceiveCount``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List
+
+from devserver.lambda_context import LambdaContext
+
+log = logging.getLogger("devserver.poller")
+
+Handler = Callable[[Dict[str, Any], Any], Any]
+
+
+def sqs_record(message: Dict[str, Any], queue_arn: str, region: str) -> Dict[str, Any]:
+    """One received message in the shape Lambda's SQS event source gives the handler."""
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+class SqsPoller:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        *,
+        function_name: str = "turn_worker",
+        batch_size: int = 1,
+        max_concurrency: int = 8,
+        timeout_s: float = 900.0,
+        region: str = "us-east-1",
+    ) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+        self._handler = handler
+        self._function_name = function_name
+        self._batch_size = batch_size
+        self._timeout = timeout_s
+        self._region = region
+        self._slots = threading.Semaphore(max_concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="worker")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sqs-poller", daemon=True)
+        self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.invocations = 0
+
+    def start(self) -> "SqsPoller":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._slots.acquire()
+            try:
+                messages = self._sqs.receive_message(
+                    QueueUrl=self._url,
+                    MaxNumberOfMessages=self._batch_size,
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:  # noqa: BLE001 - keep polling through a hiccup, as Lambda does
+                if not self._stop.is_set():
+                    log.exception("receive failed")
+                messages = []
+            if not messages:
+                self._slots.release()
+                continue
+            self._pool.submit(self._invoke, messages)
+
+    def _invoke(self, messages: List[Dict[str, Any]]) -> None:
+        try:
+            event = {"Records": [sqs_record(m, self._queue_arn, self._region) for m in messages]}
+            context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
+            self.invocations += 1
+            try:
+                result = self._handler(event, context)
+                failed = {item.get("itemIdentifier") for item in (result or {}).get("batchItemFailures", [])}
+            except Exception:  # noqa: BLE001 - a crashed invocation fails its whole batch
+                log.exception("%s raised; the batch will be retried", self._function_name)
+                failed = {m["MessageId"] for m in messages}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:
+                self._sqs.delete_message_batch(
+                    QueueUrl=self._url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
+        finally:
+            self._slots.release()

@@ -1,0 +1,186 @@
+"""The whole local stack in one process, running the app's own code unchanged.
+
+moto's server plays DynamoDB and SQS (provisioned from ``infra/data.json``), the Bedrock emulator
+plays InvokeAgent and ConverseStream, the API Gateway emulator serves the WebSocket and the
+management API, and a poller plays Lambda's SQS event source. The app reaches all of them the way
+it reaches AWS: through boto3, pointed here by the standard ``AWS_ENDPOINT_URL_<SERVICE>``
+variables (and ``MANAGEMENT_ENDPOINT_URL``). Everything binds to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+from devserver.tokens import issue_token, local_secret
+
+LOCAL_HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("devserver")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCAL_HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class StackConfig:
+    """Every knob of the local stack; each is set by the environment variable of its name in capitals."""
+
+    port: int = 8000  # PORT
+    integration_timeout_s: float = 29.0  # INTEGRATION_TIMEOUT_S
+    idle_timeout_s: float = 600.0  # IDLE_TIMEOUT_S
+    max_connection_s: float = 7200.0  # MAX_CONNECTION_S
+    post_latency_s: float = 0.0  # POST_LATENCY_S
+    visibility_timeout_s: int = 60  # VISIBILITY_TIMEOUT_S (AWS: 6 x the worker timeout)
+    worker_concurrency: int = 8  # WORKER_CONCURRENCY (the event source's maximum concurrency)
+    first_token_delay_s: float = 0.0  # FIRST_TOKEN_DELAY_S (Bedrock emulator)
+    chunk_delay_s: float = 0.02  # CHUNK_DELAY_S (Bedrock emulator)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "StackConfig":
+        values: Dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper())
+            if raw:
+                values[field.name] = int(raw) if field.type == "int" else float(raw)
+        return cls(**values)
+
+
+class LocalStack:
+    """Start with ``start()``; ``stop()`` ends everything it started."""
+
+    def __init__(self, config: StackConfig, env: Optional[Dict[str, str]] = None) -> None:
+        self.config = config
+        self.env = env if env is not None else os.environ  # the process environment the app reads
+        self.use_real_bedrock = bool(self.env.get("AGENT_ID") and self.env.get("AGENT_ALIAS_ID"))
+        self._started: list = []
+
+    def start(self) -> "LocalStack":
+        from moto.server import ThreadedMotoServer
+
+        import boto3
+
+        env = self.env
+        if not self.use_real_bedrock:
+            # Dummy credentials: nothing here may reach a real account by accident.
+            env.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"})
+            env.pop("AWS_SESSION_TOKEN", None)
+            env.pop("AWS_PROFILE", None)
+        env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        env.setdefault("AWS_REGION", env["AWS_DEFAULT_REGION"])
+
+        moto_port = free_port()
+        moto = ThreadedMotoServer(ip_address=LOCAL_HOST, port=moto_port, verbose=False)
+        moto.start()
+        self._started.append(moto)
+        moto_url = f"http://{LOCAL_HOST}:{moto_port}"
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = moto_url
+        env["AWS_ENDPOINT_URL_SQS"] = moto_url
+
+        from devserver.resources import provision
+
+        region = env["AWS_REGION"]
+        dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=region)
+        sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=region)
+        self.resources = provision(dynamodb, sqs, visibility_timeout=self.config.visibility_timeout_s)
+        env.update(self.resources.env())
+
+        if not self.use_real_bedrock:
+            from devserver.bedrock import BedrockEmulator
+
+            bedrock = BedrockEmulator(
+                LOCAL_HOST,
+                free_port(),
+                first_token_delay=self.config.first_token_delay_s,
+                chunk_delay=self.config.chunk_delay_s,
+            ).start()
+            self._started.append(bedrock)
+            env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"] = bedrock.url
+            env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = bedrock.url
+            env.setdefault("AGENT_ID", "LOCALAGENT")
+            env.setdefault("AGENT_ALIAS_ID", "LOCALALIAS")
+            self.bedrock = bedrock
+
+        self.secret = local_secret()
+        env.setdefault("STAGE", "local")
+        env.setdefault("JWT_SECRET", self.secret)
+
+        from devserver.apigw import ApiGatewayEmulator
+
+        port = self.config.port or free_port()
+        static = ROOT / "client" / "web"
+        # The management endpoint is known before the emulator starts: same host, port and stage.
+        env["MANAGEMENT_ENDPOINT_URL"] = f"http://{LOCAL_HOST}:{port}/local"
+
+        import app as app_module  # imported only now: the app reads its settings from env
+
+        self.app = app_module.app
+        gateway = ApiGatewayEmulator(
+            self.app,
+            host=LOCAL_HOST,
+            port=port,
+            stage="local",
+            integration_timeout=self.config.integration_timeout_s,
+            idle_timeout=self.config.idle_timeout_s,
+            max_connection_duration=self.config.max_connection_s,
+            post_latency=self.config.post_latency_s,
+            static_dir=str(static) if static.is_dir() else None,
+            bind_websocket_api=False,
+        ).start()
+        self._started.append(gateway)
+        self.gateway = gateway
+
+        from devserver.poller import SqsPoller
+
+        poller = SqsPoller(
+            sqs,
+            self.resources.turn_queue_url,
+            self.app.handler_map["turn_worker"],
+            max_concurrency=self.config.worker_concurrency,
+            region=region,
+        ).start()
+        self._started.append(poller)
+        return self
+
+    def stop(self) -> None:
+        while self._started:
+            part = self._started.pop()
+            try:
+                part.stop()
+            except Exception:  # noqa: BLE001 - stop the rest regardless
+                log.exception("could not stop %s", type(part).__name__)
+
+    def describe(self) -> Dict[str, Any]:
+        """What a client or a test needs to talk to the stack."""
+        return {
+            "url": self.gateway.ws_url,
+            "port": self.gateway.port,
+            "management_url": self.gateway.management_url,
+            "bedrock": "real" if self.use_real_bedrock else self.bedrock.url,
+            "queue_url": self.resources.turn_queue_url,
+            "dead_letter_queue_url": self.resources.dead_letter_queue_url,
+            "dynamodb": self.env["AWS_ENDPOINT_URL_DYNAMODB"],
+            "token": issue_token("alice", self.secret),
+        }
+
+    def banner(self) -> str:
+        info = self.describe()
+        return "\n".join(
+            [
+                "agentstream local stack is up (Ctrl-C stops everything)",
+                f"  WebSocket   {info['url']}",
+                f"  Bedrock     {info['bedrock']}",
+                f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
+                f"  token       {info['token']}   (user alice; `make token user=NAME` for others)",
+                f"  chat        make chat      (or: wscat -c '{info['url']}?token={info['token']}')",
+                "  try         {\"prompt\": \"hello\"}   {\"prompt\": \"!slow 40 a long answer\"}",
+                "READY " + json.dumps(info),
+            ]
+        )
