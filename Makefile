@@ -46,3 +46,6 @@ clean:
 
 # Packaging and deployment targets live beside this file.
 include deploy.mk
+
+# Benchmarks (make bench): run by hand, results in docs/benchmarks.md.
+-include bench.mk
