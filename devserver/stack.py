@@ -132,7 +132,6 @@ class LocalStack:
             max_connection_duration=self.config.max_connection_s,
             post_latency=self.config.post_latency_s,
             static_dir=str(static) if static.is_dir() else None,
-            bind_websocket_api=False,
         ).start()
         self._started.append(gateway)
         self.gateway = gateway
