@@ -59,7 +59,9 @@ class AwsClients:
     @cached_property
     def bedrock_agent_runtime(self) -> Any:
         # An agent may think (call tools, search knowledge bases) for minutes between events.
-        return self._client("bedrock-agent-runtime", connect_timeout=5, read_timeout=600)
+        # Throttling before the stream is retried by botocore: exponential backoff with jitter.
+        retries = {"mode": "standard", "max_attempts": self._settings.bedrock_max_attempts}
+        return self._client("bedrock-agent-runtime", connect_timeout=5, read_timeout=600, retries=retries)
 
     def management(self, endpoint_url: str) -> Any:
         """The API Gateway management client for one API's @connections endpoint."""
@@ -72,7 +74,9 @@ class AwsClients:
                     "apigatewaymanagementapi",
                     endpoint_url=endpoint_url,
                     config=Config(
-                        retries={"mode": "standard", "max_attempts": 3},
+                        # LimitExceededException (the client's buffer is full) is a throttling
+                        # error to botocore: retried with backoff and jitter. Gone is final.
+                        retries={"mode": "standard", "max_attempts": self._settings.post_max_attempts},
                         connect_timeout=2,
                         read_timeout=5,
                         tcp_keepalive=True,

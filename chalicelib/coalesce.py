@@ -56,17 +56,20 @@ class Outbox:
         self._max_frame_bytes = max_frame_bytes
         self._text_budget = max_frame_bytes - len(encode(chunk_event(turn_id, 10**9, "")))
         self._items: List[Union[List[str], EventBuilder]] = []
+        self._taken: List[str] = []  # text already numbered, for a replay after a resume
         self._pending_chars = 0
         self._has_event = False
+        self._force = False
         self._last_post: Optional[float] = None
         self.seq = 0
         self.chunks = 0
         self.first_chunk_at: Optional[float] = None
         self.closed = False  # nothing more will be added
         self.terminal_queued = False
+        self.terminal_taken = False
 
     def add_text(self, text: str) -> None:
-        if not text:
+        if not text or self.closed:
             return
         if self._items and isinstance(self._items[-1], list):
             self._items[-1].append(text)
@@ -75,8 +78,14 @@ class Outbox:
         self._pending_chars += len(text)
 
     def add_event(self, build: EventBuilder) -> None:
+        if self.closed:
+            return
         self._items.append(build)
         self._has_event = True
+
+    def flush(self) -> None:
+        """Let the next ``take`` have all pending text now, interval or not."""
+        self._force = True
 
     def close(self, build_terminal: EventBuilder) -> None:
         """Queue the turn's terminal event; nothing may be added after it."""
@@ -91,7 +100,7 @@ class Outbox:
         """Seconds until ``take`` has something to post: 0 for now, None when nothing is pending."""
         if not self._items:
             return None
-        if self._has_event or self._last_post is None or self._pending_chars >= self._text_budget:
+        if self._has_event or self._force or self._last_post is None or self._pending_chars >= self._text_budget:
             return 0.0
         return max(0.0, self._last_post + self._interval - now)
 
@@ -102,7 +111,9 @@ class Outbox:
         events: List[Event] = []
         for item in self._items:
             if isinstance(item, list):
-                for piece in split_text("".join(item), self._text_budget):
+                text = "".join(item)
+                self._taken.append(text)
+                for piece in split_text(text, self._text_budget):
                     self.seq += 1
                     self.chunks += 1
                     if self.first_chunk_at is None:
@@ -111,11 +122,29 @@ class Outbox:
             else:
                 self.seq += 1
                 events.append(self._fit(item(self.seq)))
+        self.terminal_taken = self.terminal_queued
         self._items = []
         self._pending_chars = 0
-        self._has_event = False
+        self._has_event = self._force = False
         self._last_post = now
         return events
+
+    def rewind(self) -> None:
+        """Start over for a new connection: the text so far goes out again from seq 1.
+
+        Non-text events already posted (traces) are not repeated; the answer is.
+        """
+        taken = "".join(self._taken)
+        self._taken = []
+        if taken:
+            if self._items and isinstance(self._items[0], list):
+                self._items[0].insert(0, taken)
+            else:
+                self._items.insert(0, [taken])
+            self._pending_chars += len(taken)
+        self.seq = 0
+        self.chunks = 0
+        self._last_post = None
 
     def _fit(self, event: Event) -> Event:
         """Non-text events cannot be split; an oversized trace is replaced by a note."""
@@ -123,3 +152,11 @@ class Outbox:
         if size <= self._max_frame_bytes or "trace" not in event:
             return event
         return {**event, "trace": {"truncated": True, "bytes": size}}
+
+
+def replay(turn_id: str, text: str, build_terminal: EventBuilder, max_frame_bytes: int) -> List[Event]:
+    """A finished turn's events again from seq 1: its answer in as few frames as fit, then its end."""
+    box = Outbox(turn_id, 0.0, max_frame_bytes)
+    box.add_text(text)
+    box.close(build_terminal)
+    return box.take(0.0)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from chalicelib import protocol
-from chalicelib.gateway import ConnectionGone
+from chalicelib import actions, protocol
+from chalicelib.gateway import ConnectionGone, Gateway
 from chalicelib.logs import log_context, logger
-from chalicelib.protocol import Ask, Event, Ping, ProtocolError, parse_client_message
+from chalicelib.protocol import Ask, Cancel, ClientMessage, Event, Ping, ProtocolError, Resume, parse_client_message
 from chalicelib.runtime import Runtime
-from chalicelib.turns import start_turn
 
 
 def _body(event: Dict[str, Any]) -> Optional[str]:
@@ -49,19 +48,27 @@ def message(runtime: Runtime, event: Dict[str, Any]) -> None:
             reply(protocol.pong_event())
             return
         try:
-            reply(_ask(runtime, connection_id, context, parsed))
+            for reply_event in _act(runtime, gateway, connection_id, context, parsed):
+                reply(reply_event)
         except Exception:  # noqa: BLE001 - the client must hear about it, never silence
-            logger.exception("could not start the turn")
-            reply(protocol.error_event(protocol.INTERNAL, "The turn could not be started; try again.", True))
+            logger.exception("could not serve the request")
+            reply(protocol.error_event(protocol.INTERNAL, "The request could not be served; try again.", True))
 
 
-def _ask(runtime: Runtime, connection_id: str, context: Dict[str, Any], ask: Ask) -> Event:
+def _act(runtime: Runtime, gateway: Gateway, connection_id: str, context: Dict[str, Any], message: ClientMessage) -> List[Event]:
     connection = runtime.store.get_connection(connection_id)
     if connection is None:
-        return protocol.error_event(
-            protocol.UNAUTHORIZED,
-            "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
-            False,
-        )
+        return [
+            protocol.error_event(
+                protocol.UNAUTHORIZED,
+                "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
+                False,
+            )
+        ]
     with log_context(user_id=connection.user_id):
-        return start_turn(runtime, connection, ask, context["apiId"], context["stage"])
+        if isinstance(message, Ask):
+            return actions.ask(runtime, connection, message, context["apiId"], context["stage"])
+        if isinstance(message, Resume):
+            return actions.resume(runtime, connection, message.turn_id)
+        assert isinstance(message, Cancel)
+        return actions.cancel(runtime, gateway, connection, message.turn_id)

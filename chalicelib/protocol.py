@@ -53,10 +53,20 @@ class Ping:
     pass
 
 
-ClientMessage = Union[Ask, Ping]
+@dataclass(frozen=True)
+class Resume:
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    turn_id: str
+
+
+ClientMessage = Union[Ask, Ping, Resume, Cancel]
 
 # Actions the protocol defines but this version does not serve yet.
-_PLANNED_ACTIONS = ("resume", "cancel", "return_control")
+_PLANNED_ACTIONS = ("return_control",)
 
 
 def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT_CHARS) -> ClientMessage:
@@ -74,11 +84,15 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
         return _parse_ask(data, max_prompt_chars)
     if action == "ping":
         return Ping()
+    if action == "resume":
+        return Resume(_required_id(data, "turnId"))
+    if action == "cancel":
+        return Cancel(_required_id(data, "turnId"))
     if action in _PLANNED_ACTIONS:
         raise ProtocolError(f"The action {action!r} is not supported by this server yet.")
     if not isinstance(action, str):
         raise ProtocolError("\"action\" must be a string such as \"ask\" or \"ping\".")
-    raise ProtocolError(f"Unknown action {action[:40]!r}; use \"ask\" or \"ping\".")
+    raise ProtocolError(f"Unknown action {action[:40]!r}; use \"ask\", \"resume\", \"cancel\" or \"ping\".")
 
 
 def _parse_ask(data: Dict[str, Any], max_prompt_chars: int) -> Ask:
@@ -102,6 +116,13 @@ def _parse_ask(data: Dict[str, Any], max_prompt_chars: int) -> Ask:
         request_id=_optional_id(data, "requestId"),
         trace=trace,
     )
+
+
+def _required_id(data: Dict[str, Any], name: str) -> str:
+    value = _optional_id(data, name)
+    if value is None:
+        raise ProtocolError(f"\"{name}\" is missing.")
+    return value
 
 
 def _optional_id(data: Dict[str, Any], name: str) -> Optional[str]:

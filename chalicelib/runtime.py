@@ -26,7 +26,7 @@ class Runtime:
     @cached_property
     def store(self) -> Store:
         s = self.settings
-        return Store(self.clients.dynamodb, s.connections_table, s.turns_table, s.turn_ttl_s)
+        return Store(self.clients.dynamodb, s.connections_table, s.turns_table, s.turn_ttl_s, s.rate_limits_table)
 
     @cached_property
     def queue(self) -> TurnQueue:

@@ -55,6 +55,17 @@ class Settings:
     # Relay coalescing: post at most once per interval unless a frame's worth is waiting.
     flush_interval_ms: int = 50
     max_frame_bytes: int = 32 * 1024
+    # How often a running turn looks for cancel/resume requests, and saves its answer so far.
+    control_interval_ms: int = 500
+    checkpoint_interval_ms: int = 2000
+    # Per-user token bucket, and a cap on one connection's turns in flight.
+    rate_limits_table: str = "agentstream-rate-limits"
+    rate_per_s: float = 0.5
+    rate_burst: int = 10
+    max_turns_in_flight: int = 3
+    # Attempts (first try included) botocore makes before an error reaches the app.
+    bedrock_max_attempts: int = 4
+    post_max_attempts: int = 5
     turn_ttl_s: int = 7 * 24 * 3600
     log_content: bool = False
 
@@ -80,6 +91,14 @@ class Settings:
             management_endpoint_url=get("MANAGEMENT_ENDPOINT_URL", ""),
             flush_interval_ms=int(get("FLUSH_INTERVAL_MS", "50")),
             max_frame_bytes=int(get("MAX_FRAME_BYTES", str(32 * 1024))),
+            control_interval_ms=int(get("CONTROL_INTERVAL_MS", "500")),
+            checkpoint_interval_ms=int(get("CHECKPOINT_INTERVAL_MS", "2000")),
+            rate_limits_table=get("RATE_LIMITS_TABLE", cls.rate_limits_table),
+            rate_per_s=float(get("RATE_LIMIT_PER_S", "0.5")),
+            rate_burst=int(get("RATE_LIMIT_BURST", "10")),
+            max_turns_in_flight=int(get("MAX_TURNS_IN_FLIGHT", "3")),
+            bedrock_max_attempts=int(get("BEDROCK_MAX_ATTEMPTS", "4")),
+            post_max_attempts=int(get("POST_MAX_ATTEMPTS", "5")),
             turn_ttl_s=int(get("TURN_TTL_S", str(7 * 24 * 3600))),
             log_content=_flag(get("LOG_CONTENT")),
         )

@@ -1,16 +1,19 @@
-"""DynamoDB records: connections and turns.
+"""DynamoDB records: connections, turns and rate-limit buckets.
 
 Connections live only as long as a WebSocket (plus a TTL for the ones whose $disconnect never
-ran); turns outlive them so an answer can be read back after a drop. Every state change of a turn
-is a conditional write, so two workers can never both own it.
+ran); turns outlive them so an answer can be read back after a drop. Every change of a turn's
+state is a conditional write: a worker owns a turn through its claim id, so two workers can never
+both run it, and a worker that lost its turn (cancelled, taken over) finds out on its next write.
 """
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from chalicelib.ratelimit import Bucket, Decision, decide
 from chalicelib.settings import CONNECTION_TTL_S
 
 # Turn statuses.
@@ -22,6 +25,10 @@ ERROR = "error"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class TurnExists(Exception):
+    """A turn with that id is already recorded (a repeated request id)."""
 
 
 @dataclass(frozen=True)
@@ -36,20 +43,28 @@ class Connection:
 class Turn:
     turn_id: str
     user_id: str
-    connection_id: str
+    connection_id: str  # where the turn's events go; changes when a client resumes elsewhere
     prompt: str
     session_id: str
     status: str = QUEUED
+    origin_connection_id: str = ""  # the connection that asked (its in-flight count)
     conversation_id: Optional[str] = None
     request_id: Optional[str] = None
     memory_id: Optional[str] = None
     trace: bool = False
     created_at: int = 0  # epoch ms
     expires_at: int = 0  # epoch s, TTL
+    claim_id: Optional[str] = None
+    cancel_requested: bool = False
     answer: str = ""
     error_code: Optional[str] = None
     error_message: Optional[str] = None
+    error_retryable: bool = False
     stats: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (DONE, ERROR)
 
 
 # ---- marshalling: the few attribute types we use, without boto3's Decimal-returning serializer
@@ -61,8 +76,8 @@ def _item(**fields: Any) -> Dict[str, Dict[str, Any]]:
             continue
         if isinstance(value, bool):
             item[name] = {"BOOL": value}
-        elif isinstance(value, int):
-            item[name] = {"N": str(value)}
+        elif isinstance(value, (int, float)):
+            item[name] = {"N": repr(value)}
         elif isinstance(value, dict):
             item[name] = {"S": json.dumps(value, separators=(",", ":"))}
         else:
@@ -74,7 +89,8 @@ def _value(attr: Dict[str, Any]) -> Any:
     if "S" in attr:
         return attr["S"]
     if "N" in attr:
-        return int(attr["N"])
+        number = attr["N"]
+        return float(number) if any(c in number for c in ".eE") else int(number)
     if "BOOL" in attr:
         return attr["BOOL"]
     return None
@@ -84,14 +100,68 @@ def _fields(item: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     return {name: _value(attr) for name, attr in item.items()}
 
 
-class Store:
-    """Reads and conditional writes of connection and turn records."""
+def _turn(item: Dict[str, Dict[str, Any]]) -> Turn:
+    data = _fields(item)
+    return Turn(
+        turn_id=data["turnId"],
+        user_id=data["userId"],
+        connection_id=data["connectionId"],
+        prompt=data.get("prompt", ""),
+        session_id=data["sessionId"],
+        status=data["status"],
+        origin_connection_id=data.get("originConnectionId", data["connectionId"]),
+        conversation_id=data.get("conversationId"),
+        request_id=data.get("requestId"),
+        memory_id=data.get("memoryId"),
+        trace=bool(data.get("trace", False)),
+        created_at=data.get("createdAt", 0),
+        expires_at=data.get("expiresAt", 0),
+        claim_id=data.get("claimId"),
+        cancel_requested=bool(data.get("cancelRequested", False)),
+        answer=data.get("answer", ""),
+        error_code=data.get("errorCode"),
+        error_message=data.get("errorMessage"),
+        error_retryable=bool(data.get("errorRetryable", False)),
+        stats=json.loads(data["stats"]) if data.get("stats") else {},
+    )
 
-    def __init__(self, dynamodb: Any, connections_table: str, turns_table: str, turn_ttl_s: int) -> None:
+
+class Store:
+    """Reads and conditional writes of connection, turn and rate-limit records."""
+
+    def __init__(
+        self,
+        dynamodb: Any,
+        connections_table: str,
+        turns_table: str,
+        turn_ttl_s: int,
+        rate_limits_table: str = "",
+    ) -> None:
         self._db = dynamodb
         self._connections = connections_table
         self._turns = turns_table
         self._turn_ttl_s = turn_ttl_s
+        self._rate_limits = rate_limits_table
+
+    def _update(self, table: str, key: Dict[str, Any], condition: str, set_fields: Dict[str, Any], **kwargs: Any) -> Any:
+        """SET ``set_fields`` if ``condition`` holds (``#name``/``:name`` placeholders); None if not."""
+        values = _item(**set_fields)
+        names = {f"#{name}": name for name in values}
+        names.update(kwargs.pop("names", {}))
+        params: Dict[str, Any] = {
+            "TableName": table,
+            "Key": key,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {**{f":{n}": v for n, v in values.items()}, **kwargs.pop("values", {})},
+            **kwargs,
+        }
+        if values:
+            params["UpdateExpression"] = "SET " + ", ".join(f"#{name} = :{name}" for name in values)
+        try:
+            return self._db.update_item(**params)
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return None
 
     # ---- connections
 
@@ -105,6 +175,7 @@ class Store:
                 userId=conn.user_id,
                 connectedAt=conn.connected_at,
                 expiresAt=conn.expires_at,
+                inFlight=0,
             ),
         )
         return conn
@@ -123,98 +194,205 @@ class Store:
     def delete_connection(self, connection_id: str) -> None:
         self._db.delete_item(TableName=self._connections, Key={"connectionId": {"S": connection_id}})
 
+    def enter_flight(self, connection_id: str, cap: int) -> bool:
+        """Count one more turn in flight on the connection, unless it already has ``cap``."""
+        return (
+            self._db_add_in_flight(connection_id, 1, "attribute_exists(connectionId) AND #inFlight < :cap", cap)
+            is not None
+        )
+
+    def leave_flight(self, connection_id: str) -> None:
+        """The turn ended: one fewer in flight (nothing to do if the connection is gone)."""
+        self._db_add_in_flight(connection_id, -1, "attribute_exists(connectionId) AND #inFlight > :cap", 0)
+
+    def _db_add_in_flight(self, connection_id: str, delta: int, condition: str, cap: int) -> Any:
+        try:
+            return self._db.update_item(
+                TableName=self._connections,
+                Key={"connectionId": {"S": connection_id}},
+                UpdateExpression="ADD #inFlight :delta",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#inFlight": "inFlight"},
+                ExpressionAttributeValues={":delta": {"N": str(delta)}, ":cap": {"N": str(cap)}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return None
+
+    # ---- rate limits
+
+    def take_token(self, user_id: str, rate_per_s: float, burst: int, attempts: int = 3) -> Decision:
+        """Take one token from the user's bucket, with optimistic concurrency on its timestamp."""
+        key = {"userId": {"S": user_id}}
+        decision = decide(None, now_ms(), rate_per_s, burst)
+        for _ in range(attempts):
+            item = self._db.get_item(TableName=self._rate_limits, Key=key, ConsistentRead=True).get("Item")
+            current = _fields(item) if item else None
+            bucket = Bucket(float(current["tokens"]), int(current["updatedMs"])) if current else None
+            decision = decide(bucket, now_ms(), rate_per_s, burst)
+            if not decision.allowed:
+                return decision
+            condition = "attribute_not_exists(userId)" if bucket is None else "#updatedMs = :previous"
+            written = self._update(
+                self._rate_limits,
+                key,
+                condition,
+                {
+                    "tokens": decision.bucket.tokens,
+                    "updatedMs": decision.bucket.updated_ms,
+                    "expiresAt": decision.bucket.updated_ms // 1000 + 86_400,
+                },
+                values={":previous": {"N": str(bucket.updated_ms)}} if bucket else {},
+            )
+            if written is not None:
+                return decision
+        return Decision(False, decision.bucket, 100)  # heavy contention on one user's bucket
+
     # ---- turns
 
     def create_turn(self, turn: Turn) -> None:
-        """Insert a new turn; a clash on the id raises rather than overwriting."""
+        """Insert a new turn; ``TurnExists`` if its id is taken (the same request id again)."""
         turn.created_at = turn.created_at or now_ms()
         turn.expires_at = turn.expires_at or turn.created_at // 1000 + self._turn_ttl_s
-        self._db.put_item(
-            TableName=self._turns,
-            Item=_item(
-                turnId=turn.turn_id,
-                userId=turn.user_id,
-                connectionId=turn.connection_id,
-                prompt=turn.prompt,
-                sessionId=turn.session_id,
-                status=turn.status,
-                conversationId=turn.conversation_id,
-                requestId=turn.request_id,
-                memoryId=turn.memory_id,
-                trace=turn.trace,
-                createdAt=turn.created_at,
-                expiresAt=turn.expires_at,
-            ),
-            ConditionExpression="attribute_not_exists(turnId)",
-        )
+        turn.origin_connection_id = turn.origin_connection_id or turn.connection_id
+        try:
+            self._db.put_item(
+                TableName=self._turns,
+                Item=_item(
+                    turnId=turn.turn_id,
+                    userId=turn.user_id,
+                    connectionId=turn.connection_id,
+                    originConnectionId=turn.origin_connection_id,
+                    prompt=turn.prompt,
+                    sessionId=turn.session_id,
+                    status=turn.status,
+                    conversationId=turn.conversation_id,
+                    requestId=turn.request_id,
+                    memoryId=turn.memory_id,
+                    trace=turn.trace,
+                    createdAt=turn.created_at,
+                    expiresAt=turn.expires_at,
+                ),
+                ConditionExpression="attribute_not_exists(turnId)",
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            raise TurnExists(turn.turn_id) from None
 
     def get_turn(self, turn_id: str) -> Optional[Turn]:
-        item = self._db.get_item(
-            TableName=self._turns, Key={"turnId": {"S": turn_id}}, ConsistentRead=True
-        ).get("Item")
-        if not item:
-            return None
-        data = _fields(item)
-        return Turn(
-            turn_id=data["turnId"],
-            user_id=data["userId"],
-            connection_id=data["connectionId"],
-            prompt=data.get("prompt", ""),
-            session_id=data["sessionId"],
-            status=data["status"],
-            conversation_id=data.get("conversationId"),
-            request_id=data.get("requestId"),
-            memory_id=data.get("memoryId"),
-            trace=bool(data.get("trace", False)),
-            created_at=data.get("createdAt", 0),
-            expires_at=data.get("expiresAt", 0),
-            answer=data.get("answer", ""),
-            error_code=data.get("errorCode"),
-            error_message=data.get("errorMessage"),
-            stats=json.loads(data["stats"]) if data.get("stats") else {},
+        item = self._db.get_item(TableName=self._turns, Key={"turnId": {"S": turn_id}}, ConsistentRead=True).get("Item")
+        return _turn(item) if item else None
+
+    def _update_turn(self, turn_id: str, condition: str, set_fields: Dict[str, Any], **kwargs: Any) -> Optional[Turn]:
+        response = self._update(
+            self._turns, {"turnId": {"S": turn_id}}, condition, set_fields, ReturnValues="ALL_NEW", **kwargs
+        )
+        return _turn(response["Attributes"]) if response else None
+
+    def claim_turn(self, turn_id: str) -> Optional[Turn]:
+        """Move a queued turn to running under a new claim id; None if it was not queued."""
+        return self._update_turn(
+            turn_id,
+            "#status = :queued",
+            {"status": RUNNING, "claimId": uuid.uuid4().hex, "claimedAt": now_ms()},
+            values={":queued": {"S": QUEUED}},
         )
 
-    def claim_turn(self, turn_id: str) -> bool:
-        """Move a queued turn to running; False if someone already did (a redelivery)."""
-        return self._transition(turn_id, QUEUED, RUNNING, claimedAt=now_ms())
+    def checkpoint(self, turn: Turn, connection_id: str, answer: Optional[str]) -> Optional[Turn]:
+        """Save progress while this worker still owns the turn and nothing was asked of it.
+
+        Returns None when all is as before; otherwise the current record, which says why:
+        the client resumed on another connection, asked to cancel, or the turn is no longer ours.
+        """
+        set_fields: Dict[str, Any] = {"checkpointAt": now_ms()}
+        if answer is not None:
+            set_fields["answer"] = answer
+        written = self._update(
+            self._turns,
+            {"turnId": {"S": turn.turn_id}},
+            "#status = :running AND #claimId = :claim AND #connectionId = :connection "
+            "AND attribute_not_exists(cancelRequested)",
+            set_fields,
+            names={"#status": "status", "#claimId": "claimId", "#connectionId": "connectionId"},
+            values={
+                ":running": {"S": RUNNING},
+                ":claim": {"S": turn.claim_id or ""},
+                ":connection": {"S": connection_id},
+            },
+        )
+        return None if written is not None else self.get_turn(turn.turn_id)
 
     def finish_turn(
         self,
-        turn_id: str,
+        turn: Turn,
         status: str,
         answer: str,
         stats: Dict[str, Any],
-        error_code: Optional[str] = None,
-        error_message: Optional[str] = None,
+        error: Optional[Any] = None,
+        connection_id: Optional[str] = None,
     ) -> bool:
-        """Record a running turn's outcome; False if it was not running."""
-        return self._transition(
+        """Record the outcome of a running turn this worker owns (and, if given, on this connection).
+
+        ``error`` is anything with ``code``, ``message`` and ``retryable``. False means the record
+        changed underneath: look at it again.
+        """
+        condition = "#status = :running AND #claimId = :claim"
+        values = {":running": {"S": RUNNING}, ":claim": {"S": turn.claim_id or ""}}
+        names = {"#claimId": "claimId"}
+        if connection_id is not None:
+            condition += " AND #connectionId = :connection"
+            values[":connection"] = {"S": connection_id}
+            names["#connectionId"] = "connectionId"
+        fields: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finishedAt": now_ms()}
+        if error is not None:
+            fields.update(errorCode=error.code, errorMessage=error.message, errorRetryable=error.retryable)
+        return self._update(self._turns, {"turnId": {"S": turn.turn_id}}, condition, fields, names=names, values=values) is not None
+
+    def attach(self, turn_id: str, user_id: str, connection_id: str) -> Optional[Turn]:
+        """Send an unfinished turn's events to another of its owner's connections from now on."""
+        return self._update_turn(
             turn_id,
-            RUNNING,
-            status,
-            answer=answer,
-            stats=stats,
-            errorCode=error_code,
-            errorMessage=error_message,
-            finishedAt=now_ms(),
+            "#userId = :user AND #status IN (:queued, :running)",
+            {"connectionId": connection_id},
+            names={"#userId": "userId", "#status": "status"},
+            values={":user": {"S": user_id}, ":queued": {"S": QUEUED}, ":running": {"S": RUNNING}},
         )
 
-    def _transition(self, turn_id: str, expected: str, status: str, **fields: Any) -> bool:
-        values = _item(status=status, **fields)
-        names = {f"#{name}": name for name in values}
-        assignments = ", ".join(f"#{name} = :{name}" for name in values)
-        try:
-            self._db.update_item(
-                TableName=self._turns,
-                Key={"turnId": {"S": turn_id}},
-                UpdateExpression=f"SET {assignments}",
-                ConditionExpression="#status = :expected",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    **{f":{name}": value for name, value in values.items()},
-                    ":expected": {"S": expected},
-                },
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+    def request_cancel(self, turn_id: str, user_id: str) -> Optional[Turn]:
+        """Flag a running turn for its worker to stop."""
+        return self._update_turn(
+            turn_id,
+            "#userId = :user AND #status = :running",
+            {"cancelRequested": True},
+            names={"#userId": "userId", "#status": "status"},
+            values={":user": {"S": user_id}, ":running": {"S": RUNNING}},
+        )
+
+    def end_queued(self, turn_id: str, user_id: str, error: Any) -> Optional[Turn]:
+        """End a turn no worker has claimed yet (cancelled, or never queued); workers then skip it."""
+        return self._update_turn(
+            turn_id,
+            "#userId = :user AND #status = :queued",
+            {
+                "status": ERROR,
+                "errorCode": error.code,
+                "errorMessage": error.message,
+                "errorRetryable": error.retryable,
+                "finishedAt": now_ms(),
+            },
+            names={"#userId": "userId"},
+            values={":user": {"S": user_id}, ":queued": {"S": QUEUED}},
+        )
+
+    def interrupt(self, turn_id: str, error: Any) -> Optional[Turn]:
+        """End a turn whose worker died mid-way (a redelivery found it running)."""
+        return self._update_turn(
+            turn_id,
+            "#status = :running",
+            {
+                "status": ERROR,
+                "errorCode": error.code,
+                "errorMessage": error.message,
+                "errorRetryable": error.retryable,
+                "finishedAt": now_ms(),
+            },
+            values={":running": {"S": RUNNING}},
+        )

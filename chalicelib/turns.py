@@ -3,167 +3,234 @@
 A turn is claimed with a conditional write before the agent is called, so a redelivered SQS
 message never invokes the agent twice; a turn found claimed but unfinished (its worker died) is
 ended with ``interrupted`` instead of being silently re-run, since an agent's actions may have
-side effects.
+side effects. While it runs, a watcher saves the answer so far and picks up what the client asked
+of the turn meanwhile: a resume on another connection, or a cancel. The outcome is persisted
+before the terminal event is posted, so a client that resumes always finds either a running turn
+it can attach to or a finished one it can read back.
 """
 from __future__ import annotations
 
+import threading
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
-from chalicelib import protocol, sessions
+from chalicelib import protocol
 from chalicelib.backends import End, Failure, ReturnControl, TextDelta, Trace, TurnRequest
 from chalicelib.coalesce import Outbox
 from chalicelib.gateway import ConnectionGone, Gateway
 from chalicelib.logs import log_context, logger
-from chalicelib.protocol import Ask, Event
+from chalicelib.protocol import Event
 from chalicelib.relay import Relay
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, ERROR, RUNNING, Connection, Turn, now_ms
+from chalicelib.store import DONE, ERROR, RUNNING, Turn, now_ms
 from chalicelib.turnqueue import TurnMessage
 
-_UNSUPPORTED_RETURN_CONTROL = Failure(
+UNSUPPORTED_RETURN_CONTROL = Failure(
     protocol.AGENT_ERROR,
     "The agent asked the client to run a tool (return of control), which this server does not support yet.",
     False,
 )
-_CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
-_NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
-
-
-def start_turn(runtime: Runtime, connection: Connection, ask: Ask, api_id: str, stage: str) -> Event:
-    """Record the turn and queue it; returns the ``accepted`` event for the client."""
-    settings = runtime.settings
-    turn = Turn(
-        turn_id=uuid.uuid4().hex,
-        user_id=connection.user_id,
-        connection_id=connection.connection_id,
-        prompt=ask.prompt,
-        session_id=sessions.session_id(connection.user_id, ask.conversation_id, connection.connection_id),
-        conversation_id=ask.conversation_id,
-        request_id=ask.request_id,
-        memory_id=sessions.memory_id(connection.user_id) if settings.agent_memory else None,
-        trace=ask.trace,
-    )
-    runtime.store.create_turn(turn)
-    runtime.queue.put(TurnMessage(turn.turn_id, api_id, stage))
-    extra: Dict[str, Any] = {"turn_id": turn.turn_id}
-    if settings.log_content:
-        extra["prompt"] = ask.prompt
-    logger.info("turn accepted", extra=extra)
-    return protocol.accepted_event(turn.turn_id, ask.request_id)
+CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
+NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
+CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
+INTERRUPTED = Failure(protocol.INTERRUPTED, "The turn was interrupted before it finished; ask again.", True)
 
 
 def run_turn(runtime: Runtime, message: TurnMessage) -> None:
     """Run one queued turn to its terminal event. Raises only before the agent was called."""
     with log_context(turn_id=message.turn_id):
-        turn = runtime.store.get_turn(message.turn_id)
+        turn = runtime.store.claim_turn(message.turn_id)
+        gateway = runtime.gateway(message.api_id, message.stage)
         if turn is None:
-            logger.warning("queued turn not found; dropped")
+            _settle_redelivery(runtime, gateway, message.turn_id)
             return
         with log_context(connection_id=turn.connection_id, user_id=turn.user_id):
-            gateway = runtime.gateway(message.api_id, message.stage)
-            if not runtime.store.claim_turn(turn.turn_id):
-                _settle_redelivery(runtime, gateway, turn.turn_id)
-                return
-            settings = runtime.settings
-            outbox = Outbox(turn.turn_id, settings.flush_interval_ms / 1000, settings.max_frame_bytes)
+            run = TurnRun(runtime, gateway, turn)
             try:
-                _stream(runtime, gateway, turn, outbox)
+                run.run()
             except Exception:  # noqa: BLE001 - after the claim, end the turn instead of retrying it
                 logger.exception("turn failed")
-                _end_after_crash(runtime, gateway, turn, told_client=outbox.terminal_queued)
+                run.end_after_crash()
+            finally:
+                leave_flight(runtime, turn)
 
 
-def _stream(runtime: Runtime, gateway: Gateway, turn: Turn, outbox: Outbox) -> None:
-    settings = runtime.settings
-    started = time.monotonic()
-    claimed_at = now_ms()
-    answer: List[str] = []
-    request = TurnRequest(turn.prompt, turn.session_id, turn.memory_id, turn.trace)
+class TurnRun:
+    """One claimed turn: read the agent, relay, watch for resume/cancel, persist, end."""
 
-    def post(event: Event) -> None:
-        gateway.post(turn.connection_id, event)
+    def __init__(self, runtime: Runtime, gateway: Gateway, turn: Turn) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.gateway = gateway
+        self.turn = turn
+        self.outbox = Outbox(turn.turn_id, settings.flush_interval_ms / 1000, settings.max_frame_bytes)
+        self.relay = Relay(gateway.post, self.outbox, turn.connection_id)
+        self.answer: List[str] = []
+        self.started = time.monotonic()
+        self.claimed_at = now_ms()
+        self._lock = threading.Lock()
+        self._concluded = False
+        self._stop = threading.Event()  # set when the turn ends, by the reader or the watcher
+        self._lost = False  # the turn is no longer ours: write and post nothing more
 
-    outcome: Optional[Any] = None
-    with Relay(post, outbox) as relay:
+    # ---- the reader (the invocation's own thread)
+
+    def run(self) -> None:
+        watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
+        with self.relay:
+            watcher.start()
+            outcome = self._read()
+            self.conclude(outcome)
+        self._stop.set()
+        watcher.join()
+        if self.relay.gone and not self._lost:
+            logger.info("client gone; answer kept, connection record removed")
+            self.runtime.store.delete_connection(self.relay.connection_id)
+
+    def _read(self) -> Failure | End:
+        request = TurnRequest(self.turn.prompt, self.turn.session_id, self.turn.memory_id, self.turn.trace)
         try:
-            for event in runtime.backend.stream(request):
+            for event in self.runtime.backend.stream(request):
+                if self._stop.is_set():
+                    return CANCELLED  # ignored if the watcher already ended the turn
                 if isinstance(event, TextDelta):
-                    answer.append(event.text)
-                    relay.text(event.text)
+                    with self._lock:
+                        self.answer.append(event.text)
+                    self.relay.text(event.text)
                 elif isinstance(event, Trace):
-                    if turn.trace:
-                        relay.event(lambda seq, trace=event.trace: protocol.trace_event(turn.turn_id, seq, trace))
+                    if self.turn.trace:
+                        turn_id = self.turn.turn_id
+                        self.relay.event(lambda seq, trace=event.trace: protocol.trace_event(turn_id, seq, trace))
                 elif isinstance(event, ReturnControl):
-                    outcome = _UNSUPPORTED_RETURN_CONTROL
-                    break
+                    return UNSUPPORTED_RETURN_CONTROL
                 else:
-                    outcome = event
-                    break
+                    return event
         except Exception:  # noqa: BLE001 - a bug mid-stream still ends the turn in sequence
             logger.exception("turn failed while streaming")
-            outcome = _CRASHED
-        outcome = outcome or _NO_END
-        text = "".join(answer)
+            return CRASHED
+        return NO_END
 
-        def stats() -> Dict[str, Any]:
-            first = outbox.first_chunk_at
-            return {
-                "chunks": outbox.chunks,
-                "characters": len(text),
-                "firstTokenMs": None if first is None else round((first - started) * 1000),
-                "durationMs": round((time.monotonic() - started) * 1000),
-                "queueMs": max(0, claimed_at - turn.created_at),
-            }
+    # ---- the end: exactly once, by whichever thread gets there first
 
-        final: Dict[str, Any] = {}
+    def conclude(self, outcome: Failure | End) -> None:
+        """Persist the outcome, then queue the terminal event; the first caller wins."""
+        with self._lock:
+            if self._concluded:
+                return
+            self._concluded = True
+            self._stop.set()
+            text = "".join(self.answer)
+        self.relay.flush()  # every chunk out before the stats count them
+        stats = self._stats(text)
+        failure = outcome if isinstance(outcome, Failure) else None
+        status = ERROR if failure else DONE
+        store = self.runtime.store
+        while not store.finish_turn(self.turn, status, text, stats, failure, connection_id=self.relay.connection_id):
+            current = store.get_turn(self.turn.turn_id)
+            if current is None or current.status != RUNNING or current.claim_id != self.turn.claim_id:
+                self._lose("finished elsewhere")
+                return
+            self.relay.attach(current.connection_id)  # resumed at the last moment: replay there
+        session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
+        turn_id = self.turn.turn_id
 
         def terminal(seq: int) -> Event:
-            final["stats"] = stats()
-            if isinstance(outcome, End):
-                return protocol.done_event(turn.turn_id, seq, turn.session_id, final["stats"])
-            return protocol.error_event(outcome.code, outcome.message, outcome.retryable, turn.turn_id, seq)
+            if failure is None:
+                return protocol.done_event(turn_id, seq, session_id, stats)
+            return protocol.error_event(failure.code, failure.message, failure.retryable, turn_id, seq)
 
-        relay.finish(terminal)
+        self.relay.close(terminal)
+        extra: Dict[str, Any] = {"outcome": failure.code if failure else "done", **stats}
+        if self.runtime.settings.log_content:
+            extra["answer"] = text
+        logger.info("turn finished", extra=extra)
 
-    if isinstance(outcome, End):
-        runtime.store.finish_turn(turn.turn_id, DONE, text, final["stats"])
-    else:
-        runtime.store.finish_turn(turn.turn_id, ERROR, text, final["stats"], outcome.code, outcome.message)
-    extra: Dict[str, Any] = {"outcome": "done" if isinstance(outcome, End) else outcome.code, **final["stats"]}
-    if settings.log_content:
-        extra["answer"] = text
-    logger.info("turn finished", extra=extra)
-    if relay.gone:
-        logger.info("client gone; answer kept, connection record removed")
-        runtime.store.delete_connection(turn.connection_id)
+    def _stats(self, text: str) -> Dict[str, Any]:
+        first = self.outbox.first_chunk_at
+        return {
+            "chunks": self.outbox.chunks,
+            "characters": len(text),
+            "firstTokenMs": None if first is None else round((first - self.started) * 1000),
+            "durationMs": round((time.monotonic() - self.started) * 1000),
+            "queueMs": max(0, self.claimed_at - self.turn.created_at),
+        }
+
+    def _lose(self, why: str) -> None:
+        """Someone else owns the turn now (it was interrupted after we stalled): go quiet."""
+        logger.warning("turn lost", extra={"reason": why})
+        self._lost = True
+        self._stop.set()
+        self.relay.abandon()
+
+    # ---- the watcher (a thread): checkpoints, resume and cancel
+
+    def _watch(self) -> None:
+        settings = self.runtime.settings
+        control_s = settings.control_interval_ms / 1000
+        checkpoint_s = settings.checkpoint_interval_ms / 1000
+        saved_chars = 0
+        last_save = time.monotonic()
+        while not self._stop.wait(control_s):
+            answer: Optional[str] = None
+            with self._lock:
+                chars = sum(len(part) for part in self.answer)
+                if chars != saved_chars and time.monotonic() - last_save >= checkpoint_s:
+                    answer, saved_chars, last_save = "".join(self.answer), chars, time.monotonic()
+            try:
+                current = self.runtime.store.checkpoint(self.turn, self.relay.connection_id, answer)
+            except Exception:  # noqa: BLE001 - a failed checkpoint is retried next time
+                logger.exception("checkpoint failed")
+                continue
+            if current is None or self._stop.is_set():
+                continue
+            if current.status != RUNNING or current.claim_id != self.turn.claim_id:
+                self._lose("taken over")
+            elif current.cancel_requested:
+                logger.info("turn cancelled by the client")
+                self.conclude(CANCELLED)
+            elif current.connection_id != self.relay.connection_id:
+                logger.info("client resumed on another connection", extra={"to": current.connection_id})
+                self.relay.attach(current.connection_id)
+
+    def end_after_crash(self) -> None:
+        """A bug or an outage outside the stream: end the turn unless it already has its end."""
+        if self._concluded or self._lost:
+            return
+        try:
+            self.runtime.store.finish_turn(self.turn, ERROR, "".join(self.answer), {}, CRASHED)
+        except Exception:  # noqa: BLE001 - the record stays running; a redelivery will interrupt it
+            logger.exception("could not record the failure")
+        post_quietly(self.gateway, self.relay.connection_id, _crash_event(self.turn, self.outbox.seq + 1))
+
+
+def _crash_event(turn: Turn, seq: int) -> Event:
+    return protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, seq)
 
 
 def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None:
-    """A second delivery: finished turns are left alone; a claimed, unfinished one is interrupted."""
-    turn = runtime.store.get_turn(turn_id)
-    if turn is None or turn.status != RUNNING:
+    """A delivery of a turn that is not queued: finished turns are left alone; a running one is interrupted.
+
+    A turn is running here only if the worker that claimed it died (the queue's visibility
+    timeout is six times the worker's timeout), so it is ended, not run again.
+    """
+    turn = runtime.store.interrupt(turn_id, INTERRUPTED)
+    if turn is None:
         logger.info("duplicate delivery ignored")
         return
-    message = "The turn was interrupted before it finished; ask again."
-    if runtime.store.finish_turn(turn_id, ERROR, turn.answer, turn.stats, protocol.INTERRUPTED, message):
-        logger.warning("turn interrupted by a worker failure")
-        _post_quietly(gateway, turn.connection_id, protocol.error_event(protocol.INTERRUPTED, message, True, turn_id))
+    logger.warning("turn interrupted by a worker failure")
+    event = protocol.error_event(INTERRUPTED.code, INTERRUPTED.message, INTERRUPTED.retryable, turn_id)
+    post_quietly(gateway, turn.connection_id, event)
+    leave_flight(runtime, turn)
 
 
-def _end_after_crash(runtime: Runtime, gateway: Gateway, turn: Turn, told_client: bool) -> None:
-    """End a turn whose worker hit a bug or an outage; the client hears one terminal event only."""
-    message = "The turn failed inside agentstream; try again."
+def leave_flight(runtime: Runtime, turn: Turn) -> None:
     try:
-        runtime.store.finish_turn(turn.turn_id, ERROR, "", {}, protocol.INTERNAL, message)
-    except Exception:  # noqa: BLE001 - the record stays running; a redelivery will interrupt it
-        logger.exception("could not record the failure")
-    if not told_client:
-        _post_quietly(gateway, turn.connection_id, protocol.error_event(protocol.INTERNAL, message, True, turn.turn_id))
+        runtime.store.leave_flight(turn.origin_connection_id)
+    except Exception:  # noqa: BLE001 - the counter only limits; the connection's TTL resets it
+        logger.exception("could not update the connection's turns in flight")
 
 
-def _post_quietly(gateway: Gateway, connection_id: str, event: Event) -> None:
+def post_quietly(gateway: Gateway, connection_id: str, event: Event) -> None:
     try:
         gateway.post(connection_id, event)
     except ConnectionGone:

@@ -21,6 +21,7 @@ def load_template(path: Path = TEMPLATE) -> Dict[str, Any]:
 class Resources:
     connections_table: str
     turns_table: str
+    rate_limits_table: str
     turn_queue_url: str
     dead_letter_queue_url: str
 
@@ -29,6 +30,7 @@ class Resources:
         return {
             "CONNECTIONS_TABLE": self.connections_table,
             "TURNS_TABLE": self.turns_table,
+            "RATE_LIMITS_TABLE": self.rate_limits_table,
             "TURN_QUEUE_URL": self.turn_queue_url,
         }
 
@@ -72,14 +74,13 @@ def provision(
 ) -> Resources:
     """Create both tables and both queues; ``visibility_timeout`` shortens redelivery locally."""
     resources = (template or load_template())["Resources"]
-    names = Resources(
-        connections_table=f"{prefix}-connections",
-        turns_table=f"{prefix}-turns",
-        turn_queue_url="",
-        dead_letter_queue_url="",
-    )
-    _create_table(dynamodb, names.connections_table, resources["ConnectionsTable"]["Properties"])
-    _create_table(dynamodb, names.turns_table, resources["TurnsTable"]["Properties"])
+    tables = {
+        "ConnectionsTable": f"{prefix}-connections",
+        "TurnsTable": f"{prefix}-turns",
+        "RateLimitsTable": f"{prefix}-rate-limits",
+    }
+    for logical_id, name in tables.items():
+        _create_table(dynamodb, name, resources[logical_id]["Properties"])
     dlq_url = sqs.create_queue(
         QueueName=f"{prefix}-turns-dlq",
         Attributes=_queue_attributes(resources["TurnDeadLetterQueue"]["Properties"], None, None),
@@ -89,4 +90,4 @@ def provision(
         QueueName=f"{prefix}-turns",
         Attributes=_queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
     )["QueueUrl"]
-    return Resources(names.connections_table, names.turns_table, queue_url, dlq_url)
+    return Resources(*tables.values(), turn_queue_url=queue_url, dead_letter_queue_url=dlq_url)

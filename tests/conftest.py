@@ -56,6 +56,7 @@ def settings(resources):
         stage="local",
         connections_table=resources.connections_table,
         turns_table=resources.turns_table,
+        rate_limits_table=resources.rate_limits_table,
         turn_queue_url=resources.turn_queue_url,
         agent_id="AGENT12345",
         agent_alias_id="ALIAS12345",

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from chalicelib import protocol
-from chalicelib.protocol import Ask, Ping, ProtocolError, parse_client_message
+from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, parse_client_message
 
 
 def test_ask_is_the_default_action_and_unknown_fields_are_ignored():
@@ -23,6 +23,11 @@ def test_ping():
     assert parse_client_message('{"action": "ping"}') == Ping()
 
 
+def test_resume_and_cancel_name_a_turn():
+    assert parse_client_message('{"action": "resume", "turnId": "t1"}') == Resume("t1")
+    assert parse_client_message('{"action": "cancel", "turnId": "t1"}') == Cancel("t1")
+
+
 @pytest.mark.parametrize(
     "body, fragment",
     [
@@ -39,7 +44,9 @@ def test_ping():
         ('{"prompt": ["a"]}', "string"),
         ('{"action": "dance", "prompt": "x"}', "Unknown action"),
         ('{"action": 7}', "must be a string"),
-        ('{"action": "resume", "turnId": "t"}', "not supported"),
+        ('{"action": "return_control", "turnId": "t"}', "not supported"),
+        ('{"action": "resume"}', "turnId"),
+        ('{"action": "cancel", "turnId": 7}', "turnId"),
         ('{"prompt": "x", "trace": "yes"}', "true or false"),
         ('{"prompt": "x", "conversationId": 5}', "conversationId"),
         ('{"prompt": "x", "requestId": ""}', "requestId"),

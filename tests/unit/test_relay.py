@@ -13,15 +13,17 @@ class Recorder:
         self.gone_after = gone_after
         self.fail_after = fail_after
         self.threads = set()
+        self.to = []
 
-    def __call__(self, event):
+    def __call__(self, connection_id, event):
         self.threads.add(threading.current_thread().name)
-        if self.gone_after is not None and len(self.events) >= self.gone_after:
-            raise ConnectionGone("c")
+        if self.gone_after is not None and len(self.events) >= self.gone_after and connection_id == "c1":
+            raise ConnectionGone("c1")
         if self.fail_after is not None and len(self.events) >= self.fail_after:
             raise RuntimeError("LimitExceededException")
         time.sleep(self.delay)
         self.events.append(event)
+        self.to.append(connection_id)
 
 
 def done(seq):
@@ -30,7 +32,7 @@ def done(seq):
 
 def test_slow_posts_make_fewer_larger_frames_in_order():
     post = Recorder(delay=0.02)
-    with Relay(post, Outbox("t", interval_s=0.001, max_frame_bytes=32 * 1024)) as relay:
+    with Relay(post, Outbox("t", interval_s=0.001, max_frame_bytes=32 * 1024), "c1") as relay:
         for index in range(100):
             relay.text(f"{index} ")
             time.sleep(0.001)
@@ -46,7 +48,7 @@ def test_slow_posts_make_fewer_larger_frames_in_order():
 def test_gone_stops_posting_but_the_turn_still_finishes():
     post = Recorder(gone_after=1)
     outbox = Outbox("t", interval_s=0, max_frame_bytes=32 * 1024)
-    with Relay(post, outbox) as relay:
+    with Relay(post, outbox, "c1") as relay:
         relay.text("a")
         time.sleep(0.02)
         relay.text("b")
@@ -60,7 +62,7 @@ def test_gone_stops_posting_but_the_turn_still_finishes():
 
 def test_a_failing_post_does_not_kill_the_relay():
     post = Recorder(fail_after=0)
-    with Relay(post, Outbox("t", interval_s=0, max_frame_bytes=32 * 1024)) as relay:
+    with Relay(post, Outbox("t", interval_s=0, max_frame_bytes=32 * 1024), "c1") as relay:
         relay.text("a")
         relay.finish(done)
     assert isinstance(relay.failed, RuntimeError)
@@ -70,9 +72,39 @@ def test_a_failing_post_does_not_kill_the_relay():
 def test_leaving_the_block_without_finish_stops_the_thread():
     post = Recorder()
     try:
-        with Relay(post, Outbox("t", interval_s=0, max_frame_bytes=32 * 1024)) as relay:
+        with Relay(post, Outbox("t", interval_s=0, max_frame_bytes=32 * 1024), "c1") as relay:
             relay.text("a")
             raise KeyError("reader failed")
     except KeyError:
         pass
     assert not any(t.name == "relay" and t.is_alive() for t in threading.enumerate())
+
+
+def test_attach_replays_the_answer_so_far_on_the_new_connection_then_continues():
+    post = Recorder(gone_after=1)
+    outbox = Outbox("t", interval_s=0, max_frame_bytes=32 * 1024)
+    with Relay(post, outbox, "c1") as relay:
+        relay.text("one ")
+        time.sleep(0.05)
+        relay.text("two ")  # c1 is gone by now: dropped
+        time.sleep(0.05)
+        assert relay.gone
+        relay.attach("c2")
+        time.sleep(0.05)
+        relay.text("three")
+        relay.finish(done)
+    on_c2 = [e for e, to in zip(post.events, post.to) if to == "c2"]
+    assert "".join(e["text"] for e in on_c2 if e["type"] == "chunk") == "one two three"
+    assert [e["seq"] for e in on_c2] == list(range(1, len(on_c2) + 1))
+    assert on_c2[-1]["type"] == "done"
+    assert relay.gone is False
+
+
+def test_abandon_posts_nothing_more():
+    post = Recorder()
+    with Relay(post, Outbox("t", interval_s=10, max_frame_bytes=32 * 1024), "c1") as relay:
+        relay.text("a")
+        time.sleep(0.02)
+        relay.text("b")
+        relay.abandon()
+    assert [e["text"] for e in post.events] == ["a"]

@@ -1,0 +1,156 @@
+"""Ask (idempotency, rate limits), resume and cancel through the handlers, against moto."""
+import json
+from dataclasses import replace
+
+import boto3
+import pytest
+
+from tests.events import sqs_event, ws_event
+from tests.fakes import agent_stream, sleeper
+from tests.tokens import make_token
+
+
+@pytest.fixture
+def conn(client):
+    """Connect a user on a connection id; returns a sender for that connection."""
+
+    def _conn(connection_id="c1", user="alice"):
+        client.lambda_.invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token(user)}))
+
+        def send(**message):
+            body = json.dumps(message)
+            client.lambda_.invoke("websocket_message", ws_event("$default", connection_id, body=body))
+
+        return send
+
+    return _conn
+
+
+def drain_queue(settings):
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=settings.turn_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=settings.turn_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def work(client, settings):
+    return client.lambda_.invoke("turn_worker", sqs_event(drain_queue(settings))).payload
+
+
+def test_a_repeated_request_id_names_the_original_turn(conn, management, settings, client, agent):
+    send = conn()
+    send(prompt="hi", requestId="r-1")
+    send(prompt="hi again", requestId="r-1")
+    first, second = management.events("c1")
+    assert first["type"] == second["type"] == "accepted"
+    assert second["turnId"] == first["turnId"] and second["duplicate"] is True
+    work(client, settings)
+    assert len(agent.calls) == 1
+
+
+def test_request_ids_are_per_user(conn, management):
+    conn("c1", "alice")(prompt="hi", requestId="same")
+    conn("c2", "bob")(prompt="hi", requestId="same")
+    assert management.events("c1")[0]["turnId"] != management.events("c2")[0]["turnId"]
+
+
+def test_the_per_user_token_bucket_limits_asks(conn, management, runtime, settings):
+    runtime.settings = replace(runtime.settings, rate_burst=2, rate_per_s=0.1)
+    send = conn()
+    for index in range(3):
+        send(prompt=f"q{index}")
+    events = management.events("c1")
+    assert [e["type"] for e in events] == ["accepted", "accepted", "error"]
+    limited = events[-1]
+    assert (limited["code"], limited["retryable"]) == ("rate_limited", True)
+    assert 9000 <= limited["retryAfterMs"] <= 10000
+    assert len(drain_queue(settings)) == 2
+
+
+def test_a_connection_has_a_cap_on_turns_in_flight(conn, management, runtime, client, settings):
+    runtime.settings = replace(runtime.settings, max_turns_in_flight=2)
+    send = conn()
+    for index in range(3):
+        send(prompt=f"q{index}")
+    assert [e.get("code") for e in management.events("c1")] == [None, None, "rate_limited"]
+    work(client, settings)  # both finish: the connection has room again
+    send(prompt="q4")
+    assert management.events("c1")[-1]["type"] == "accepted"
+
+
+def test_resume_replays_a_finished_turn_from_seq_1(conn, management, client, settings, agent):
+    agent.script = agent_stream("Hel", "lo")
+    conn("c1")(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    work(client, settings)
+    conn("c2")(action="resume", turnId=turn_id)
+    events = management.events("c2")
+    assert events[0] == {"type": "accepted", "turnId": turn_id}
+    assert [(e["type"], e["seq"]) for e in events[1:]] == [("chunk", 1), ("done", 2)]
+    assert events[1]["text"] == "Hello"
+    assert events[2]["stats"]["characters"] == 5
+
+
+def test_resume_of_a_queued_turn_moves_it_to_the_new_connection(conn, management, client, settings):
+    conn("c1")(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    conn("c2")(action="resume", turnId=turn_id)
+    work(client, settings)
+    assert [e["type"] for e in management.events("c1")] == ["accepted"]
+    assert [e["type"] for e in management.events("c2")] == ["accepted", "chunk", "done"]
+
+
+@pytest.mark.parametrize("action", ["resume", "cancel"])
+def test_another_users_turn_does_not_exist_for_them(conn, management, settings, action):
+    conn("c1", "alice")(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    conn("c2", "mallory")(action=action, turnId=turn_id)
+    (event,) = management.events("c2")
+    assert (event["type"], event["code"], event["retryable"]) == ("error", "not_found", False)
+    conn("c3", "mallory")(action=action, turnId="no-such-turn")
+    assert management.events("c3")[0]["message"] == event["message"]  # indistinguishable
+
+
+def test_cancel_a_queued_turn_ends_it_and_the_worker_skips_it(conn, management, client, settings, agent):
+    send = conn()
+    send(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    send(action="cancel", turnId=turn_id)
+    work(client, settings)
+    assert agent.calls == []
+    events = management.events("c1")
+    assert [(e["type"], e.get("code")) for e in events] == [("accepted", None), ("error", "cancelled")]
+    assert events[1]["retryable"] is False and events[1]["seq"] == 1
+
+
+def test_cancel_a_finished_turn_says_so(conn, management, client, settings):
+    send = conn()
+    send(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    work(client, settings)
+    send(action="cancel", turnId=turn_id)
+    last = management.events("c1")[-1]
+    assert (last["code"], "turnId" in last) == ("invalid_request", False)
+
+
+def test_cancel_of_a_running_turn_is_picked_up_by_its_worker(conn, management, client, settings, agent, runtime):
+    runtime.settings = replace(runtime.settings, control_interval_ms=50)
+    send = conn()
+    send(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+
+    def cancel_midway():
+        send(action="cancel", turnId=turn_id)
+
+    agent.script = [{"chunk": {"bytes": b"one "}}, cancel_midway, sleeper(0.3), {"chunk": {"bytes": b"two"}}]
+    work(client, settings)
+    events = [e for e in management.events("c1") if e["type"] != "accepted"]
+    assert events[-1]["code"] == "cancelled"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert "two" not in "".join(e.get("text", "") for e in events)
+    assert runtime.store.get_turn(turn_id).error_code == "cancelled"
