@@ -1,0 +1,1 @@
+# Packaging and deployment (make package, make deploy).
