@@ -1,6 +1,6 @@
 """What a client's actions do to turns: ask, resume, cancel.
 
-Each returns the events for the client that acted; nothing here waits on the agent. Only a turn's
+Each sends its events to the client that acted through ``reply``; nothing here waits on the agent. Only a turn's
 owner may resume or cancel it: for anyone else it does not exist (``not_found``), so turn ids
 reveal nothing.
 """
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import List, Optional
+from typing import Callable, Optional
 
 from chalicelib import protocol, sessions
 from chalicelib.coalesce import replay
 from chalicelib.gateway import Gateway
+from chalicelib.logs import logger
 from chalicelib.protocol import Ask, Event
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, QUEUED, RUNNING, Connection, Turn, TurnExists
+from chalicelib.store import DONE, QUEUED, RUNNING, Connection, Turn, TurnExists, now_ms
 from chalicelib.turnqueue import TurnMessage
-from chalicelib.turns import CANCELLED, CRASHED, leave_flight, post_quietly
+from chalicelib.turns import CANCELLED, CRASHED, INTERRUPTED, leave_flight, post_quietly
 
 _NOT_FOUND = "No turn with that id belongs to you."
+Reply = Callable[[Event], None]  # sends one event to the client that acted
 
 
 def turn_id_for(user_id: str, request_id: Optional[str]) -> str:
@@ -29,8 +31,11 @@ def turn_id_for(user_id: str, request_id: Optional[str]) -> str:
     return hashlib.sha256(f"turn\0{user_id}\0{request_id}".encode()).hexdigest()[:32]
 
 
-def ask(runtime: Runtime, connection: Connection, message: Ask, api_id: str, stage: str) -> List[Event]:
-    """Record and queue a turn, or name the one this request id already started."""
+def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, api_id: str, stage: str) -> None:
+    """Record the turn, tell the client it is accepted, then queue it (so `accepted` comes first).
+
+    A repeated request id names the turn it already started instead.
+    """
     settings, store = runtime.settings, runtime.store
     turn = Turn(
         turn_id=turn_id_for(connection.user_id, message.request_id),
@@ -45,38 +50,46 @@ def ask(runtime: Runtime, connection: Connection, message: Ask, api_id: str, sta
     )
     duplicate = _duplicate(runtime, turn)
     if duplicate:
-        return duplicate
+        reply(duplicate)
+        return
     decision = store.take_token(connection.user_id, settings.rate_per_s, settings.rate_burst)
     if not decision.allowed:
-        return [_rate_limited("You are sending questions too fast.", decision.retry_after_ms, message.request_id)]
+        reply(_rate_limited("You are sending questions too fast.", decision.retry_after_ms, message.request_id))
+        return
     if not store.enter_flight(connection.connection_id, settings.max_turns_in_flight):
         text = f"This connection already has {settings.max_turns_in_flight} turns in flight."
-        return [_rate_limited(text, 1000, message.request_id)]
+        reply(_rate_limited(text, 1000, message.request_id))
+        return
     try:
         store.create_turn(turn)
     except TurnExists:  # the same request id, a moment ago
         leave_flight(runtime, turn)
-        return _duplicate(runtime, turn) or []
+        reply(_duplicate(runtime, turn) or protocol.accepted_event(turn.turn_id, message.request_id))
+        return
     except Exception:
         leave_flight(runtime, turn)
         raise
     try:
+        reply(protocol.accepted_event(turn.turn_id, message.request_id))
+    except Exception:  # noqa: BLE001 - the turn is recorded: run it, the client can resume it
+        logger.exception("could not send accepted")
+    try:
         runtime.queue.put(TurnMessage(turn.turn_id, api_id, stage))
     except Exception:
-        # Never leave a turn queued that no worker will see; a retry can then use the same id.
+        # Never leave a turn queued that no worker will see: end it, and say so.
+        logger.exception("could not queue the turn")
         store.end_queued(turn.turn_id, turn.user_id, CRASHED)
         leave_flight(runtime, turn)
-        raise
-    return [protocol.accepted_event(turn.turn_id, message.request_id)]
+        reply(protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, 1))
 
 
-def _duplicate(runtime: Runtime, turn: Turn) -> List[Event]:
+def _duplicate(runtime: Runtime, turn: Turn) -> Optional[Event]:
     if turn.request_id is None:
-        return []
+        return None
     existing = runtime.store.get_turn(turn.turn_id)
     if existing is None:
-        return []
-    return [{**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}]
+        return None
+    return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
 
 
 def _rate_limited(message: str, retry_after_ms: int, request_id: Optional[str]) -> Event:
@@ -94,19 +107,24 @@ def _owned(runtime: Runtime, connection: Connection, turn_id: str) -> Optional[T
     return turn if turn is not None and turn.user_id == connection.user_id else None
 
 
-def resume(runtime: Runtime, connection: Connection, turn_id: str) -> List[Event]:
+def resume(runtime: Runtime, reply: Reply, connection: Connection, turn_id: str) -> None:
     """Attach this connection to an unfinished turn, or re-send a finished one from seq 1."""
     turn = _owned(runtime, connection, turn_id)
     if turn is None:
-        return [protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, turn_id)]
-    accepted = protocol.accepted_event(turn.turn_id, turn.request_id)
+        reply(protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, turn_id))
+        return
+    reply(protocol.accepted_event(turn.turn_id, turn.request_id))
+    if turn.status == RUNNING:
+        # A turn whose worker died and whose message is gone would otherwise run "forever".
+        stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
+        turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before) or turn
     if not turn.finished:
         if runtime.store.attach(turn_id, connection.user_id, connection.connection_id) is not None:
-            return [accepted]  # its worker sends the answer so far, then the rest, here
+            return  # its worker sends the answer so far, then the rest, here
         turn = runtime.store.get_turn(turn_id) or turn  # it finished meanwhile
-    return [accepted] + replay(
-        turn.turn_id, turn.answer, lambda seq: _terminal(turn, seq), runtime.settings.max_frame_bytes
-    )
+    finished = turn
+    for event in replay(turn.turn_id, turn.answer, lambda seq: _terminal(finished, seq), runtime.settings.max_frame_bytes):
+        reply(event)
 
 
 def _terminal(turn: Turn, seq: int) -> Event:
@@ -117,11 +135,12 @@ def _terminal(turn: Turn, seq: int) -> Event:
     )
 
 
-def cancel(runtime: Runtime, gateway: Gateway, connection: Connection, turn_id: str) -> List[Event]:
+def cancel(runtime: Runtime, reply: Reply, gateway: Gateway, connection: Connection, turn_id: str) -> None:
     """Stop a turn: at once if no worker has it yet, else its worker ends it within a second."""
     turn = _owned(runtime, connection, turn_id)
     if turn is None:
-        return [protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, turn_id)]
+        reply(protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, turn_id))
+        return
     store = runtime.store
     if turn.status == QUEUED:
         ended = store.end_queued(turn_id, connection.user_id, CANCELLED)
@@ -130,8 +149,9 @@ def cancel(runtime: Runtime, gateway: Gateway, connection: Connection, turn_id: 
             event = protocol.error_event(CANCELLED.code, CANCELLED.message, CANCELLED.retryable, turn_id, 1)
             if ended.connection_id != connection.connection_id:
                 post_quietly(gateway, ended.connection_id, event)
-            return [event]
+            reply(event)
+            return
         turn = store.get_turn(turn_id) or turn
     if turn.status == RUNNING and store.request_cancel(turn_id, connection.user_id) is not None:
-        return []  # the worker sends the turn's `cancelled` terminal event
-    return [protocol.error_event(protocol.INVALID_REQUEST, "That turn has already finished.", False)]
+        return  # the worker sends the turn's `cancelled` terminal event
+    reply(protocol.error_event(protocol.INVALID_REQUEST, "That turn has already finished.", False))

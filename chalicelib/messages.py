@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from chalicelib import actions, protocol
 from chalicelib.gateway import ConnectionGone, Gateway
@@ -48,27 +48,34 @@ def message(runtime: Runtime, event: Dict[str, Any]) -> None:
             reply(protocol.pong_event())
             return
         try:
-            for reply_event in _act(runtime, gateway, connection_id, context, parsed):
-                reply(reply_event)
+            _act(runtime, reply, gateway, connection_id, context, parsed)
         except Exception:  # noqa: BLE001 - the client must hear about it, never silence
             logger.exception("could not serve the request")
             reply(protocol.error_event(protocol.INTERNAL, "The request could not be served; try again.", True))
 
 
-def _act(runtime: Runtime, gateway: Gateway, connection_id: str, context: Dict[str, Any], message: ClientMessage) -> List[Event]:
+def _act(
+    runtime: Runtime,
+    reply: actions.Reply,
+    gateway: Gateway,
+    connection_id: str,
+    context: Dict[str, Any],
+    message: ClientMessage,
+) -> None:
     connection = runtime.store.get_connection(connection_id)
     if connection is None:
-        return [
+        reply(
             protocol.error_event(
                 protocol.UNAUTHORIZED,
                 "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
                 False,
             )
-        ]
+        )
+        return
     with log_context(user_id=connection.user_id):
         if isinstance(message, Ask):
-            return actions.ask(runtime, connection, message, context["apiId"], context["stage"])
-        if isinstance(message, Resume):
-            return actions.resume(runtime, connection, message.turn_id)
-        assert isinstance(message, Cancel)
-        return actions.cancel(runtime, gateway, connection, message.turn_id)
+            actions.ask(runtime, reply, connection, message, context["apiId"], context["stage"])
+        elif isinstance(message, Resume):
+            actions.resume(runtime, reply, connection, message.turn_id)
+        elif isinstance(message, Cancel):
+            actions.cancel(runtime, reply, gateway, connection, message.turn_id)

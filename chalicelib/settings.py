@@ -69,6 +69,11 @@ class Settings:
     turn_ttl_s: int = 7 * 24 * 3600
     log_content: bool = False
 
+    @property
+    def heartbeat_timeout_ms(self) -> int:
+        """A running turn whose checkpoint is older than this has lost its worker."""
+        return max(10 * self.control_interval_ms, 1000)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         get = env.get

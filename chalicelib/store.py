@@ -292,7 +292,7 @@ class Store:
         return self._update_turn(
             turn_id,
             "#status = :queued",
-            {"status": RUNNING, "claimId": uuid.uuid4().hex, "claimedAt": now_ms()},
+            {"status": RUNNING, "claimId": uuid.uuid4().hex, "claimedAt": now_ms(), "checkpointAt": now_ms()},
             values={":queued": {"S": QUEUED}},
         )
 
@@ -382,11 +382,15 @@ class Store:
             values={":user": {"S": user_id}, ":queued": {"S": QUEUED}},
         )
 
-    def interrupt(self, turn_id: str, error: Any) -> Optional[Turn]:
-        """End a turn whose worker died mid-way (a redelivery found it running)."""
+    def interrupt(self, turn_id: str, error: Any, stale_before_ms: int) -> Optional[Turn]:
+        """End a running turn whose worker died: its heartbeat (``checkpointAt``) went stale.
+
+        A live worker checkpoints every control interval, so a fresh heartbeat means this is a
+        duplicate delivery of a turn still being served, and it is left alone (None).
+        """
         return self._update_turn(
             turn_id,
-            "#status = :running",
+            "#status = :running AND #checkpointAt < :stale",
             {
                 "status": ERROR,
                 "errorCode": error.code,
@@ -394,5 +398,6 @@ class Store:
                 "errorRetryable": error.retryable,
                 "finishedAt": now_ms(),
             },
-            values={":running": {"S": RUNNING}},
+            names={"#checkpointAt": "checkpointAt"},
+            values={":running": {"S": RUNNING}, ":stale": {"N": str(stale_before_ms)}},
         )

@@ -36,6 +36,10 @@ CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
 INTERRUPTED = Failure(protocol.INTERRUPTED, "The turn was interrupted before it finished; ask again.", True)
 
 
+class TurnBusy(Exception):
+    """Another worker is serving this turn right now; the message should come back later."""
+
+
 def run_turn(runtime: Runtime, message: TurnMessage) -> None:
     """Run one queued turn to its terminal event. Raises only before the agent was called."""
     with log_context(turn_id=message.turn_id):
@@ -208,13 +212,18 @@ def _crash_event(turn: Turn, seq: int) -> Event:
 
 
 def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None:
-    """A delivery of a turn that is not queued: finished turns are left alone; a running one is interrupted.
+    """A delivery of a turn that is not queued: finished or still-served turns are left alone.
 
-    A turn is running here only if the worker that claimed it died (the queue's visibility
-    timeout is six times the worker's timeout), so it is ended, not run again.
+    A running turn whose heartbeat went stale lost its worker (killed, timed out): it is ended
+    with ``interrupted``, not run again, since the agent may already have acted on it.
     """
-    turn = runtime.store.interrupt(turn_id, INTERRUPTED)
+    stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
+    turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before)
     if turn is None:
+        current = runtime.store.get_turn(turn_id)
+        if current is not None and current.status == RUNNING:
+            # Its worker is alive (a duplicate delivery): look again later, in case it dies.
+            raise TurnBusy(turn_id)
         logger.info("duplicate delivery ignored")
         return
     logger.warning("turn interrupted by a worker failure")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 from chalicelib.logs import log_context, logger
 from chalicelib.runtime import Runtime
 from chalicelib.turnqueue import TurnMessage
-from chalicelib.turns import run_turn
+from chalicelib.turns import TurnBusy, run_turn
 
 
 def handle_batch(runtime: Runtime, records: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -27,6 +27,9 @@ def handle_batch(runtime: Runtime, records: List[Dict[str, Any]]) -> Dict[str, A
                 continue
             try:
                 run_turn(runtime, message)
+            except TurnBusy:
+                logger.info("turn is being served by another worker; will look again")
+                failures.append({"itemIdentifier": message_id})
             except Exception:  # noqa: BLE001 - retry this record, keep the rest of the batch
                 logger.exception("turn could not start; will be retried")
                 failures.append({"itemIdentifier": message_id})

@@ -8,10 +8,12 @@ back after the visibility timeout, and so to the dead-letter queue after ``maxRe
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from devserver.lambda_context import LambdaContext
 
@@ -64,6 +66,16 @@ class SqsPoller:
             "QueueArn"
         ]
         self.invocations = 0
+        self.killed = 0
+        self._kill_after: Optional[float] = None
+
+    def kill_next_invocation(self, after_s: float) -> None:
+        """Fault: run the next batch in its own process and SIGKILL it after ``after_s`` seconds.
+
+        That is how a worker dies on AWS (timeout, out of memory, a crashed runtime): no code of
+        its own runs afterwards, and its messages come back after the visibility timeout.
+        """
+        self._kill_after = after_s
 
     def start(self) -> "SqsPoller":
         self._thread.start()
@@ -99,6 +111,10 @@ class SqsPoller:
             event = {"Records": [sqs_record(m, self._queue_arn, self._region) for m in messages]}
             context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
             self.invocations += 1
+            kill_after, self._kill_after = self._kill_after, None
+            if kill_after is not None:
+                self._run_and_kill(event, kill_after)
+                return  # nothing deleted: the messages reappear after the visibility timeout
             try:
                 result = self._handler(event, context)
                 failed = {item.get("itemIdentifier") for item in (result or {}).get("batchItemFailures", [])}
@@ -113,3 +129,22 @@ class SqsPoller:
                 )
         finally:
             self._slots.release()
+
+    def _run_and_kill(self, event: Dict[str, Any], after_s: float) -> None:
+        child = multiprocessing.get_context("spawn").Process(
+            target=_invoke_in_child, args=(self._function_name, json.dumps(event), self._timeout), daemon=True
+        )
+        child.start()
+        child.join(after_s)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            self.killed += 1
+            log.warning("%s killed after %.1f s (injected fault)", self._function_name, after_s)
+
+
+def _invoke_in_child(function_name: str, event_json: str, timeout_s: float) -> None:
+    """A worker in its own process, as Lambda runs it: import the app, call the handler."""
+    import app
+
+    app.app.handler_map[function_name](json.loads(event_json), LambdaContext.for_invocation(function_name, timeout_s))

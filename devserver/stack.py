@@ -63,8 +63,6 @@ class LocalStack:
         self._started: list = []
 
     def start(self) -> "LocalStack":
-        from moto.server import ThreadedMotoServer
-
         import boto3
 
         env = self.env
@@ -76,11 +74,12 @@ class LocalStack:
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         env.setdefault("AWS_REGION", env["AWS_DEFAULT_REGION"])
 
-        moto_port = free_port()
-        moto = ThreadedMotoServer(ip_address=LOCAL_HOST, port=moto_port, verbose=False)
-        moto.start()
+        from devserver.moto_server import MotoServer
+
+        moto = MotoServer(LOCAL_HOST, free_port()).start()
         self._started.append(moto)
-        moto_url = f"http://{LOCAL_HOST}:{moto_port}"
+        self.moto = moto
+        moto_url = moto.url
         env["AWS_ENDPOINT_URL_DYNAMODB"] = moto_url
         env["AWS_ENDPOINT_URL_SQS"] = moto_url
 
@@ -146,7 +145,33 @@ class LocalStack:
             region=region,
         ).start()
         self._started.append(poller)
+        self.poller = poller
+
+        from devserver.control import ControlServer
+
+        self.control = ControlServer(LOCAL_HOST, self.apply_faults).start()
+        self._started.append(self.control)
         return self
+
+    def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
+        """Inject the faults ``devserver/control.py`` documents; answers what was applied."""
+        known = {"fail_posts", "status", "error", "throttle_dynamodb", "kill_worker_after_s", "drop"}
+        unknown = set(faults) - known
+        if unknown:
+            raise ValueError(f"unknown faults: {sorted(unknown)}")
+        if "fail_posts" in faults:
+            self.gateway.faults.fail_next_posts(
+                int(faults["fail_posts"]),
+                status=int(faults.get("status", 429)),
+                error=str(faults.get("error", "LimitExceededException")),
+            )
+        if "throttle_dynamodb" in faults:
+            self.moto.throttle_dynamodb(int(faults["throttle_dynamodb"]))
+        if "kill_worker_after_s" in faults:
+            self.poller.kill_next_invocation(float(faults["kill_worker_after_s"]))
+        if "drop" in faults:
+            self.gateway.drop(str(faults["drop"]))
+        return {"applied": sorted(faults)}
 
     def stop(self) -> None:
         while self._started:
@@ -166,6 +191,7 @@ class LocalStack:
             "queue_url": self.resources.turn_queue_url,
             "dead_letter_queue_url": self.resources.dead_letter_queue_url,
             "dynamodb": self.env["AWS_ENDPOINT_URL_DYNAMODB"],
+            "control_url": self.control.url,
             "token": issue_token("alice", self.secret),
         }
 

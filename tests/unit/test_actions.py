@@ -154,3 +154,19 @@ def test_cancel_of_a_running_turn_is_picked_up_by_its_worker(conn, management, c
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "two" not in "".join(e.get("text", "") for e in events)
     assert runtime.store.get_turn(turn_id).error_code == "cancelled"
+
+
+def test_resume_of_a_turn_whose_worker_died_ends_it_as_interrupted(conn, management, runtime, settings):
+    conn("c1")(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+    runtime.store.claim_turn(turn_id)
+    boto3.client("dynamodb").update_item(
+        TableName=settings.turns_table,
+        Key={"turnId": {"S": turn_id}},
+        UpdateExpression="SET checkpointAt = :t",
+        ExpressionAttributeValues={":t": {"N": "0"}},
+    )
+    conn("c2")(action="resume", turnId=turn_id)
+    accepted, error = management.events("c2")
+    assert accepted["type"] == "accepted"
+    assert (error["code"], error["retryable"], error["seq"]) == ("interrupted", True, 1)

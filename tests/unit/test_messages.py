@@ -85,11 +85,20 @@ def test_memory_id_only_when_enabled(connected, management, runtime, settings):
     assert "memoryId" not in turns(settings)[0]
 
 
-def test_a_failing_queue_becomes_a_retryable_internal_error(connected, management, runtime, settings):
+def test_a_failing_queue_ends_the_turn_with_a_retryable_internal_error(connected, management, runtime, settings):
     boto3.client("sqs").delete_queue(QueueUrl=settings.turn_queue_url)
     send(connected, '{"prompt": "hi"}')
-    (event,) = management.events("c1")
-    assert event["code"] == "internal" and event["retryable"] is True
+    accepted, error = management.events("c1")
+    assert accepted["type"] == "accepted"
+    assert (error["code"], error["retryable"], error["turnId"], error["seq"]) == ("internal", True, accepted["turnId"], 1)
+    assert runtime.store.get_turn(accepted["turnId"]).status == "error"  # no turn left queued forever
+
+
+def test_a_failing_table_becomes_a_retryable_internal_error(connected, management, settings):
+    boto3.client("dynamodb").delete_table(TableName=settings.turns_table)
+    send(connected, '{"prompt": "hi"}')
+    (error,) = management.events("c1")
+    assert (error["code"], error["retryable"]) == ("internal", True)
 
 
 def test_a_client_that_left_does_not_break_the_handler(connected, management):

@@ -1,5 +1,6 @@
 """The whole turn through the handlers: connect, ask, then the SQS worker streams the answer."""
 import json
+import time
 
 import boto3
 import pytest
@@ -150,15 +151,34 @@ def test_duplicate_delivery_does_not_invoke_the_agent_twice(client, ask, managem
     assert len(management.posts) == posts
 
 
-def test_a_claimed_but_unfinished_turn_is_interrupted_not_rerun(client, ask, management, agent, runtime):
+def test_a_claimed_turn_whose_worker_died_is_interrupted_not_rerun(client, ask, management, agent, runtime, settings):
     body = ask()
     turn_id = json.loads(body)["turnId"]
-    assert runtime.store.claim_turn(turn_id)  # a worker claimed it, then died
+    assert runtime.store.claim_turn(turn_id)  # a worker claimed it, then died: no more heartbeats
+    stale = str(int(time.time() * 1000) - runtime.settings.heartbeat_timeout_ms - 1)
+    boto3.client("dynamodb").update_item(
+        TableName=settings.turns_table,
+        Key={"turnId": {"S": turn_id}},
+        UpdateExpression="SET checkpointAt = :t",
+        ExpressionAttributeValues={":t": {"N": stale}},
+    )
     work(client, body)
     assert agent.calls == []
     (error,) = [e for e in management.events("c1") if e["type"] == "error"]
     assert (error["code"], error["retryable"], error["turnId"]) == ("interrupted", True, turn_id)
     assert runtime.store.get_turn(turn_id).status == "error"
+    work(client, body)  # and a third delivery changes nothing
+    assert len([e for e in management.events("c1") if e["type"] == "error"]) == 1
+
+
+def test_a_duplicate_delivery_while_the_worker_lives_is_ignored(client, ask, management, agent, runtime):
+    body = ask()
+    turn_id = json.loads(body)["turnId"]
+    assert runtime.store.claim_turn(turn_id)  # another worker is serving it right now
+    assert work(client, body) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # look again later
+    assert agent.calls == []
+    assert [e["type"] for e in management.events("c1")] == ["accepted"]
+    assert runtime.store.get_turn(turn_id).status == "running"
 
 
 def test_poison_and_missing_messages(client, ask, management):

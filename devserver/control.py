@@ -1,0 +1,59 @@
+"""The local stack's fault switchboard: ``POST /faults`` with a JSON object, on loopback.
+
+Tests (and curious people) use it to make AWS misbehave the way it does in production:
+
+    {"fail_posts": 3}                management API posts fail with LimitExceededException (429)
+    {"fail_posts": 1, "status": 410, "error": "GoneException"}
+    {"throttle_dynamodb": 2}         the next DynamoDB requests are throttled
+    {"kill_worker_after_s": 2.5}     the next worker invocation is killed (SIGKILL) after 2.5 s
+    {"drop": "<connectionId>"}       the client's connection is cut, no close frame
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict
+
+
+class ControlServer:
+    def __init__(self, host: str, apply: Callable[[Dict[str, Any]], Dict[str, Any]]) -> None:
+        apply_faults = apply
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path != "/faults":
+                    self._reply(404, {"message": "POST /faults"})
+                    return
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                    self._reply(200, apply_faults(body))
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._reply(400, {"message": str(exc)})
+
+            def _reply(self, status: int, body: Dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "ControlServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

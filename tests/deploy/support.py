@@ -1,0 +1,82 @@
+"""Helpers for the deployment tests: running the tools, reading templates, judging policies."""
+from __future__ import annotations
+
+import fnmatch
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+from infra import stack
+
+STAGES = ("dev", "prod")
+ACCOUNT = "123456789012"  # moto's
+REGION = "us-east-1"
+
+
+def tool(name: str) -> str:
+    """A console script of the Python running the tests (the project's virtualenv)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("cfn-lint"), str(path)], capture_output=True, text=True)
+
+
+def isolated_env() -> Dict[str, str]:
+    """This environment without any way to reach a real AWS account."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    return env
+
+
+def as_list(value: Any) -> List[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def resources_of_type(template: Dict[str, Any], kind: str) -> Dict[str, Dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def statements(document: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """Every statement of a policy document, both branches of an ``Fn::If`` included."""
+    for statement in document["Statement"]:
+        if "Fn::If" in statement:
+            for branch in statement["Fn::If"][1:]:
+                if branch != {"Ref": "AWS::NoValue"}:
+                    yield branch
+        else:
+            yield statement
+
+
+class Placeholders(stack.Context):
+    """Resolves every reference to a visible marker, so a ``*`` left in a resource is the template's own."""
+
+    def ref(self, name: str) -> Any:
+        return stack.NO_VALUE if name == "AWS::NoValue" else f"<{name}>"
+
+    def attribute(self, resource: str, attribute: str) -> str:
+        return f"<{resource}.{attribute}>"
+
+    def condition(self, name: str) -> bool:
+        return True
+
+
+def allows(policy: Dict[str, Any], action: str, resource: str) -> bool:
+    """Whether an identity policy of Allow statements (no NotAction/NotResource) allows this."""
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow" or action not in as_list(statement["Action"]):
+            continue
+        if any(fnmatch.fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
+            return True
+    return False
+
+
+def grants(policy: Dict[str, Any]) -> Iterator[tuple]:
+    """Every (action, resource pattern) an identity policy allows."""
+    for statement in policy["Statement"]:
+        if statement["Effect"] == "Allow":
+            for action in as_list(statement["Action"]):
+                for resource in as_list(statement["Resource"]):
+                    yield action, resource
