@@ -9,7 +9,7 @@ PORT   ?= 8000
 STAGE  ?= dev
 user   ?= alice
 
-.PHONY: install test unit integration run token chat clean
+.PHONY: install test unit integration loadtest run token chat clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ unit: install
 
 integration: install
 	$(BIN)/python -m pytest tests/integration
+
+## Bounded load test of the local stack (not part of `make test`): every turn whole, exactly once.
+loadtest: install
+	$(BIN)/python -m tests.load.loadtest --connections 200 --turns 3 --slow 2
 
 ## The local stack on ws://127.0.0.1:$(PORT): API Gateway, DynamoDB, SQS and Bedrock, offline.
 run: install

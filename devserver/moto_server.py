@@ -1,15 +1,27 @@
-"""moto's server (DynamoDB, SQS) on loopback, with an injectable DynamoDB throttle.
+"""moto's server (DynamoDB, SQS) in its own process on loopback, with an injectable DynamoDB throttle.
 
-moto never throttles; AWS does. ``throttle_dynamodb(n)`` makes the next n DynamoDB requests fail
-with ``ProvisionedThroughputExceededException`` exactly as DynamoDB sends it, so the app's real
+Its own process, so the fake AWS and the app under test do not share one interpreter lock (the
+local stack holds hundreds of streaming turns on two cores). moto never throttles; AWS does:
+``throttle_dynamodb(n)`` makes the next n DynamoDB requests fail with
+``ProvisionedThroughputExceededException`` exactly as DynamoDB sends it, so the app's real
 botocore retry path (and what happens when it gives up) is exercised.
+
+    python -m devserver.moto_server --port 5000
 """
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from typing import Any, Callable, Iterable, Optional
 
+CONTROL_PATH = "/_agentstream/throttle-dynamodb"
 _THROTTLED = json.dumps(
     {
         "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
@@ -18,55 +30,88 @@ _THROTTLED = json.dumps(
 ).encode()
 
 
+def throttling_middleware(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Wrap moto's WSGI app: ``POST CONTROL_PATH`` with a count arms the throttle."""
+    state = {"remaining": 0}
+    lock = threading.Lock()
+
+    def middleware(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == CONTROL_PATH:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            with lock:
+                state["remaining"] = int(environ["wsgi.input"].read(length) or b"0")
+            start_response("204 No Content", [])
+            return [b""]
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with lock:
+                throttle = state["remaining"] > 0
+                state["remaining"] -= int(throttle)
+            if throttle:
+                headers = [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(_THROTTLED)))]
+                start_response("400 Bad Request", headers)
+                return [_THROTTLED]
+        return app(environ, start_response)
+
+    return middleware
+
+
 class MotoServer:
+    """Starts and stops the moto process; ``url`` is what boto3's endpoint variables point at."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self._throttles = 0
-        self.throttled = 0
-        self._lock = threading.Lock()
-        self._server: Optional[Any] = None
-        self._thread: Optional[threading.Thread] = None
+        self._process: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def start(self, timeout_s: float = 30.0) -> "MotoServer":
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "devserver.moto_server", "--host", self.host, "--port", str(self.port)]
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError("moto server exited at start")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("moto server did not start")
+
     def throttle_dynamodb(self, requests: int) -> None:
-        with self._lock:
-            self._throttles = requests
-
-    def _take_throttle(self) -> bool:
-        with self._lock:
-            if self._throttles <= 0:
-                return False
-            self._throttles -= 1
-            self.throttled += 1
-            return True
-
-    def _wsgi(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-        def middleware(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_") and self._take_throttle():
-                start_response(
-                    "400 Bad Request",
-                    [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(_THROTTLED)))],
-                )
-                return [_THROTTLED]
-            return app(environ, start_response)
-
-        return middleware
-
-    def start(self) -> "MotoServer":
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
-
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self.host, self.port, self._wsgi(app), threaded=True, request_handler=MotoRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
-        return self
+        request = urllib.request.Request(self.url + CONTROL_PATH, data=str(requests).encode(), method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def main() -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    parser = argparse.ArgumentParser(description="moto (DynamoDB, SQS) with a DynamoDB throttle switch")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
+    app = throttling_middleware(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
