@@ -79,3 +79,5 @@ def _act(
             actions.resume(runtime, reply, connection, message.turn_id)
         elif isinstance(message, Cancel):
             actions.cancel(runtime, reply, gateway, connection, message.turn_id)
+        else:
+            reply(protocol.error_event(protocol.INVALID_REQUEST, "Return of control is not supported yet.", False))

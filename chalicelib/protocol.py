@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 MAX_PROMPT_CHARS = 25_000  # InvokeAgent's inputText limit
 MAX_ID_CHARS = 128
@@ -63,10 +63,19 @@ class Cancel:
     turn_id: str
 
 
-ClientMessage = Union[Ask, Ping, Resume, Cancel]
+@dataclass(frozen=True)
+class ReturnControlResults:
+    """The client ran the tools an agent asked for; ``results`` go back to InvokeAgent as is."""
 
-# Actions the protocol defines but this version does not serve yet.
-_PLANNED_ACTIONS = ("return_control",)
+    turn_id: str
+    invocation_id: str
+    results: List[Dict[str, Any]]
+
+
+ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults]
+
+MAX_RESULTS = 20
+_RESULT_KINDS = ("apiResult", "functionResult")
 
 
 def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT_CHARS) -> ClientMessage:
@@ -88,11 +97,13 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
         return Resume(_required_id(data, "turnId"))
     if action == "cancel":
         return Cancel(_required_id(data, "turnId"))
-    if action in _PLANNED_ACTIONS:
-        raise ProtocolError(f"The action {action!r} is not supported by this server yet.")
+    if action == "return_control":
+        return _parse_return_control(data)
     if not isinstance(action, str):
         raise ProtocolError("\"action\" must be a string such as \"ask\" or \"ping\".")
-    raise ProtocolError(f"Unknown action {action[:40]!r}; use \"ask\", \"resume\", \"cancel\" or \"ping\".")
+    raise ProtocolError(
+        f"Unknown action {action[:40]!r}; use \"ask\", \"resume\", \"cancel\", \"return_control\" or \"ping\"."
+    )
 
 
 def _parse_ask(data: Dict[str, Any], max_prompt_chars: int) -> Ask:
@@ -116,6 +127,16 @@ def _parse_ask(data: Dict[str, Any], max_prompt_chars: int) -> Ask:
         request_id=_optional_id(data, "requestId"),
         trace=trace,
     )
+
+
+def _parse_return_control(data: Dict[str, Any]) -> ReturnControlResults:
+    results = data.get("results")
+    if not isinstance(results, list) or not results or len(results) > MAX_RESULTS:
+        raise ProtocolError(f"\"results\" must be a list of 1 to {MAX_RESULTS} tool results.")
+    for result in results:
+        if not isinstance(result, dict) or len([k for k in _RESULT_KINDS if isinstance(result.get(k), dict)]) != 1:
+            raise ProtocolError("Each of \"results\" must be an object with one \"functionResult\" or \"apiResult\".")
+    return ReturnControlResults(_required_id(data, "turnId"), _required_id(data, "invocationId"), results)
 
 
 def _required_id(data: Dict[str, Any], name: str) -> str:
@@ -150,6 +171,10 @@ def chunk_event(turn_id: str, seq: int, text: str) -> Event:
 
 def trace_event(turn_id: str, seq: int, trace: Any) -> Event:
     return {"type": "trace", "turnId": turn_id, "seq": seq, "trace": trace}
+
+
+def return_control_event(turn_id: str, seq: int, invocation_id: str, inputs: List[Dict[str, Any]]) -> Event:
+    return {"type": "return_control", "turnId": turn_id, "seq": seq, "invocationId": invocation_id, "inputs": inputs}
 
 
 def done_event(turn_id: str, seq: int, session_id: str, stats: Optional[Dict[str, Any]] = None) -> Event:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from chalicelib import protocol
-from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, parse_client_message
+from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, ReturnControlResults, parse_client_message
 
 
 def test_ask_is_the_default_action_and_unknown_fields_are_ignored():
@@ -21,6 +21,11 @@ def test_ask_with_every_field():
 
 def test_ping():
     assert parse_client_message('{"action": "ping"}') == Ping()
+
+
+def test_return_control_results():
+    body = {"action": "return_control", "turnId": "t", "invocationId": "i", "results": [{"functionResult": {"x": 1}}]}
+    assert parse_client_message(json.dumps(body)) == ReturnControlResults("t", "i", [{"functionResult": {"x": 1}}])
 
 
 def test_resume_and_cancel_name_a_turn():
@@ -44,7 +49,9 @@ def test_resume_and_cancel_name_a_turn():
         ('{"prompt": ["a"]}', "string"),
         ('{"action": "dance", "prompt": "x"}', "Unknown action"),
         ('{"action": 7}', "must be a string"),
-        ('{"action": "return_control", "turnId": "t"}', "not supported"),
+        ('{"action": "return_control", "turnId": "t", "invocationId": "i"}', "results"),
+        ('{"action": "return_control", "turnId": "t", "invocationId": "i", "results": [{}]}', "functionResult"),
+        ('{"action": "return_control", "turnId": "t", "results": [{"functionResult": {}}]}', "invocationId"),
         ('{"action": "resume"}', "turnId"),
         ('{"action": "cancel", "turnId": 7}', "turnId"),
         ('{"prompt": "x", "trace": "yes"}', "true or false"),
