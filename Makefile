@@ -53,3 +53,6 @@ include deploy.mk
 
 # Benchmarks (make bench): run by hand, results in docs/benchmarks.md.
 -include bench.mk
+
+# Web client and browser tests (Debian's chromium via apt, never a downloaded browser).
+-include clients.mk
