@@ -1,4 +1,4 @@
-"""What a client's actions do to turns: ask, resume, cancel.
+"""What a client's actions do to turns: ask, resume, cancel, return_control.
 
 Each sends its events to the client that acted through ``reply``; nothing here waits on the agent. Only a turn's
 owner may resume or cancel it: for anyone else it does not exist (``not_found``), so turn ids
@@ -14,9 +14,9 @@ from chalicelib import protocol, sessions
 from chalicelib.coalesce import replay
 from chalicelib.gateway import Gateway
 from chalicelib.logs import logger
-from chalicelib.protocol import Ask, Event
+from chalicelib.protocol import Ask, Event, ReturnControlResults
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, QUEUED, RUNNING, Connection, Turn, TurnExists, now_ms
+from chalicelib.store import DONE, QUEUED, RUNNING, WAITING, Connection, Turn, TurnExists, now_ms
 from chalicelib.turnqueue import TurnMessage
 from chalicelib.turns import CANCELLED, CRASHED, INTERRUPTED, leave_flight, post_quietly
 
@@ -119,15 +119,20 @@ def resume(runtime: Runtime, reply: Reply, connection: Connection, turn_id: str)
         stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
         turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before) or turn
     if not turn.finished:
-        if runtime.store.attach(turn_id, connection.user_id, connection.connection_id) is not None:
+        attached = runtime.store.attach(turn_id, connection.user_id, connection.connection_id)
+        if attached is not None and attached.status != WAITING:
             return  # its worker sends the answer so far, then the rest, here
-        turn = runtime.store.get_turn(turn_id) or turn  # it finished meanwhile
-    finished = turn
-    for event in replay(turn.turn_id, turn.answer, lambda seq: _terminal(finished, seq), runtime.settings.max_frame_bytes):
+        turn = attached or runtime.store.get_turn(turn_id) or turn  # waiting for tools, or finished meanwhile
+    last = turn
+    for event in replay(turn.turn_id, turn.answer, lambda seq: _last_event(last, seq), runtime.settings.max_frame_bytes):
         reply(event)
 
 
-def _terminal(turn: Turn, seq: int) -> Event:
+def _last_event(turn: Turn, seq: int) -> Event:
+    """What a replay ends with: the terminal event, or the pending request for tool results."""
+    if turn.status == WAITING:
+        control = turn.control
+        return protocol.return_control_event(turn.turn_id, seq, control.get("invocationId", ""), control.get("inputs", []))
     if turn.status == DONE:
         return protocol.done_event(turn.turn_id, seq, turn.session_id, turn.stats or None)
     return protocol.error_event(
@@ -142,7 +147,7 @@ def cancel(runtime: Runtime, reply: Reply, gateway: Gateway, connection: Connect
         reply(protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, turn_id))
         return
     store = runtime.store
-    if turn.status == QUEUED:
+    if turn.status in (QUEUED, WAITING):
         ended = store.end_queued(turn_id, connection.user_id, CANCELLED)
         if ended is not None:
             leave_flight(runtime, ended)
@@ -155,3 +160,29 @@ def cancel(runtime: Runtime, reply: Reply, gateway: Gateway, connection: Connect
     if turn.status == RUNNING and store.request_cancel(turn_id, connection.user_id) is not None:
         return  # the worker sends the turn's `cancelled` terminal event
     reply(protocol.error_event(protocol.INVALID_REQUEST, "That turn has already finished.", False))
+
+
+def return_control(
+    runtime: Runtime, reply: Reply, connection: Connection, message: ReturnControlResults, api_id: str, stage: str
+) -> None:
+    """The client ran the agent's tools: queue the paused turn again with the results."""
+    turn = _owned(runtime, connection, message.turn_id)
+    if turn is None:
+        reply(protocol.error_event(protocol.NOT_FOUND, _NOT_FOUND, False, message.turn_id))
+        return
+    continued = runtime.store.continue_turn(
+        turn.turn_id, connection.user_id, message.invocation_id, message.results, connection.connection_id
+    )
+    if continued is None:
+        text = f"That turn is not waiting for the results of invocation {message.invocation_id!r}."
+        reply(protocol.error_event(protocol.INVALID_REQUEST, text, False))
+        return
+    reply(protocol.accepted_event(turn.turn_id, turn.request_id))
+    try:
+        runtime.queue.put(TurnMessage(turn.turn_id, api_id, stage))
+    except Exception:
+        logger.exception("could not queue the turn")
+        store_failure = runtime.store.end_queued(turn.turn_id, connection.user_id, CRASHED)
+        if store_failure is not None:
+            leave_flight(runtime, store_failure)
+        reply(protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, 1))

@@ -63,6 +63,16 @@ class AwsClients:
         retries = {"mode": "standard", "max_attempts": self._settings.bedrock_max_attempts}
         return self._client("bedrock-agent-runtime", connect_timeout=5, read_timeout=600, retries=retries)
 
+    @cached_property
+    def bedrock_runtime(self) -> Any:
+        retries = {"mode": "standard", "max_attempts": self._settings.bedrock_max_attempts}
+        return self._client("bedrock-runtime", connect_timeout=5, read_timeout=600, retries=retries)
+
+    @cached_property
+    def bedrock_agentcore(self) -> Any:
+        retries = {"mode": "standard", "max_attempts": self._settings.bedrock_max_attempts}
+        return self._client("bedrock-agentcore", connect_timeout=5, read_timeout=900, retries=retries)
+
     def management(self, endpoint_url: str) -> Any:
         """The API Gateway management client for one API's @connections endpoint."""
         client = self._management.get(endpoint_url)

@@ -12,7 +12,17 @@ from typing import Any, Dict, Optional
 from chalicelib import actions, protocol
 from chalicelib.gateway import ConnectionGone, Gateway
 from chalicelib.logs import log_context, logger
-from chalicelib.protocol import Ask, Cancel, ClientMessage, Event, Ping, ProtocolError, Resume, parse_client_message
+from chalicelib.protocol import (
+    Ask,
+    Cancel,
+    ClientMessage,
+    Event,
+    Ping,
+    ProtocolError,
+    Resume,
+    ReturnControlResults,
+    parse_client_message,
+)
 from chalicelib.runtime import Runtime
 
 
@@ -79,5 +89,5 @@ def _act(
             actions.resume(runtime, reply, connection, message.turn_id)
         elif isinstance(message, Cancel):
             actions.cancel(runtime, reply, gateway, connection, message.turn_id)
-        else:
-            reply(protocol.error_event(protocol.INVALID_REQUEST, "Return of control is not supported yet.", False))
+        elif isinstance(message, ReturnControlResults):
+            actions.return_control(runtime, reply, connection, message, context["apiId"], context["stage"])

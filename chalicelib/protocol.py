@@ -1,15 +1,22 @@
 """The wire protocol: client messages in (parsed and validated), server events out.
 
-Pure functions only: no I/O, so every rule is unit-tested without mocks. Unknown fields are
-ignored (a client written for the original blog post still works) and identity never comes from
-the body.
+Client messages are validated with ``ClientMessage`` from ``protocol.schema.json`` beside this file,
+the JSON Schema that docs/protocol.md documents, so the contract clients read is the one the server
+enforces. The schema is compiled (fastjsonschema) on first use, not at import, to keep cold starts
+short; a schema violation becomes one ``invalid_request`` error with a message written for people.
+Pure functions only: no I/O besides reading the schema once, so every rule is unit-tested without
+mocks. Unknown fields are ignored (a client written for the original blog post still works) and
+identity never comes from the body.
 """
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
 
+# The limits the schema sets; tests/unit/test_schema.py checks that the two agree.
 MAX_PROMPT_CHARS = 25_000  # InvokeAgent's inputText limit
 MAX_ID_CHARS = 128
 
@@ -30,14 +37,21 @@ Event = Dict[str, Any]
 class ProtocolError(ValueError):
     """A client message that cannot be served; becomes one ``error`` event."""
 
-    def __init__(self, message: str, code: str = INVALID_REQUEST, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        code: str = INVALID_REQUEST,
+        retryable: bool = False,
+        request_id: Optional[str] = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.request_id = request_id  # the ask's requestId, when it had a valid one
 
     def event(self) -> Event:
-        return error_event(self.code, self.message, self.retryable)
+        return error_event(self.code, self.message, self.retryable, requestId=self.request_id)
 
 
 @dataclass(frozen=True)
@@ -77,82 +91,136 @@ ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults]
 MAX_RESULTS = 20
 _RESULT_KINDS = ("apiResult", "functionResult")
 
+# ---- the schema ----------------------------------------------------------------------------
+
+SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
+_compile_lock = threading.Lock()
+_validators: Dict[str, Callable[[Any], Any]] = {}
+
+
+def schema() -> Dict[str, Any]:
+    """The protocol's JSON Schema (draft-07): ``definitions`` names every message and event."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def schema_for(definition: str) -> Dict[str, Any]:
+    """A schema validating one of the definitions (e.g. ``ClientMessage``, ``ServerEvent``)."""
+    whole = schema()
+    if definition not in whole["definitions"]:
+        raise KeyError(definition)
+    return {"$schema": whole["$schema"], "definitions": whole["definitions"], "$ref": f"#/definitions/{definition}"}
+
+
+def validator(definition: str = "ClientMessage") -> Callable[[Any], Any]:
+    """The compiled validator of one definition, built on first use (fastjsonschema).
+
+    It raises ``fastjsonschema.JsonSchemaValueException`` for the first violation it finds.
+    """
+    compiled = _validators.get(definition)
+    if compiled is None:
+        with _compile_lock:
+            compiled = _validators.get(definition)
+            if compiled is None:
+                import fastjsonschema
+
+                compiled = fastjsonschema.compile(schema_for(definition), use_default=False)
+                _validators[definition] = compiled
+    return compiled
+
+
+# ---- client -> server messages -------------------------------------------------------------
+
+_ACTIONS = '"ask", "resume", "cancel", "return_control" or "ping"'
+_ID_FIELDS = ("turnId", "invocationId", "conversationId", "requestId")
+
 
 def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT_CHARS) -> ClientMessage:
-    """Parse one WebSocket text frame; raise ``ProtocolError`` with a human message if invalid."""
+    """Parse one WebSocket text frame; raise ``ProtocolError`` with a human message if invalid.
+
+    ``max_prompt_chars`` may only tighten the schema's limit.
+    """
     if body is None or body == "":
         raise ProtocolError("The message is empty; send a JSON object such as {\"prompt\": \"Hello\"}.")
     try:
         data = json.loads(body)
     except ValueError:
         raise ProtocolError("The message is not valid JSON; send a JSON object such as {\"prompt\": \"Hello\"}.")
-    if not isinstance(data, dict):
-        raise ProtocolError("The message must be a JSON object, such as {\"prompt\": \"Hello\"}.")
+    check = validator("ClientMessage")
+    from fastjsonschema import JsonSchemaValueException  # imported with the validator: free by now
+
+    try:
+        check(data)
+    except JsonSchemaValueException as exc:
+        raise ProtocolError(explain(exc, data), request_id=_request_id_of(data)) from None
     action = data.get("action", "ask")
-    if action == "ask":
-        return _parse_ask(data, max_prompt_chars)
     if action == "ping":
         return Ping()
     if action == "resume":
-        return Resume(_required_id(data, "turnId"))
+        return Resume(data["turnId"])
     if action == "cancel":
-        return Cancel(_required_id(data, "turnId"))
+        return Cancel(data["turnId"])
     if action == "return_control":
-        return _parse_return_control(data)
-    if not isinstance(action, str):
-        raise ProtocolError("\"action\" must be a string such as \"ask\" or \"ping\".")
-    raise ProtocolError(
-        f"Unknown action {action[:40]!r}; use \"ask\", \"resume\", \"cancel\", \"return_control\" or \"ping\"."
-    )
-
-
-def _parse_ask(data: Dict[str, Any], max_prompt_chars: int) -> Ask:
-    prompt = data.get("prompt")
-    if prompt is None:
-        raise ProtocolError("\"prompt\" is missing; send the question as {\"prompt\": \"...\"}.")
-    if not isinstance(prompt, str):
-        raise ProtocolError("\"prompt\" must be a string.")
-    if not prompt.strip():
-        raise ProtocolError("\"prompt\" is empty; ask a question.")
+        return ReturnControlResults(data["turnId"], data["invocationId"], data["results"])
+    prompt = data["prompt"]
     if len(prompt) > max_prompt_chars:
-        raise ProtocolError(
-            f"\"prompt\" is {len(prompt):,} characters long; the limit is {max_prompt_chars:,}."
-        )
-    trace = data.get("trace", False)
-    if not isinstance(trace, bool):
-        raise ProtocolError("\"trace\" must be true or false.")
+        raise ProtocolError(_too_long(prompt, max_prompt_chars), request_id=_request_id_of(data))
     return Ask(
         prompt=prompt,
-        conversation_id=_optional_id(data, "conversationId"),
-        request_id=_optional_id(data, "requestId"),
-        trace=trace,
+        conversation_id=data.get("conversationId"),
+        request_id=data.get("requestId"),
+        trace=data.get("trace", False),
     )
 
 
-def _parse_return_control(data: Dict[str, Any]) -> ReturnControlResults:
-    results = data.get("results")
-    if not isinstance(results, list) or not results or len(results) > MAX_RESULTS:
-        raise ProtocolError(f"\"results\" must be a list of 1 to {MAX_RESULTS} tool results.")
-    for result in results:
-        if not isinstance(result, dict) or len([k for k in _RESULT_KINDS if isinstance(result.get(k), dict)]) != 1:
-            raise ProtocolError("Each of \"results\" must be an object with one \"functionResult\" or \"apiResult\".")
-    return ReturnControlResults(_required_id(data, "turnId"), _required_id(data, "invocationId"), results)
-
-
-def _required_id(data: Dict[str, Any], name: str) -> str:
-    value = _optional_id(data, name)
+def explain(exc: Any, data: Any) -> str:
+    """A schema violation (fastjsonschema's exception) in words a person can act on."""
+    path: List[str] = list(exc.path)[1:]  # without the leading "data"
+    rule = exc.rule
+    if not path:
+        if rule == "required":
+            missing = next((name for name in exc.rule_definition if name not in data), "a field")
+            return _missing(missing)
+        return "The message must be a JSON object, such as {\"prompt\": \"Hello\"}."
+    field = path[0]
+    value = data.get(field)
+    if field == "results":
+        if len(path) == 1:
+            return f"\"results\" must be a list of 1 to {MAX_RESULTS} tool results."
+        return "Each of \"results\" must be an object with one \"functionResult\" or \"apiResult\"."
     if value is None:
-        raise ProtocolError(f"\"{name}\" is missing.")
-    return value
+        return _missing(field)
+    if field == "action":
+        if not isinstance(value, str):
+            return "\"action\" must be a string such as \"ask\" or \"ping\"."
+        return f"Unknown action {value[:40]!r}; use {_ACTIONS}."
+    if field == "prompt":
+        if not isinstance(value, str):
+            return "\"prompt\" must be a string."
+        if rule == "maxLength":
+            return _too_long(value, MAX_PROMPT_CHARS)
+        return "\"prompt\" is empty; ask a question."
+    if field == "trace":
+        return "\"trace\" must be true or false."
+    if field in _ID_FIELDS:
+        return f"\"{field}\" must be a non-empty string of at most {MAX_ID_CHARS} characters."
+    # A rule added to the schema without words here: still say what and where.
+    return "The message does not follow the protocol: " + exc.message.replace("data.", "", 1)
 
 
-def _optional_id(data: Dict[str, Any], name: str) -> Optional[str]:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-        raise ProtocolError(f"\"{name}\" must be a non-empty string of at most {MAX_ID_CHARS} characters.")
-    return value
+def _missing(field: str) -> str:
+    if field == "prompt":
+        return "\"prompt\" is missing; send the question as {\"prompt\": \"...\"}."
+    return f"\"{field}\" is missing."
+
+
+def _too_long(prompt: str, limit: int) -> str:
+    return f"\"prompt\" is {len(prompt):,} characters long; the limit is {limit:,}."
+
+
+def _request_id_of(data: Any) -> Optional[str]:
+    """The ask's requestId if it is a valid one, so a client can match the error to its ask."""
+    value = data.get("requestId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS else None
 
 
 # ---- server -> client events -------------------------------------------------------------
@@ -175,6 +243,10 @@ def trace_event(turn_id: str, seq: int, trace: Any) -> Event:
 
 def return_control_event(turn_id: str, seq: int, invocation_id: str, inputs: List[Dict[str, Any]]) -> Event:
     return {"type": "return_control", "turnId": turn_id, "seq": seq, "invocationId": invocation_id, "inputs": inputs}
+
+
+def files_event(turn_id: str, seq: int, files: List[Dict[str, Any]]) -> Event:
+    return {"type": "files", "turnId": turn_id, "seq": seq, "files": files}
 
 
 def done_event(turn_id: str, seq: int, session_id: str, stats: Optional[Dict[str, Any]] = None) -> Event:

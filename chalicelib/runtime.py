@@ -13,7 +13,7 @@ from chalicelib.auth import TokenVerifier
 from chalicelib.aws import AwsClients, management_endpoint
 from chalicelib.backends import Backend
 from chalicelib.gateway import Gateway
-from chalicelib.settings import Settings, SettingsError, get_settings
+from chalicelib.settings import Settings, get_settings
 from chalicelib.store import Store
 from chalicelib.turnqueue import TurnQueue
 
@@ -42,12 +42,22 @@ class Runtime:
 
     @cached_property
     def backend(self) -> Backend:
+        """The Bedrock API this stage talks to; the wire protocol is the same for each."""
         s = self.settings
-        if s.backend == "agent":
-            from chalicelib.backends.agent import AgentBackend
+        if s.backend == "converse":
+            from chalicelib.backends.converse import ConverseBackend, ModelConfig
+            from chalicelib.history import History
 
-            return AgentBackend(self.clients.bedrock_agent_runtime, s.agent_id, s.agent_alias_id)
-        raise SettingsError(f"unknown BACKEND {s.backend!r}; expected 'agent'")
+            history = History(self.clients.dynamodb, s.history_table, s.turn_ttl_s, s.history_max_turns, s.history_max_chars)
+            model = ModelConfig(s.model_id, s.system_prompt, s.max_tokens, s.temperature, s.top_p, s.latency)
+            return ConverseBackend(self.clients.bedrock_runtime, history, model)
+        if s.backend == "agentcore":
+            from chalicelib.backends.agentcore import AgentCoreBackend
+
+            return AgentCoreBackend(self.clients.bedrock_agentcore, s.agent_runtime_arn, s.agent_runtime_qualifier)
+        from chalicelib.backends.agent import AgentBackend
+
+        return AgentBackend(self.clients.bedrock_agent_runtime, s.agent_id, s.agent_alias_id)
 
     def gateway(self, api_id: str, stage: str) -> Gateway:
         return Gateway(self.clients.management(management_endpoint(self.settings, api_id, stage)))

@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple, TypeVar
+
+T = TypeVar("T")
 
 # A little past API Gateway's 2-hour maximum connection duration, so a record whose
 # $disconnect never ran still disappears on its own.
 CONNECTION_TTL_S = 2 * 3600 + 300
 # The local development secret; a deployed stage refuses to start with it.
 DEV_JWT_SECRET_MARKER = "agentstream-local-dev-"
+BACKENDS = ("agent", "converse", "agentcore")
 
 
 class SettingsError(RuntimeError):
@@ -25,6 +28,10 @@ def _flag(value: Optional[str], default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _optional(kind: Callable[[str], T], value: Optional[str]) -> Optional[T]:
+    return kind(value) if value not in (None, "") else None
 
 
 def _csv(value: Optional[str]) -> Tuple[str, ...]:
@@ -38,10 +45,23 @@ class Settings:
     connections_table: str = "agentstream-connections"
     turns_table: str = "agentstream-turns"
     turn_queue_url: str = ""
-    backend: str = "agent"
+    backend: str = "agent"  # agent (InvokeAgent) | converse (ConverseStream) | agentcore (InvokeAgentRuntime)
     agent_id: str = ""
     agent_alias_id: str = ""
     agent_memory: bool = False
+    # BACKEND=converse: the model, its settings, and the server-side history's bounds.
+    model_id: str = ""
+    system_prompt: str = ""
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    latency: str = ""
+    history_table: str = "agentstream-history"
+    history_max_turns: int = 20
+    history_max_chars: int = 100_000
+    # BACKEND=agentcore: the runtime and, optionally, its endpoint qualifier.
+    agent_runtime_arn: str = ""
+    agent_runtime_qualifier: str = ""
     # JWT: HS256 with a shared secret (from the environment or an SSM SecureString), or
     # RS256/ES256 against an OIDC issuer's JWKS (Amazon Cognito and friends).
     jwt_secret: str = field(default="", repr=False)
@@ -87,6 +107,17 @@ class Settings:
             agent_id=get("AGENT_ID", ""),
             agent_alias_id=get("AGENT_ALIAS_ID", ""),
             agent_memory=_flag(get("AGENT_MEMORY")),
+            model_id=get("MODEL_ID", ""),
+            system_prompt=get("SYSTEM_PROMPT", ""),
+            max_tokens=_optional(int, get("MAX_TOKENS")),
+            temperature=_optional(float, get("TEMPERATURE")),
+            top_p=_optional(float, get("TOP_P")),
+            latency=get("LATENCY", ""),
+            history_table=get("HISTORY_TABLE", cls.history_table),
+            history_max_turns=int(get("HISTORY_MAX_TURNS", "20")),
+            history_max_chars=int(get("HISTORY_MAX_CHARS", "100000")),
+            agent_runtime_arn=get("AGENT_RUNTIME_ARN", ""),
+            agent_runtime_qualifier=get("AGENT_RUNTIME_QUALIFIER", ""),
             jwt_secret=get("JWT_SECRET", ""),
             jwt_secret_parameter=get("JWT_SECRET_PARAMETER", ""),
             jwks_url=get("JWT_JWKS_URL", ""),
@@ -117,6 +148,10 @@ class Settings:
                 f"stage {self.stage!r} is configured with the local development JWT secret; "
                 "set JWT_SECRET_PARAMETER or JWT_JWKS_URL instead"
             )
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.latency not in ("", "standard", "optimized"):
+            raise SettingsError("LATENCY must be 'standard' or 'optimized'")
         if self.jwks_url and not self.jwt_issuer:
             raise SettingsError("JWT_JWKS_URL needs JWT_ISSUER so tokens from other issuers are refused")
 

@@ -19,6 +19,7 @@ from chalicelib.settings import CONNECTION_TTL_S
 # Turn statuses.
 QUEUED = "queued"
 RUNNING = "running"
+WAITING = "waiting"  # paused: the agent asked the client to run a tool (return of control)
 DONE = "done"
 ERROR = "error"
 
@@ -61,6 +62,8 @@ class Turn:
     error_message: Optional[str] = None
     error_retryable: bool = False
     stats: Dict[str, Any] = field(default_factory=dict)
+    control: Dict[str, Any] = field(default_factory=dict)  # the agent's request: invocationId, inputs
+    control_results: Dict[str, Any] = field(default_factory=dict)  # the client's answer: invocationId, results
 
     @property
     def finished(self) -> bool:
@@ -123,6 +126,8 @@ def _turn(item: Dict[str, Dict[str, Any]]) -> Turn:
         error_message=data.get("errorMessage"),
         error_retryable=bool(data.get("errorRetryable", False)),
         stats=json.loads(data["stats"]) if data.get("stats") else {},
+        control=json.loads(data["control"]) if data.get("control") else {},
+        control_results=json.loads(data["controlResults"]) if data.get("controlResults") else {},
     )
 
 
@@ -334,6 +339,23 @@ class Store:
         ``error`` is anything with ``code``, ``message`` and ``retryable``. False means the record
         changed underneath: look at it again.
         """
+        fields: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finishedAt": now_ms()}
+        if error is not None:
+            fields.update(errorCode=error.code, errorMessage=error.message, errorRetryable=error.retryable)
+        return self._end_run(turn, connection_id, fields)
+
+    def pause_turn(self, turn: Turn, answer: str, control: Dict[str, Any], connection_id: str) -> bool:
+        """Park a running turn until its client answers the agent's return-of-control request."""
+        fields = {
+            "status": WAITING,
+            "answer": answer,
+            "control": control,
+            "controlInvocationId": control["invocationId"],
+            "pausedAt": now_ms(),
+        }
+        return self._end_run(turn, connection_id, fields)
+
+    def _end_run(self, turn: Turn, connection_id: Optional[str], fields: Dict[str, Any]) -> bool:
         condition = "#status = :running AND #claimId = :claim"
         values = {":running": {"S": RUNNING}, ":claim": {"S": turn.claim_id or ""}}
         names = {"#claimId": "claimId"}
@@ -341,19 +363,37 @@ class Store:
             condition += " AND #connectionId = :connection"
             values[":connection"] = {"S": connection_id}
             names["#connectionId"] = "connectionId"
-        fields: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finishedAt": now_ms()}
-        if error is not None:
-            fields.update(errorCode=error.code, errorMessage=error.message, errorRetryable=error.retryable)
         return self._update(self._turns, {"turnId": {"S": turn.turn_id}}, condition, fields, names=names, values=values) is not None
+
+    def continue_turn(
+        self, turn_id: str, user_id: str, invocation_id: str, results: Any, connection_id: str
+    ) -> Optional[Turn]:
+        """Queue a waiting turn again with the client's tool results, streaming to this connection."""
+        return self._update_turn(
+            turn_id,
+            "#userId = :user AND #status = :waiting AND #controlInvocationId = :invocation",
+            {
+                "status": QUEUED,
+                "controlResults": {"invocationId": invocation_id, "results": results},
+                "connectionId": connection_id,
+            },
+            names={"#userId": "userId", "#controlInvocationId": "controlInvocationId"},
+            values={":user": {"S": user_id}, ":waiting": {"S": WAITING}, ":invocation": {"S": invocation_id}},
+        )
 
     def attach(self, turn_id: str, user_id: str, connection_id: str) -> Optional[Turn]:
         """Send an unfinished turn's events to another of its owner's connections from now on."""
         return self._update_turn(
             turn_id,
-            "#userId = :user AND #status IN (:queued, :running)",
+            "#userId = :user AND #status IN (:queued, :running, :waiting)",
             {"connectionId": connection_id},
             names={"#userId": "userId", "#status": "status"},
-            values={":user": {"S": user_id}, ":queued": {"S": QUEUED}, ":running": {"S": RUNNING}},
+            values={
+                ":user": {"S": user_id},
+                ":queued": {"S": QUEUED},
+                ":running": {"S": RUNNING},
+                ":waiting": {"S": WAITING},
+            },
         )
 
     def request_cancel(self, turn_id: str, user_id: str) -> Optional[Turn]:
@@ -367,10 +407,10 @@ class Store:
         )
 
     def end_queued(self, turn_id: str, user_id: str, error: Any) -> Optional[Turn]:
-        """End a turn no worker has claimed yet (cancelled, or never queued); workers then skip it."""
+        """End a turn no worker holds (queued or waiting: cancelled, or never queued); workers then skip it."""
         return self._update_turn(
             turn_id,
-            "#userId = :user AND #status = :queued",
+            "#userId = :user AND #status IN (:queued, :waiting)",
             {
                 "status": ERROR,
                 "errorCode": error.code,
@@ -379,7 +419,7 @@ class Store:
                 "finishedAt": now_ms(),
             },
             names={"#userId": "userId"},
-            values={":user": {"S": user_id}, ":queued": {"S": QUEUED}},
+            values={":user": {"S": user_id}, ":queued": {"S": QUEUED}, ":waiting": {"S": WAITING}},
         )
 
     def interrupt(self, turn_id: str, error: Any, stale_before_ms: int) -> Optional[Turn]:

@@ -10,12 +10,13 @@ it can attach to or a finished one it can read back.
 """
 from __future__ import annotations
 
+import base64
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from chalicelib import protocol
-from chalicelib.backends import End, Failure, ReturnControl, TextDelta, Trace, TurnRequest
+from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest
 from chalicelib.coalesce import Outbox
 from chalicelib.gateway import ConnectionGone, Gateway
 from chalicelib.logs import log_context, logger
@@ -25,11 +26,21 @@ from chalicelib.runtime import Runtime
 from chalicelib.store import DONE, ERROR, RUNNING, Turn, now_ms
 from chalicelib.turnqueue import TurnMessage
 
-UNSUPPORTED_RETURN_CONTROL = Failure(
-    protocol.AGENT_ERROR,
-    "The agent asked the client to run a tool (return of control), which this server does not support yet.",
-    False,
-)
+Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
+MAX_INLINE_FILE_BYTES = 16 * 1024  # base64 of this still fits a 32 KB frame
+
+
+def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
+    """A file the agent produced, as the client gets it: inline if small, else name, type and size."""
+    content = file.get("bytes") or b""
+    described: Dict[str, Any] = {"name": file.get("name", ""), "type": file.get("type", ""), "size": len(content)}
+    if len(content) <= MAX_INLINE_FILE_BYTES:
+        described["content"] = base64.b64encode(content).decode("ascii")
+    else:
+        described["note"] = f"Too large to send over the WebSocket ({len(content):,} bytes); not included."
+    return described
+
+
 CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
 NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
 CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
@@ -55,7 +66,7 @@ def run_turn(runtime: Runtime, message: TurnMessage) -> None:
             except Exception:  # noqa: BLE001 - after the claim, end the turn instead of retrying it
                 logger.exception("turn failed")
                 run.end_after_crash()
-            finally:
+            if not run.paused:
                 leave_flight(runtime, turn)
 
 
@@ -76,6 +87,7 @@ class TurnRun:
         self._concluded = False
         self._stop = threading.Event()  # set when the turn ends, by the reader or the watcher
         self._lost = False  # the turn is no longer ours: write and post nothing more
+        self.paused = False  # waiting for the client's tool results
 
     # ---- the reader (the invocation's own thread)
 
@@ -91,8 +103,20 @@ class TurnRun:
             logger.info("client gone; answer kept, connection record removed")
             self.runtime.store.delete_connection(self.relay.connection_id)
 
-    def _read(self) -> Failure | End:
-        request = TurnRequest(self.turn.prompt, self.turn.session_id, self.turn.memory_id, self.turn.trace)
+    def _request(self) -> TurnRequest:
+        turn = self.turn
+        results = turn.control_results
+        if results:  # a paused turn continues with the client's tool results
+            return TurnRequest(
+                "", turn.session_id, turn.memory_id, turn.trace, results["invocationId"], results["results"]
+            )
+        return TurnRequest(turn.prompt, turn.session_id, turn.memory_id, turn.trace)
+
+    def _read(self) -> Outcome:
+        request = self._request()
+        if self.turn.answer:  # continuing: the answer so far first, from seq 1 (like a resume)
+            self.answer.append(self.turn.answer)
+            self.relay.text(self.turn.answer)
         try:
             for event in self.runtime.backend.stream(request):
                 if self._stop.is_set():
@@ -105,10 +129,10 @@ class TurnRun:
                     if self.turn.trace:
                         turn_id = self.turn.turn_id
                         self.relay.event(lambda seq, trace=event.trace: protocol.trace_event(turn_id, seq, trace))
-                elif isinstance(event, ReturnControl):
-                    return UNSUPPORTED_RETURN_CONTROL
+                elif isinstance(event, Files):
+                    self._files(event)
                 else:
-                    return event
+                    return event  # End, Failure or ReturnControl: this invocation is over
         except Exception:  # noqa: BLE001 - a bug mid-stream still ends the turn in sequence
             logger.exception("turn failed while streaming")
             return CRASHED
@@ -116,7 +140,7 @@ class TurnRun:
 
     # ---- the end: exactly once, by whichever thread gets there first
 
-    def conclude(self, outcome: Failure | End) -> None:
+    def conclude(self, outcome: Outcome) -> None:
         """Persist the outcome, then queue the terminal event; the first caller wins."""
         with self._lock:
             if self._concluded:
@@ -125,18 +149,23 @@ class TurnRun:
             self._stop.set()
             text = "".join(self.answer)
         self.relay.flush()  # every chunk out before the stats count them
+        if isinstance(outcome, ReturnControl):
+            self._pause(outcome, text)
+            return
         stats = self._stats(text)
         failure = outcome if isinstance(outcome, Failure) else None
         status = ERROR if failure else DONE
         store = self.runtime.store
-        while not store.finish_turn(self.turn, status, text, stats, failure, connection_id=self.relay.connection_id):
-            current = store.get_turn(self.turn.turn_id)
-            if current is None or current.status != RUNNING or current.claim_id != self.turn.claim_id:
-                self._lose("finished elsewhere")
-                return
-            self.relay.attach(current.connection_id)  # resumed at the last moment: replay there
+        if not self._persist(lambda conn: store.finish_turn(self.turn, status, text, stats, failure, conn)):
+            return
         session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
         turn_id = self.turn.turn_id
+        if isinstance(outcome, End) and outcome.stop_reason not in (None, "end_turn"):
+            stats["stopReason"] = outcome.stop_reason  # e.g. max_tokens: the answer was cut short
+        if isinstance(outcome, End) and outcome.usage:
+            stats["usage"] = outcome.usage
+        if isinstance(outcome, End) and outcome.latency_ms is not None:
+            stats["modelLatencyMs"] = outcome.latency_ms
 
         def terminal(seq: int) -> Event:
             if failure is None:
@@ -148,6 +177,35 @@ class TurnRun:
         if self.runtime.settings.log_content:
             extra["answer"] = text
         logger.info("turn finished", extra=extra)
+
+    def _persist(self, write: Callable[[str], bool]) -> bool:
+        """Write the end of this run for the current connection; follow a last-moment resume."""
+        while not write(self.relay.connection_id):
+            current = self.runtime.store.get_turn(self.turn.turn_id)
+            if current is None or current.status != RUNNING or current.claim_id != self.turn.claim_id:
+                self._lose("finished elsewhere")
+                return False
+            self.relay.attach(current.connection_id)  # resumed at the last moment: replay there
+        return True
+
+    def _pause(self, control: ReturnControl, text: str) -> None:
+        """The agent wants the client to run a tool: ask, and park the turn until it answers."""
+        request = {"invocationId": control.invocation_id, "inputs": control.inputs}
+        if not self._persist(lambda conn: self.runtime.store.pause_turn(self.turn, text, request, conn)):
+            return
+        self.paused = True
+        turn_id = self.turn.turn_id
+        self.relay.close(
+            lambda seq: protocol.return_control_event(turn_id, seq, control.invocation_id, control.inputs)
+        )
+        logger.info("turn waiting for the client's tool results", extra={"invocation_id": control.invocation_id})
+
+    def _files(self, files: Files) -> None:
+        """Each file as its own event: inline when small enough for a frame, else described."""
+        turn_id = self.turn.turn_id
+        for file in files.files:
+            described = describe_file(file)
+            self.relay.event(lambda seq, f=described: protocol.files_event(turn_id, seq, [f]))
 
     def _stats(self, text: str) -> Dict[str, Any]:
         first = self.outbox.first_chunk_at

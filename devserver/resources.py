@@ -6,6 +6,7 @@ so a table key or queue setting changed in the template changes everywhere at on
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -17,22 +18,36 @@ def load_template(path: Path = TEMPLATE) -> Dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def env_name(logical_id: str) -> str:
+    """``RateLimitsTable`` -> ``RATE_LIMITS_TABLE``: the variable the app reads the name from."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", logical_id).upper()
+
+
 @dataclass(frozen=True)
 class Resources:
-    connections_table: str
-    turns_table: str
-    rate_limits_table: str
+    tables: Dict[str, str]  # logical id -> table name
     turn_queue_url: str
     dead_letter_queue_url: str
 
+    @property
+    def connections_table(self) -> str:
+        return self.tables["ConnectionsTable"]
+
+    @property
+    def turns_table(self) -> str:
+        return self.tables["TurnsTable"]
+
+    @property
+    def rate_limits_table(self) -> str:
+        return self.tables["RateLimitsTable"]
+
+    @property
+    def history_table(self) -> str:
+        return self.tables["HistoryTable"]
+
     def env(self) -> Dict[str, str]:
         """The app's environment variables that point at these resources."""
-        return {
-            "CONNECTIONS_TABLE": self.connections_table,
-            "TURNS_TABLE": self.turns_table,
-            "RATE_LIMITS_TABLE": self.rate_limits_table,
-            "TURN_QUEUE_URL": self.turn_queue_url,
-        }
+        return {**{env_name(logical): name for logical, name in self.tables.items()}, "TURN_QUEUE_URL": self.turn_queue_url}
 
 
 def _create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
@@ -75,9 +90,9 @@ def provision(
     """Create both tables and both queues; ``visibility_timeout`` shortens redelivery locally."""
     resources = (template or load_template())["Resources"]
     tables = {
-        "ConnectionsTable": f"{prefix}-connections",
-        "TurnsTable": f"{prefix}-turns",
-        "RateLimitsTable": f"{prefix}-rate-limits",
+        logical_id: f"{prefix}-" + env_name(logical_id)[: -len("_TABLE")].lower().replace("_", "-")
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::DynamoDB::Table"
     }
     for logical_id, name in tables.items():
         _create_table(dynamodb, name, resources[logical_id]["Properties"])
@@ -90,4 +105,4 @@ def provision(
         QueueName=f"{prefix}-turns",
         Attributes=_queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
     )["QueueUrl"]
-    return Resources(*tables.values(), turn_queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    return Resources(tables, turn_queue_url=queue_url, dead_letter_queue_url=dlq_url)

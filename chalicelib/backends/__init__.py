@@ -5,8 +5,10 @@ module that yields them, without touching anything downstream.
 """
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Union
 
 from chalicelib import protocol
 
@@ -17,6 +19,9 @@ class TurnRequest:
     session_id: str
     memory_id: Optional[str] = None
     trace: bool = False
+    # A paused agent turn continues with the client's tool results instead of a prompt.
+    invocation_id: Optional[str] = None
+    control_results: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,18 @@ class ReturnControl:
 
 
 @dataclass(frozen=True)
+class Files:
+    """Files the agent produced (code interpreter): name, MIME type, content bytes."""
+
+    files: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class End:
     session_id: str
     stop_reason: Optional[str] = None
     usage: Optional[Dict[str, Any]] = None
+    latency_ms: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,7 @@ class Failure:
     retryable: bool
 
 
-BackendEvent = Union[TextDelta, Trace, ReturnControl, End, Failure]
+BackendEvent = Union[TextDelta, Trace, ReturnControl, Files, End, Failure]
 
 
 class Backend(Protocol):
@@ -80,3 +93,56 @@ def classify_error(code: str, message: str) -> Failure:
         return Failure(protocol.THROTTLED, "The agent is busy (Bedrock throttled the request); try again shortly.", True)
     reason = f"{code}: {message}" if message else code
     return Failure(protocol.AGENT_ERROR, f"The agent failed ({reason}).", key in _TRANSIENT)
+
+
+def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
+    """Exponential backoff with jitter (half fixed, half random), as AWS recommends."""
+    ceiling = min(cap_s, base_s * 2**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def guarded(
+    open_stream: Callable[[], Any],
+    read: Callable[[Any], Iterator[BackendEvent]],
+    stream_retries: int = 2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[BackendEvent]:
+    """Run one streaming Bedrock call under the error rules every backend shares.
+
+    Errors before the stream (botocore has already retried the retryable ones) and inside it
+    become one ``Failure``, never an exception. A throttle inside the stream is retried with
+    backoff only while nothing has been yielded: after text, a retry would say it twice.
+    ``read`` maps the response to events and closes its stream when done or abandoned.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
+
+    for attempt in range(stream_retries + 1):
+        try:
+            response = open_stream()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            yield classify_error(error.get("Code", "ClientError"), error.get("Message", ""))
+            return
+        except BotoCoreError as exc:
+            yield Failure(protocol.AGENT_ERROR, f"Could not reach Bedrock ({type(exc).__name__}).", True)
+            return
+        events = read(response)
+        yielded = False
+        try:
+            for event in events:
+                yielded = True
+                yield event
+            return
+        except EventStreamError as exc:
+            error = exc.response.get("Error", {})
+            failure = classify_error(error.get("Code", "EventStreamError"), error.get("Message", ""))
+            if failure.code == protocol.THROTTLED and not yielded and attempt < stream_retries:
+                sleep(backoff_s(attempt))
+                continue
+            yield failure
+            return
+        except BotoCoreError as exc:  # the connection broke or timed out mid-stream
+            yield Failure(protocol.AGENT_ERROR, f"The stream from Bedrock broke ({type(exc).__name__}).", True)
+            return
+        finally:
+            events.close()

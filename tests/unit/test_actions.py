@@ -1,4 +1,5 @@
 """Ask (idempotency, rate limits), resume and cancel through the handlers, against moto."""
+import base64
 import json
 from dataclasses import replace
 
@@ -170,3 +171,92 @@ def test_resume_of_a_turn_whose_worker_died_ends_it_as_interrupted(conn, managem
     accepted, error = management.events("c2")
     assert accepted["type"] == "accepted"
     assert (error["code"], error["retryable"], error["seq"]) == ("interrupted", True, 1)
+
+
+RETURN_CONTROL = {
+    "returnControl": {
+        "invocationId": "inv-1",
+        "invocationInputs": [{"functionInvocationInput": {"actionGroup": "g", "function": "lookup", "parameters": []}}],
+    }
+}
+RESULTS = [{"functionResult": {"actionGroup": "g", "function": "lookup", "responseBody": {"TEXT": {"body": "42"}}}}]
+
+
+@pytest.fixture
+def paused(conn, management, client, settings, agent):
+    """alice asked; the agent asked her client to run a tool; the turn waits."""
+    agent.script = [{"chunk": {"bytes": b"Let me check. "}}, RETURN_CONTROL]
+    send = conn("c1", "alice")
+    send(prompt="what is the answer?")
+    turn_id = management.events("c1")[0]["turnId"]
+    work(client, settings)
+    return send, turn_id
+
+
+def test_return_control_round_trip(paused, management, client, settings, agent, runtime):
+    send, turn_id = paused
+    events = management.events("c1")
+    assert [e["type"] for e in events] == ["accepted", "chunk", "return_control"]
+    request = events[-1]
+    assert (request["invocationId"], request["seq"]) == ("inv-1", 2)
+    assert request["inputs"][0]["functionInvocationInput"]["function"] == "lookup"
+    assert runtime.store.get_turn(turn_id).status == "waiting"
+
+    agent.script = agent_stream("The answer is 42.")
+    send(action="return_control", turnId=turn_id, invocationId="inv-1", results=RESULTS)
+    work(client, settings)
+    after = management.events("c1")[3:]
+    assert after[0] == {"type": "accepted", "turnId": turn_id}
+    # After `accepted` the turn is told again from seq 1: the answer so far, then the rest.
+    assert [e["seq"] for e in after[1:]] == list(range(1, len(after)))
+    assert "".join(e.get("text", "") for e in after) == "Let me check. The answer is 42."
+    assert after[-1]["type"] == "done"
+    second_call = agent.calls[-1]
+    assert second_call["sessionState"] == {"invocationId": "inv-1", "returnControlInvocationResults": RESULTS}
+    assert second_call["sessionId"] == agent.calls[0]["sessionId"]
+    assert runtime.store.get_turn(turn_id).answer == "Let me check. The answer is 42."
+
+
+def test_results_for_another_invocation_are_refused(paused, management, client, settings, agent):
+    send, turn_id = paused
+    send(action="return_control", turnId=turn_id, invocationId="not-it", results=RESULTS)
+    error = management.events("c1")[-1]
+    assert (error["code"], error["retryable"]) == ("invalid_request", False)
+    assert drain_queue(settings) == [] and len(agent.calls) == 1
+
+
+def test_another_user_cannot_answer_for_the_turn(paused, conn, management):
+    _, turn_id = paused
+    conn("c9", "mallory")(action="return_control", turnId=turn_id, invocationId="inv-1", results=RESULTS)
+    assert management.events("c9")[0]["code"] == "not_found"
+
+
+def test_resume_of_a_waiting_turn_repeats_the_request(paused, conn, management):
+    _, turn_id = paused
+    conn("c2", "alice")(action="resume", turnId=turn_id)
+    events = management.events("c2")
+    assert [(e["type"], e.get("seq")) for e in events] == [("accepted", None), ("chunk", 1), ("return_control", 2)]
+    assert events[-1]["invocationId"] == "inv-1"
+
+
+def test_cancel_of_a_waiting_turn(paused, management, runtime):
+    send, turn_id = paused
+    send(action="cancel", turnId=turn_id)
+    assert management.events("c1")[-1]["code"] == "cancelled"
+    assert runtime.store.get_turn(turn_id).status == "error"
+
+
+def test_files_are_delivered_inline_or_described(conn, management, client, settings, agent):
+    small, big = b"a,b\n1,2\n", b"x" * (20 * 1024)
+    agent.script = [
+        {"files": {"files": [{"name": "small.csv", "type": "text/csv", "bytes": small}, {"name": "big.bin", "type": "application/octet-stream", "bytes": big}]}},
+        {"chunk": {"bytes": b"Here are your files."}},
+    ]
+    conn()(prompt="make files")
+    work(client, settings)
+    files = [e for e in management.events("c1") if e["type"] == "files"]
+    assert len(files) == 2
+    first, second = files[0]["files"][0], files[1]["files"][0]
+    assert (first["name"], first["size"], base64.b64decode(first["content"])) == ("small.csv", len(small), small)
+    assert second["size"] == len(big) and "content" not in second and "Too large" in second["note"]
+    assert all(len(data) <= 32 * 1024 for _, data in management.posts)

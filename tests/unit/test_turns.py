@@ -113,9 +113,8 @@ def test_session_is_derived_from_user_and_conversation(client, ask, agent):
         ([stream_error("throttlingException")], "throttled", True),
         (client_error("AccessDeniedException", "not allowed", 403), "agent_error", False),
         ([{"chunk": {"bytes": b"par"}}, stream_error("internalServerException")], "agent_error", True),
-        ([{"returnControl": {"invocationId": "i", "invocationInputs": []}}], "agent_error", False),
     ],
-    ids=["throttle-before", "throttle-inside", "denied", "stream-error", "return-control"],
+    ids=["throttle-before", "throttle-inside", "denied", "stream-error"],
 )
 def test_failures_end_with_one_error_event(client, ask, management, agent, settings, script, code, retryable):
     agent.script = script

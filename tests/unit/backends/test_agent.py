@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.backends import End, Failure, ReturnControl, TextDelta, Trace, TurnRequest, classify_error
+from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, backoff_s, classify_error, guarded
 from chalicelib.backends.agent import AgentBackend
 from tests.fakes import FakeAgentRuntime, agent_stream, client_error, stream_error
 
@@ -14,8 +14,9 @@ def _run(script, request=REQUEST):
 
 
 def test_stream_maps_to_neutral_events_and_asks_for_streaming():
-    events, calls = _run(agent_stream("Hel", "lo", traces=[{"orchestrationTrace": {}}]))
-    assert events == [Trace({"orchestrationTrace": {}}), TextDelta("Hel"), TextDelta("lo"), End("s-123")]
+    events, calls = _run(agent_stream("Hel", "lo", traces=[{"orchestrationTrace": {"rationale": {"text": "hm"}}}]))
+    rationale = {"kind": "rationale", "text": "hm", "stage": "orchestration"}
+    assert events == [Trace(rationale), TextDelta("Hel"), TextDelta("lo"), End("s-123")]
     (call,) = calls
     assert call["streamingConfigurations"] == {"streamFinalResponse": True}
     assert call["enableTrace"] is False
@@ -40,6 +41,51 @@ def test_return_control_is_surfaced():
     script = [{"returnControl": {"invocationId": "inv-1", "invocationInputs": [{"functionInvocationInput": {}}]}}]
     events, _ = _run(script)
     assert events[0] == ReturnControl("inv-1", [{"functionInvocationInput": {}}])
+
+
+def test_tool_results_continue_the_session_instead_of_a_prompt():
+    results = [{"functionResult": {"actionGroup": "g", "function": "f", "responseBody": {"TEXT": {"body": "42"}}}}]
+    request = TurnRequest("", "s-1", invocation_id="inv-1", control_results=results)
+    _, calls = _run(agent_stream("ok"), request)
+    assert "inputText" not in calls[0]
+    assert calls[0]["sessionState"] == {"invocationId": "inv-1", "returnControlInvocationResults": results}
+
+
+def test_files_are_surfaced():
+    files = [{"name": "a.csv", "type": "text/csv", "bytes": b"x,y"}]
+    events, _ = _run([{"files": {"files": files}}, {"chunk": {"bytes": b"see file"}}])
+    assert events[0] == Files(files)
+
+
+def test_a_throttle_inside_the_stream_is_retried_while_nothing_was_said():
+    runtime = FakeAgentRuntime()
+    scripts = iter([[stream_error("throttlingException")], agent_stream("after", " retry")])
+
+    def invoke_agent(**params):
+        runtime.script = next(scripts)
+        return FakeAgentRuntime.invoke_agent(runtime, **params)
+
+    runtime.invoke_agent = invoke_agent
+    backend = AgentBackend(runtime, "A", "B")
+    waits = []
+    events = list(guarded(lambda: runtime.invoke_agent(**backend._params(REQUEST)), lambda r: backend._read(r, REQUEST), sleep=waits.append))
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("after"), TextDelta(" retry")]
+    assert len(runtime.calls) == 2 and len(waits) == 1
+
+
+def test_in_stream_throttling_is_given_up_after_the_retries():
+    waits = []
+    runtime = FakeAgentRuntime()
+    runtime.script = [stream_error("throttlingException")]
+    backend = AgentBackend(runtime, "A", "B")
+    events = list(guarded(lambda: runtime.invoke_agent(**backend._params(REQUEST)), lambda r: backend._read(r, REQUEST), sleep=waits.append))
+    assert events[-1].code == "throttled" and len(runtime.calls) == 3 and len(waits) == 2
+
+
+def test_backoff_grows_with_jitter_and_a_cap():
+    for attempt in range(8):
+        ceiling = min(4.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= backoff_s(attempt) <= ceiling
 
 
 def test_throttling_before_the_stream():

@@ -1,0 +1,87 @@
+"""Models called directly with ConverseStream, the conversation kept server-side.
+
+The client sends only the new prompt; the history of its conversation (per user and
+``conversationId``) is replayed from DynamoDB and the exchange appended when the answer is whole.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
+
+from chalicelib import protocol
+from chalicelib.backends import BackendEvent, End, Failure, TextDelta, TurnRequest, guarded
+from chalicelib.history import History, Message
+from chalicelib.logs import logger
+
+_GUARDRAIL_STOPS = ("guardrail_intervened", "content_filtered")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_id: str
+    system_prompt: str = ""
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    latency: str = ""  # "optimized" for latency-optimized inference where the model offers it
+
+
+class ConverseBackend:
+    def __init__(self, client: Any, history: History, model: ModelConfig) -> None:
+        self._client = client
+        self._history = history
+        self._model = model
+
+    def _params(self, messages: List[Message]) -> Dict[str, Any]:
+        model = self._model
+        params: Dict[str, Any] = {"modelId": model.model_id, "messages": messages}
+        if model.system_prompt:
+            params["system"] = [{"text": model.system_prompt}]
+        inference = {
+            key: value
+            for key, value in (("maxTokens", model.max_tokens), ("temperature", model.temperature), ("topP", model.top_p))
+            if value is not None
+        }
+        if inference:
+            params["inferenceConfig"] = inference
+        if model.latency:
+            params["performanceConfig"] = {"latency": model.latency}
+        return params
+
+    def stream(self, request: TurnRequest) -> Iterator[BackendEvent]:
+        messages = self._history.load(request.session_id) + [{"role": "user", "content": [{"text": request.prompt}]}]
+        return guarded(
+            lambda: self._client.converse_stream(**self._params(messages)), lambda r: self._read(r, request)
+        )
+
+    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Iterator[BackendEvent]:
+        stream = response["stream"]
+        parts: List[str] = []
+        stop_reason: Optional[str] = None
+        metadata: Dict[str, Any] = {}
+        try:
+            for event in stream:
+                if "contentBlockDelta" in event:
+                    text = event["contentBlockDelta"].get("delta", {}).get("text")
+                    if text:
+                        parts.append(text)
+                        yield TextDelta(text)
+                elif "messageStop" in event:
+                    stop_reason = event["messageStop"].get("stopReason")
+                elif "metadata" in event:
+                    metadata = event["metadata"]
+        finally:
+            stream.close()
+        if stop_reason in _GUARDRAIL_STOPS:
+            yield Failure(protocol.GUARDRAIL, f"A guardrail stopped the answer ({stop_reason}).", False)
+            return
+        try:
+            self._history.append(request.session_id, request.prompt, "".join(parts))
+        except Exception:  # noqa: BLE001 - the answer is whole; only the next turn's context suffers
+            logger.exception("could not save the conversation history")
+        yield End(
+            session_id=request.session_id,
+            stop_reason=stop_reason,
+            usage=metadata.get("usage"),
+            latency_ms=(metadata.get("metrics") or {}).get("latencyMs"),
+        )
