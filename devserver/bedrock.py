@@ -6,6 +6,8 @@ boto3's real parser offline:
 
 * InvokeAgent    ``POST /agents/{agentId}/agentAliases/{aliasId}/sessions/{sessionId}/text``
 * ConverseStream ``POST /model/{modelId}/converse-stream``
+* InvokeAgentRuntime (AgentCore) ``POST /runtimes/{agentRuntimeArn}/invocations``, answered as
+  Server-Sent Events (one ``data: "<piece>"`` per chunk) with the same scenarios
 
 Answers are deterministic, keyed on the prompt (InvokeAgent ``inputText`` or
 the last user message of ConverseStream):
@@ -22,6 +24,7 @@ anything else          ``You said: <prompt>``, about a word per chunk
 ``!big N``             exactly N ASCII characters, chunks of <= 1000
 ``!trace``             two ``trace`` events first when ``enableTrace`` is true
 ``!return-control``    a ``returnControl`` event, no text (InvokeAgent only)
+``!files``             a ``files`` event (a small CSV) before the answer (InvokeAgent only)
 =====================  ======================================================
 
 ConverseStream appends `` (turn N)`` (N = user messages in the history) and
@@ -62,6 +65,8 @@ _ID_RE = re.compile(r"^[0-9a-zA-Z._:-]+$")
 _INVOKE_PATH = re.compile(r"^/agents/([^/]+)/agentAliases/([^/]+)/sessions/([^/]+)/text$")
 _CONVERSE_PATH = re.compile(r"^/model/([^/]+)/converse-stream$")
 _CONVERSE_DECODED = re.compile(r"^/model/(.+)/converse-stream$")  # model ARNs hold '/'
+_RUNTIME_PATH = re.compile(r"^/runtimes/([^/]+)/invocations$")
+_RUNTIME_SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 _COMMAND = re.compile(r"^(![a-z-]+)(?:\s+(\d+(?:\.\d+)?))?")
 _PAD = "lorem ipsum dolor sit amet consectetur adipiscing elit "
 _THROTTLE_MESSAGE = "Rate exceeded (emulated). Reduce the frequency of requests."
@@ -353,6 +358,9 @@ class BedrockEmulator:
             yield self.first_token_delay
             yield event("returnControl", _return_control(ids["agentId"], prompt))
             return
+        if command == "!files":
+            csv = base64.b64encode(b"city,temperature\nOslo,3\n").decode("ascii")
+            yield event("files", {"files": [{"name": "weather.csv", "type": "text/csv", "bytes": csv}]})
         if command == "!stream-throttle":
             yield self.first_token_delay
             yield exception("throttlingException", _THROTTLE_MESSAGE)
@@ -387,6 +395,17 @@ class BedrockEmulator:
         words_in = sum(len(json.dumps(m).split()) for m in messages) + len(json.dumps(body.get("system") or []).split())
         return {}, self._converse_plan(command, arg, text, words_in)
 
+    def invoke_agent_runtime(self, runtime_arn: str, session_id: str | None, body: dict) -> Plan:
+        """Validate an InvokeAgentRuntime request (payload ``{"prompt": ...}``) and plan its SSE body."""
+        if session_id is not None and not 33 <= len(session_id) <= 256:
+            raise _validation("runtimeSessionId must be between 33 and 256 characters long")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise _validation("emulator: the payload must be a JSON object with a non-empty 'prompt'")
+        command, arg = parse_command(prompt)
+        self._throttle(command, ("InvokeAgentRuntime", runtime_arn, session_id or ""))
+        return _runtime_plan(self, command, arg, _base_answer(prompt, command, arg))
+
     def _converse_plan(self, command: str, arg: float | None, text: str, tokens_in: int) -> Plan:
         started = time.monotonic()
         if command == "!stream-throttle":
@@ -412,6 +431,19 @@ class BedrockEmulator:
             "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out, "totalTokens": tokens_in + tokens_out},
             "metrics": {"latencyMs": int((time.monotonic() - started) * 1000)},
         })
+
+
+def _runtime_plan(emulator: "BedrockEmulator", command: str, arg: float | None, text: str) -> Plan:
+    """An AgentCore agent streaming Server-Sent Events: one JSON string per piece."""
+    if command == "!stream-error":
+        yield emulator.first_token_delay
+        yield b'data: "You "\n\n'
+        return  # the agent's process died mid-answer: the body just ends
+    pieces = answer_pieces(text, command)
+    delays = piece_delays(len(pieces), command, arg, emulator.first_token_delay, emulator.chunk_delay)
+    for wait, piece in zip(delays, pieces):
+        yield wait
+        yield b"data: " + json.dumps(piece).encode("utf-8") + b"\n\n"
 
 
 def _trace_parts(prompt: str, text: str) -> list[dict]:
@@ -467,6 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         emulator = self.server.emulator
         path = urlsplit(self.path).path
+        content_type = _EVENTSTREAM
         try:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if not self.headers.get("Authorization"):  # any SigV4 signature is accepted, unchecked
@@ -483,6 +516,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif match := _CONVERSE_PATH.match(path):
                 emulator._record("ConverseStream", unquote(path), body)
                 headers, plan = emulator.converse_stream(unquote(match.group(1)), body)
+            elif match := _RUNTIME_PATH.match(path):
+                emulator._record("InvokeAgentRuntime", unquote(path), body)
+                session = self.headers.get(_RUNTIME_SESSION_HEADER)
+                plan = emulator.invoke_agent_runtime(unquote(match.group(1)), session, body)
+                headers, content_type = {_RUNTIME_SESSION_HEADER: session or ""}, "text/event-stream"
             else:
                 raise ServiceError(404, "UnknownOperationException", f"No operation at POST {path}")
         except ServiceError as err:
@@ -491,7 +529,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # an emulator bug: answer rather than drop the connection
             self._send_error(ServiceError(500, "InternalServerException", f"emulator error: {err!r}"))
             return
-        self._stream(headers, plan)
+        self._stream(headers, plan, content_type)
 
     def _request_id(self) -> str:
         return str(uuid.uuid4())
@@ -510,11 +548,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(err.status, {"message": err.message},
                         {"x-amzn-ErrorType": err.code, "x-amzn-RequestId": self._request_id()})
 
-    def _stream(self, headers: dict, plan: Plan) -> None:
+    def _stream(self, headers: dict, plan: Plan, content_type: str = _EVENTSTREAM) -> None:
         """Send each frame as its own HTTP chunk, as soon as it exists."""
         stopping = self.server.emulator._stopping
         self.send_response(200)
-        self.send_header("Content-Type", _EVENTSTREAM)
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-amzn-RequestId", self._request_id())
         for name, value in headers.items():

@@ -19,6 +19,7 @@ from typing import Any, Dict, Mapping, Optional
 from devserver.tokens import issue_token, local_secret
 
 LOCAL_HOST = "127.0.0.1"
+LOCAL_RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/local_echo-0000000000"
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("devserver")
 
@@ -59,7 +60,10 @@ class LocalStack:
     def __init__(self, config: StackConfig, env: Optional[Dict[str, str]] = None) -> None:
         self.config = config
         self.env = env if env is not None else os.environ  # the process environment the app reads
-        self.use_real_bedrock = bool(self.env.get("AGENT_ID") and self.env.get("AGENT_ALIAS_ID"))
+        # Real Bedrock when the chosen backend's target is configured (and credentials exist).
+        target = {"agent": ("AGENT_ID", "AGENT_ALIAS_ID"), "converse": ("MODEL_ID",), "agentcore": ("AGENT_RUNTIME_ARN",)}
+        self.backend = self.env.get("BACKEND", "agent")
+        self.use_real_bedrock = all(self.env.get(name) for name in target.get(self.backend, ("-",)))
         self._started: list = []
 
     def start(self) -> "LocalStack":
@@ -101,10 +105,12 @@ class LocalStack:
                 chunk_delay=self.config.chunk_delay_s,
             ).start()
             self._started.append(bedrock)
-            env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"] = bedrock.url
-            env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = bedrock.url
+            for service in ("BEDROCK_AGENT_RUNTIME", "BEDROCK_RUNTIME", "BEDROCK_AGENTCORE"):
+                env[f"AWS_ENDPOINT_URL_{service}"] = bedrock.url
             env.setdefault("AGENT_ID", "LOCALAGENT")
             env.setdefault("AGENT_ALIAS_ID", "LOCALALIAS")
+            env.setdefault("MODEL_ID", "local.echo-model")
+            env.setdefault("AGENT_RUNTIME_ARN", LOCAL_RUNTIME_ARN)
             self.bedrock = bedrock
 
         self.secret = local_secret()
@@ -201,7 +207,7 @@ class LocalStack:
             [
                 "agentstream local stack is up (Ctrl-C stops everything)",
                 f"  WebSocket   {info['url']}",
-                f"  Bedrock     {info['bedrock']}",
+                f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
                 f"  token       {info['token']}   (user alice; `make token user=NAME` for others)",
                 f"  chat        make chat      (or: wscat -c '{info['url']}?token={info['token']}')",

@@ -57,6 +57,7 @@ def settings(resources):
         connections_table=resources.connections_table,
         turns_table=resources.turns_table,
         rate_limits_table=resources.rate_limits_table,
+        history_table=resources.history_table,
         turn_queue_url=resources.turn_queue_url,
         agent_id="AGENT12345",
         agent_alias_id="ALIAS12345",

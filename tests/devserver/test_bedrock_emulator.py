@@ -309,3 +309,25 @@ def test_unsigned_request_and_ping():
 def test_loopback_only():
     with pytest.raises(ValueError):
         BedrockEmulator(host="0.0.0.0")
+
+
+def test_agentcore_runtime_rejects_a_long_session_id_and_streams_sse():
+    with BedrockEmulator(chunk_delay=0.001) as emu:
+        agentcore = boto3.client(
+            "bedrock-agentcore",
+            endpoint_url=emu.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        arn = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/echo-1"
+        with pytest.raises(agentcore.exceptions.ValidationException):
+            # botocore checks only the minimum length (33): 257 characters is the server's to refuse
+            agentcore.invoke_agent_runtime(agentRuntimeArn=arn, runtimeSessionId="x" * 257, payload=b'{"prompt": "hi"}')
+        response = agentcore.invoke_agent_runtime(
+            agentRuntimeArn=arn, runtimeSessionId="s" * 40, payload=b'{"prompt": "hi there"}'
+        )
+        assert response["contentType"] == "text/event-stream"
+        body = response["response"].read().decode()
+        assert body == 'data: "You "\n\ndata: "said: "\n\ndata: "hi "\n\ndata: "there"\n\n'

@@ -46,7 +46,8 @@ def start_stack(**env_overrides: str) -> Stack:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("AWS_") and key not in ("AGENT_ID", "AGENT_ALIAS_ID", "JWT_SECRET")
+        if not key.startswith("AWS_")
+        and key not in ("AGENT_ID", "AGENT_ALIAS_ID", "MODEL_ID", "AGENT_RUNTIME_ARN", "BACKEND", "JWT_SECRET")
     }
     env.update({"JWT_SECRET": secret, "PORT": "0", "PYTHONUNBUFFERED": "1", "DEVSERVER_LOG_LEVEL": "WARNING"})
     env.update(env_overrides)
