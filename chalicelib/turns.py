@@ -255,8 +255,8 @@ class TurnRun:
                 self.relay.attach(current.connection_id)
 
     def end_after_crash(self) -> None:
-        """A bug or an outage outside the stream: end the turn unless it already has its end."""
-        if self._concluded or self._lost:
+        """A bug or an outage outside the stream: end the turn unless its client already has its end."""
+        if self.outbox.terminal_queued or self._lost:
             return
         try:
             self.runtime.store.finish_turn(self.turn, ERROR, "".join(self.answer), {}, CRASHED)

@@ -205,3 +205,15 @@ def test_a_crash_after_the_claim_ends_the_turn_with_internal(client, ask, manage
     assert [(e["code"], e["retryable"]) for e in errors] == [("internal", True)]
     assert runtime.store.get_turn(turn_id).status == "error"
     assert runtime.store.get_turn(turn_id).status != RUNNING
+
+
+def test_an_outage_when_recording_the_end_still_ends_the_turn_for_the_client(client, ask, management, agent, settings):
+    body = ask()
+    agent.script = [
+        {"chunk": {"bytes": b"almost"}},
+        lambda: boto3.client("dynamodb").delete_table(TableName=settings.turns_table),
+    ]
+    assert work(client, body) == {"batchItemFailures": []}
+    events = [e for e in management.events("c1") if e["type"] != "accepted"]
+    assert [e["type"] for e in events] == ["chunk", "error"]
+    assert (events[-1]["code"], events[-1]["retryable"], events[-1]["seq"]) == ("internal", True, 2)
