@@ -4,6 +4,8 @@ $connect verifies the token, $default queues the turn and answers at once, the S
 the agent's answer back token by token; $disconnect forgets the connection. Everything else lives
 in chalicelib/, one concept per module.
 """
+import os
+
 from chalice import Chalice
 from chalice.app import SQSEvent, WebsocketEvent
 
@@ -32,7 +34,13 @@ def websocket_disconnect(event: WebsocketEvent) -> None:
     connections.disconnect(get_runtime(), event.to_dict())
 
 
-@app.on_sqs_message(queue="agentstream-turns", batch_size=1)
+# Chalice loads app.py with the stage's environment (.chalice/config.json) when it deploys; the
+# packaged template replaces the placeholder queue with the stack's own.
+@app.on_sqs_message(
+    queue_arn=os.environ.get("TURN_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agentstream-turns"),
+    batch_size=int(os.environ.get("TURN_WORKER_BATCH_SIZE", "1")),
+    maximum_concurrency=int(os.environ.get("TURN_WORKER_MAX_CONCURRENCY", "0")) or None,
+)
 def turn_worker(event: SQSEvent) -> dict:
     """Stream each queued turn's answer to its client; report records to retry."""
     return worker.handle_batch(get_runtime(), event.to_dict()["Records"])

@@ -54,7 +54,7 @@ class Placeholders(stack.Context):
     """Resolves every reference to a visible marker, so a ``*`` left in a resource is the template's own."""
 
     def ref(self, name: str) -> Any:
-        return stack.NO_VALUE if name == "AWS::NoValue" else f"<{name}>"
+        return stack.NO_VALUE if name == "AWS::NoValue" else f"<{name.replace('AWS::', '')}>"
 
     def attribute(self, resource: str, attribute: str) -> str:
         return f"<{resource}.{attribute}>"
@@ -80,3 +80,31 @@ def grants(policy: Dict[str, Any]) -> Iterator[tuple]:
             for action in as_list(statement["Action"]):
                 for resource in as_list(statement["Resource"]):
                     yield action, resource
+
+
+def data_outputs(physical: Dict[str, str]) -> Dict[str, str]:
+    """The data stack's outputs, given each table's and queue's name (logical id -> name)."""
+    data = stack.load_json(stack.DATA_TEMPLATE)
+    outputs = {}
+    for key, output in data["Outputs"].items():
+        value = output["Value"]
+        logical_id = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
+        kind, name = data["Resources"][logical_id]["Type"], physical[logical_id]
+        if kind == "AWS::DynamoDB::Table":
+            outputs[key] = name if "Ref" in value else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        elif kind == "AWS::SQS::Queue":
+            outputs[key] = (f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}" if "Ref" in value
+                            else f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
+        else:  # pragma: no cover - a new kind of output needs its values here
+            raise AssertionError(f"output {key} of a {kind}: teach tests/deploy/support.py its values")
+    return outputs
+
+
+def wired_names(env: Dict[str, str]) -> Dict[str, str]:
+    """Logical id -> name, for every resource the app's environment (merge.json Globals) names."""
+    variables = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
+    names = {}
+    for variable, value in variables.items():
+        if "Ref" in value and variable in env:
+            names[value["Ref"]] = env[variable].rsplit("/", 1)[-1]  # a queue URL ends with its name
+    return names

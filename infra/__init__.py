@@ -1,0 +1,6 @@
+"""Deployment tooling for agentstream (not deployed itself: Chalice packages only app.py and chalicelib/).
+
+``data.json`` holds the data resources and alarms, ``merge.json`` the app's side of the packaged
+stack; ``stack.py`` composes and packages them offline; ``deploy.py`` runs the ``chalice deploy``
+path against AWS.
+"""

@@ -1,0 +1,191 @@
+"""``make deploy``: parameters, the rendered Chalice project, and the whole path against moto.
+
+The end-to-end test runs the real thing (the data stack through CloudFormation, ``chalice deploy``
+twice, the event source and stage fixes, a redeploy, ``make destroy``) against a moto server. Three
+API calls moto does not implement are filled in below, each with the smallest stand-in.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List
+from urllib.parse import unquote
+
+import boto3
+import pytest
+
+from infra import deploy, stack
+from tests.deploy.support import ACCOUNT, REGION, data_outputs
+
+SIGN_IN = {"JWT_ISSUER": "https://issuer.example", "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
+AGENT = {"AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
+
+
+def test_parameter_names_follow_the_apps_environment():
+    assert deploy.env_name("AgentAliasId") == "AGENT_ALIAS_ID"
+    assert deploy.env_name("JwtJwksUrl") == "JWT_JWKS_URL"
+    assert deploy.env_name("TurnQueueAgeAlarmSeconds") == "TURN_QUEUE_AGE_ALARM_SECONDS"
+
+
+def test_parameters_come_from_the_environment_and_pairs():
+    values = deploy.gather_parameters("dev", ["AgentMemory=true"], {**AGENT, **SIGN_IN, "AGENT_MEMORY": "false"})
+    assert values["AgentId"] == "AGENT12345" and values["AgentMemory"] == "true"
+    assert values["Stage"] == "dev" and values["TableDeletionProtection"] == "false"
+    assert deploy.gather_parameters("prod", [], {**AGENT, **SIGN_IN})["TableDeletionProtection"] == "true"
+
+
+@pytest.mark.parametrize(
+    "environ, problem",
+    [
+        ({**SIGN_IN}, "AgentId is required"),
+        ({**AGENT, **SIGN_IN, "AGENT_ID": "agent-1"}, "AgentId='agent-1' does not match"),
+        ({**AGENT}, "Set JwtJwksUrl (with JwtIssuer) or JwtSecretParameter"),
+        ({**AGENT, "JWT_JWKS_URL": "https://issuer.example/jwks"}, "JwtJwksUrl needs JwtIssuer"),
+        ({**AGENT, "JWT_JWKS_URL": "http://issuer.example/jwks", "JWT_ISSUER": "x"}, "JwtJwksUrl='http"),
+        ({**AGENT, "JWT_SECRET_PARAMETER": "jwt-secret"}, "JwtSecretParameter='jwt-secret' does not match"),
+        ({**AGENT, **SIGN_IN, "AGENT_MEMORY": "yes"}, "AgentMemory='yes' is not one of"),
+        ({**AGENT, **SIGN_IN, "API_THROTTLING_RATE_LIMIT": "0"}, "ApiThrottlingRateLimit=0 is below 1"),
+    ],
+)
+def test_parameters_are_refused_as_cloudformation_would(environ, problem):
+    with pytest.raises(stack.ParameterError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        deploy.gather_parameters("dev", [], environ)
+
+
+def test_unknown_parameters_are_refused():
+    with pytest.raises(stack.ParameterError, match="unknown parameters: JwtSecret"):
+        deploy.gather_parameters("dev", ["JwtSecret=hunter2"], {**AGENT, **SIGN_IN})
+
+
+def _outputs() -> Dict[str, str]:
+    data = stack.load_json(stack.DATA_TEMPLATE)["Resources"]
+    return data_outputs({name: f"dev-{name}" for name, r in data.items() if r["Type"] in ("AWS::DynamoDB::Table", "AWS::SQS::Queue")})
+
+
+def test_the_first_render_leaves_out_only_what_needs_the_api_id(project, tmp_path):
+    parameters = deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN})
+    context = stack.context_from_outputs(parameters, _outputs())
+    deferred = stack.render_project("dev", context, tmp_path / "p", project, defer={"WebsocketAPI"})
+    assert sorted(deferred) == ["turn_worker:StreamToClients", "websocket_message:ReplyToClients"]
+
+    context = stack.context_from_outputs(parameters, _outputs(), websocket_api_id="a1b2c3d4e5")
+    assert stack.render_project("dev", context, tmp_path / "p", project) == []
+    chalice_dir = tmp_path / "p" / ".chalice"
+    for path in chalice_dir.glob("policy-*.json"):
+        text = path.read_text()
+        assert "Fn::" not in text and "${" not in text and '"Ref"' not in text, path.name
+    worker = json.loads((chalice_dir / "policy-turn_worker.json").read_text())
+    by_sid = {s["Sid"]: s for s in worker["Statement"]}
+    assert by_sid["StreamToClients"]["Resource"] == f"arn:aws:execute-api:{REGION}:{ACCOUNT}:a1b2c3d4e5/dev/POST/@connections/*"
+    assert by_sid["InvokeTheAgent"]["Resource"] == f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"
+    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
+    assert env["TURN_QUEUE_URL"] == _outputs()["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == _outputs()["TurnQueueArn"]
+    assert env["CONNECTIONS_TABLE"] == "dev-ConnectionsTable" and env["JWT_ISSUER"] == SIGN_IN["JWT_ISSUER"]
+    assert env["STAGE"] == "dev" and "JWT_SECRET" not in env
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".chalice", "app.py", "chalicelib", "requirements.txt"]
+    assert (chalice_dir / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()
+
+
+# ---- the whole path against moto
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch):
+    """A moto server (a separate process talks to it: chalice), with the three calls moto lacks."""
+    import moto.apigatewayv2.urls
+    from moto.apigatewayv2.responses import ApiGatewayV2Response
+    from moto.awslambda.responses import LambdaResponse
+    from moto.server import ThreadedMotoServer
+
+    deployments = itertools.count(1)
+
+    def create_deployment(*_: Any) -> Any:  # apigatewayv2 CreateDeployment
+        return 201, {}, json.dumps({"deploymentId": f"d{next(deployments)}", "deploymentStatus": "DEPLOYED"})
+
+    def update_stage(self: Any) -> Any:  # apigatewayv2 UpdateStage: route settings only
+        api_id, stage_name = self.path.split("/")[-3], unquote(self.path.split("/")[-1])
+        stage = self.apigatewayv2_backend.get_stage(api_id, stage_name)
+        stage.default_route_settings.update(json.loads(self.body).get("defaultRouteSettings", {}))
+        return 200, {}, json.dumps(stage.to_json())
+
+    def get_layer_version_by_arn(self: Any) -> str:  # lambda GetLayerVersionByArn
+        return json.dumps(self.backend.layers_versions_by_arn(self._get_param("Arn")).get_layer_version())
+
+    monkeypatch.setitem(moto.apigatewayv2.urls.url_paths, "{0}/v2/apis/(?P<api_id>[^/]+)/deployments$", create_deployment)
+    monkeypatch.setattr(ApiGatewayV2Response, "update_stage", update_stage, raising=False)
+    monkeypatch.setattr(LambdaResponse, "get_layer_version_by_arn", get_layer_version_by_arn, raising=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    yield
+    server.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the app as committed, so the test's deployed state stays out of the repository."""
+    copy = tmp_path / "project"
+    for name in stack.APP_SOURCES:
+        source = stack.ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            copy.mkdir(exist_ok=True)
+            shutil.copy2(source, copy / name)
+    (copy / ".chalice").mkdir()
+    for path in (stack.ROOT / ".chalice").glob("*.json"):
+        shutil.copy2(path, copy / ".chalice" / path.name)
+    (stack.ROOT / ".chalice" / "deployments").mkdir(exist_ok=True)  # Chalice's package cache, shared
+    (copy / ".chalice" / "deployments").symlink_to(stack.ROOT / ".chalice" / "deployments")
+    return copy
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # moto: "no CloudFormation support for AWS::CloudWatch::Alarm"
+def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
+    session = boto3.session.Session(region_name=REGION)
+    log: List[str] = []
+    deployer = deploy.Deployer(session, "dev", project_dir=project, build_dir=tmp_path / "build", poll_seconds=0.05,
+                               log=log.append)
+    parameters = deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN})
+
+    result = deployer.deploy(parameters)
+    api_id = stack.deployed_websocket_api_id("dev", project)
+    assert result[stack.URL_OUTPUT] == f"wss://{api_id}.execute-api.{REGION}.amazonaws.com/dev/"
+    assert any(line.startswith("Scoping websocket_message:ReplyToClients, turn_worker:StreamToClients to the API") for line in log)
+
+    iam, awslambda = session.client("iam"), session.client("lambda")
+    for function in stack.functions():
+        name = stack.function_name("dev", function)
+        policy = iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"]
+        text = json.dumps(policy)
+        assert "${" not in text and "Fn::" not in text
+        for statement in policy["Statement"]:
+            for resource in statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]:
+                assert f":{ACCOUNT}:" in resource, resource
+                if "execute-api" in resource:
+                    assert resource == f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/dev/POST/@connections/*"
+        variables = awslambda.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        assert variables["CONNECTIONS_TABLE"] == result["ConnectionsTableName"]
+        assert variables["TURN_QUEUE_URL"] == result["TurnQueueUrl"] and variables["STAGE"] == "dev"
+        assert variables["AGENT_ALIAS_ID"] == "ALIAS12345" and "JWT_SECRET" not in variables
+
+    (mapping,) = awslambda.list_event_source_mappings(EventSourceArn=result["TurnQueueArn"])["EventSourceMappings"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 1
+    assert mapping["FunctionArn"].endswith(":function:agentstream-dev-turn_worker")
+    routes = session.client("apigatewayv2").get_stage(ApiId=api_id, StageName="dev")["DefaultRouteSettings"]
+    assert (routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]) == (50.0, 100)
+
+    log.clear()
+    assert deployer.deploy(parameters)[stack.URL_OUTPUT] == result[stack.URL_OUTPUT]  # same API, one pass
+    assert "Updating the data stack agentstream-dev-data ..." in log
+    assert not any(line.startswith("Scoping") for line in log)
+
+    deployer.destroy()
+    assert awslambda.list_functions()["Functions"] == []
+    assert session.client("cloudformation").list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"] == []

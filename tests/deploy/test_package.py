@@ -1,0 +1,323 @@
+"""``make package``: what ``chalice package`` with the merged templates produces, and what is in it."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import zipfile
+from typing import Any, Dict
+
+import pytest
+
+from infra import stack
+from tests.deploy.support import (
+    STAGES,
+    Placeholders,
+    as_list,
+    cfn_lint,
+    resources_of_type,
+    statements,
+)
+
+FUNCTIONS = {
+    "websocket_connect": "WebsocketConnect",
+    "websocket_message": "WebsocketMessage",
+    "websocket_disconnect": "WebsocketDisconnect",
+    "turn_worker": "TurnWorker",
+}
+ROUTES = {"$connect": "WebsocketConnect", "$default": "WebsocketMessage", "$disconnect": "WebsocketDisconnect"}
+
+
+def test_package_writes_the_template_the_code_and_the_layer(packaged):
+    for stage, out in packaged.items():
+        assert sorted(p.name for p in out.iterdir()) == ["deployment.zip", "layer-deployment.zip", "sam.json"], stage
+
+
+def test_deployment_zip_holds_only_the_app_and_stays_small(packaged):
+    with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as archive:
+        names = archive.namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"app.py", "chalicelib", "chalice"}, tops  # chalice/: Chalice's own runtime module
+    assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
+    assert (packaged["dev"] / "deployment.zip").stat().st_size < 1_000_000
+
+
+def test_the_layer_holds_the_pinned_dependencies_and_not_the_sdk(packaged):
+    with zipfile.ZipFile(packaged["dev"] / "layer-deployment.zip") as archive:
+        packages = {name.split("/")[4] for name in archive.namelist() if name.count("/") >= 4}
+    assert {"jwt", "cryptography", "aws_lambda_powertools"} <= packages
+    # boto3/botocore come from the Lambda runtime (docs/deploy.md says which and why).
+    assert not packages & {"boto3", "botocore", "s3transfer"}
+
+
+def test_cfn_lint_passes_the_packaged_templates(packaged):
+    for stage, out in packaged.items():
+        result = cfn_lint(out / "sam.json")
+        assert result.returncode == 0, f"{stage}:\n{result.stdout}{result.stderr}"
+
+
+def test_cfn_lint_passes_the_data_stack():
+    result = cfn_lint(stack.DATA_TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_connect_url_is_the_first_output(templates):
+    for template in templates.values():
+        name, output = next(iter(template["Outputs"].items()))
+        assert name == stack.URL_OUTPUT
+        assert output["Value"]["Fn::Sub"].startswith("wss://${WebsocketAPI}.execute-api.")
+        for needed in ("ConnectionsTableName", "TurnsTableName", "TurnQueueUrl", "TurnDeadLetterQueueUrl", "TurnWorkerName"):
+            assert needed in template["Outputs"]
+
+
+def test_three_websocket_routes_each_to_its_function(templates):
+    for template in templates.values():
+        routes = resources_of_type(template, "AWS::ApiGatewayV2::Route")
+        by_key = {r["Properties"]["RouteKey"]: r["Properties"]["Target"]["Fn::Join"][1][1]["Ref"] for r in routes.values()}
+        integrations = template["Resources"]
+        targets = {
+            key: integrations[integration]["Properties"]["IntegrationUri"]["Fn::Sub"][1]["WebsocketHandler"]["Ref"]
+            for key, integration in by_key.items()
+        }
+        assert targets == ROUTES
+
+
+def test_the_api_invokes_each_function_only_from_its_own_route(templates):
+    for stage, template in templates.items():
+        permissions = resources_of_type(template, "AWS::Lambda::Permission")
+        assert len(permissions) == 3
+        for permission in permissions.values():
+            function = permission["Properties"]["FunctionName"]["Ref"]
+            (route,) = [key for key, fn in ROUTES.items() if fn == function]
+            source = permission["Properties"]["SourceArn"]["Fn::Sub"]
+            assert source.endswith(f":${{WebsocketAPI}}/${{Stage}}/{route}"), source
+
+
+def test_functions_are_named_and_sized_per_stage(templates):
+    for stage, template in templates.items():
+        for function, logical_id in FUNCTIONS.items():
+            properties = template["Resources"][logical_id]["Properties"]
+            config = stack.chalice_config(stage, function)
+            assert properties["FunctionName"] == {"Fn::Sub": f"agentstream-${{Stage}}-{function}"}
+            assert properties["Timeout"] == config.lambda_timeout
+            assert properties["MemorySize"] == config.lambda_memory_size
+            assert properties["Layers"] == [{"Ref": "ManagedLayer"}]
+            assert template["Resources"][f"{logical_id}LogGroup"]["Properties"]["RetentionInDays"] > 0
+        assert template["Parameters"]["Stage"]["AllowedValues"] == [stage]
+
+
+def test_websocket_handlers_answer_within_the_integration_timeout_and_the_worker_within_lambdas():
+    for stage in STAGES:
+        for function in ("websocket_connect", "websocket_message", "websocket_disconnect"):
+            assert stack.chalice_config(stage, function).lambda_timeout < 29  # API Gateway's limit
+        assert 60 <= stack.chalice_config(stage, "turn_worker").lambda_timeout <= 900
+
+
+def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates):
+    for stage, template in templates.items():
+        (event,) = template["Resources"]["TurnWorker"]["Properties"]["Events"].values()
+        env = stack.chalice_config(stage).environment_variables
+        assert event["Type"] == "SQS"
+        assert event["Properties"] == {
+            "Queue": {"Fn::GetAtt": ["TurnQueue", "Arn"]},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BatchSize": int(env["TURN_WORKER_BATCH_SIZE"]),
+            "MaximumBatchingWindowInSeconds": 0,
+            "ScalingConfig": {"MaximumConcurrency": int(env["TURN_WORKER_MAX_CONCURRENCY"])},
+        }
+        assert 2 <= int(env["TURN_WORKER_MAX_CONCURRENCY"]) <= 1000  # what Lambda accepts
+        assert "000000000000" not in json.dumps(template)  # app.py's placeholder queue ARN is gone
+
+
+def _environment(template: Dict[str, Any], logical_id: str) -> Dict[str, Any]:
+    shared = template["Globals"]["Function"]["Environment"]["Variables"]
+    own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
+    assert not set(shared) & set(own), "a variable set twice: which one wins is SAM's choice"
+    return {**shared, **own}
+
+
+WIRING = {
+    "CONNECTIONS_TABLE": {"Ref": "ConnectionsTable"},
+    "TURNS_TABLE": {"Ref": "TurnsTable"},
+    "RATE_LIMITS_TABLE": {"Ref": "RateLimitsTable"},
+    "HISTORY_TABLE": {"Ref": "HistoryTable"},
+    "TURN_QUEUE_URL": {"Ref": "TurnQueue"},
+    "TURN_QUEUE_ARN": {"Fn::GetAtt": ["TurnQueue", "Arn"]},
+    "AGENT_ID": {"Ref": "AgentId"},
+    "AGENT_ALIAS_ID": {"Ref": "AgentAliasId"},
+    "AGENT_MEMORY": {"Ref": "AgentMemory"},
+    "JWT_ISSUER": {"Ref": "JwtIssuer"},
+    "JWT_AUDIENCE": {"Ref": "JwtAudience"},
+    "JWT_JWKS_URL": {"Ref": "JwtJwksUrl"},
+    "JWT_SECRET_PARAMETER": {"Ref": "JwtSecretParameter"},
+}
+
+
+def test_every_function_is_wired_to_the_stacks_resources_and_parameters(templates):
+    for stage, template in templates.items():
+        for logical_id in FUNCTIONS.values():
+            env = _environment(template, logical_id)
+            assert {k: env[k] for k in WIRING} == WIRING
+            assert env["STAGE"] == stage and env["BACKEND"] == "agent"
+            assert env["LOG_CONTENT"] == "false"
+            # Never a plain-text secret; the management endpoint is derived from the event on AWS.
+            assert "JWT_SECRET" not in env and "MANAGEMENT_ENDPOINT_URL" not in env
+
+
+def test_every_table_and_queue_the_settings_read_is_wired(templates):
+    source = (stack.ROOT / "chalicelib" / "settings.py").read_text()
+    resource_settings = set(re.findall(r'get\("([A-Z_]+(?:_TABLE|_QUEUE_URL))"', source))
+    assert {"CONNECTIONS_TABLE", "TURNS_TABLE", "TURN_QUEUE_URL"} <= resource_settings
+    env = _environment(templates["dev"], "TurnWorker")
+    for name in sorted(resource_settings):
+        assert name in env and set(env[name]) <= {"Ref", "Fn::GetAtt"}, (
+            f"chalicelib/settings.py reads {name} but no deployed function gets it: add the resource to "
+            "infra/data.json, the variable to Globals in infra/merge.json and the grants to .chalice/policy-*.json "
+            "(docs/deploy.md, 'Adding to it')"
+        )
+
+
+def test_every_variable_set_is_read_by_someone(templates):
+    """A misspelt name would be silently ignored by the app."""
+    readers = "".join((stack.ROOT / path).read_text() for path in ("chalicelib/settings.py", "app.py"))
+    for logical_id in FUNCTIONS.values():
+        for name in _environment(templates["dev"], logical_id):
+            assert f'"{name}"' in readers or name == "POWERTOOLS_LOG_LEVEL", name  # Powertools reads its own
+
+
+def test_parameters_cover_the_agent_and_sign_in_and_hold_no_secret(templates):
+    parameters = templates["dev"]["Parameters"]
+    for name in ("AgentId", "AgentAliasId", "AgentMemory", "JwtIssuer", "JwtAudience", "JwtJwksUrl", "JwtSecretParameter"):
+        assert name in parameters
+    assert parameters["AgentMemory"]["AllowedValues"] == ["true", "false"]
+    assert "Default" not in parameters["AgentId"] and "Default" not in parameters["AgentAliasId"]
+    # The HS256 secret is referenced by name, never passed in.
+    assert not [n for n in parameters if "Secret" in n and n not in ("JwtSecretParameter", "JwtSecretKmsKeyArn")]
+
+
+# ---- least privilege
+
+
+ALLOWED_WILDCARD_SUFFIXES = (
+    "/<Stage>/POST/@connections/*",  # a connection id: known only at run time
+    ":*",  # a log group's log streams
+)
+
+
+def _identity_policies(template: Dict[str, Any]):
+    for name, role in resources_of_type(template, "AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], name
+        for policy in role["Properties"]["Policies"]:
+            yield name, policy["PolicyDocument"]
+
+
+def test_each_function_has_its_own_role_and_no_other_iam(templates):
+    for template in templates.values():
+        iam = {name for name, r in template["Resources"].items() if r["Type"].startswith("AWS::IAM::")}
+        assert iam == {f"{logical_id}Role" for logical_id in FUNCTIONS.values()}
+        for logical_id in FUNCTIONS.values():
+            assert template["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}
+
+
+def test_no_wildcard_action_and_no_unscoped_resource(templates):
+    placeholders = Placeholders()
+    for stage, template in templates.items():
+        for role, document in _identity_policies(template):
+            for statement in statements(document):
+                where = f"{stage} {role} {statement.get('Sid')}"
+                assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+                for action in as_list(statement["Action"]):
+                    assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
+                for resource in as_list(placeholders.evaluate(statement["Resource"])):
+                    assert resource != "*", where
+                    if re.fullmatch(r"<[A-Za-z]+\.Arn>", resource):
+                        continue  # a resource of this stack
+                    if re.fullmatch(r"<([A-Za-z]+)>", resource):
+                        continue  # a parameter: test_parameters_in_arns_cannot_widen_them
+                    parts = resource.split(":", 5)
+                    assert parts[:2] == ["arn", "<Partition>"], where
+                    assert parts[3:5] == ["<Region>", "<AccountId>"], where
+                    scoped = resource
+                    for suffix in ALLOWED_WILDCARD_SUFFIXES:
+                        if scoped.endswith(suffix):
+                            scoped = scoped[: -len(suffix)]
+                            break
+                    assert "*" not in scoped, f"{where}: {resource}"
+
+
+def test_parameters_in_arns_cannot_widen_them():
+    """A parameter spliced into an ARN must not be able to hold a wildcard."""
+    specs = stack.parameter_specs()
+    for function, (_, document) in stack.policy_documents("dev").items():
+        for statement in statements(document):
+            text = str(statement.get("Resource")) + str(statement.get("Condition"))
+            for name in set(re.findall(r"\$\{([A-Za-z]+)\}", text)) | set(re.findall(r"'Ref': '([A-Za-z]+)'", text)):
+                if name in specs:
+                    spec = specs[name]
+                    pattern = spec.get("AllowedPattern")
+                    assert "AllowedValues" in spec or (pattern and not re.fullmatch(pattern, "*")
+                                                       and not re.fullmatch(pattern, "a*")), f"{function}: {name}"
+
+
+def test_the_agent_and_the_api_are_named_exactly(templates):
+    template = templates["dev"]
+    policies = {role: document for role, document in _identity_policies(template)}
+    by_sid = {s["Sid"]: s for document in policies.values() for s in statements(document)}
+    assert by_sid["InvokeTheAgent"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:agent-alias/${AgentId}/${AgentAliasId}"
+    }
+    connections = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebsocketAPI}/${Stage}/POST/@connections/*"
+    assert by_sid["StreamToClients"]["Resource"] == {"Fn::Sub": connections}
+    assert by_sid["ReplyToClients"]["Resource"] == {"Fn::Sub": connections}
+    # The API stage those ARNs name is the Chalice stage (the Stage parameter).
+    for stage in STAGES:
+        assert stack.chalice_config(stage).api_gateway_stage == stage
+
+
+def test_only_the_worker_invokes_the_agent_and_only_connect_reads_the_secret(templates):
+    actions: Dict[str, set] = {}
+    for role, document in _identity_policies(templates["dev"]):
+        actions[role] = {a for s in statements(document) for a in as_list(s["Action"])}
+    assert [r for r, a in actions.items() if "bedrock:InvokeAgent" in a] == ["TurnWorkerRole"]
+    assert [r for r, a in actions.items() if "ssm:GetParameter" in a] == ["WebsocketConnectRole"]
+    assert [r for r, a in actions.items() if "sqs:SendMessage" in a] == ["WebsocketMessageRole"]
+    assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
+    assert actions["WebsocketDisconnectRole"] == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DeleteItem"}
+
+
+def test_make_package_runs_this_packaging(tmp_path):
+    result = subprocess.run(
+        ["make", "-n", "package", "STAGE=prod", f"STAMP={tmp_path}/stamp"],
+        cwd=stack.ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "-m infra.stack package --stage prod --out build/package" in result.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_merge_template_only_adds_to_what_chalice_generates(stage, templates):
+    """Every resource merge.json touches must be one Chalice generated, or a misspelt id adds a stub."""
+    merge = stack.load_json(stack.APP_TEMPLATE)["Resources"]
+    for logical_id in merge:
+        assert "Type" in templates[stage]["Resources"][logical_id], logical_id
+
+
+def test_the_packaged_stack_carries_the_data_stack_unchanged(templates):
+    """Tables (TTL, recovery), queues (redrive), alarms and outputs: as tests/deploy/test_data_stack.py checks them."""
+    data = stack.load_json(stack.DATA_TEMPLATE)
+    for template in templates.values():
+        for section in ("Resources", "Outputs", "Conditions"):
+            for name, value in data[section].items():
+                assert template[section][name] == value, f"{section}.{name}"
+        for name, value in data["Parameters"].items():
+            if name != "Stage":
+                assert template["Parameters"][name] == value, name
+
+
+def test_every_handler_of_the_app_is_configured_and_packaged(templates):
+    import app
+
+    assert sorted(stack.functions()) == sorted(app.app.handler_map) == sorted(FUNCTIONS)
+    for template in templates.values():
+        functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}
+        assert functions == {f"app.{name}" for name in FUNCTIONS}
