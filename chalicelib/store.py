@@ -202,15 +202,15 @@ class Store:
     def enter_flight(self, connection_id: str, cap: int) -> bool:
         """Count one more turn in flight on the connection, unless it already has ``cap``."""
         return (
-            self._db_add_in_flight(connection_id, 1, "attribute_exists(connectionId) AND #inFlight < :cap", cap)
+            self._add_in_flight(connection_id, 1, "attribute_exists(connectionId) AND #inFlight < :cap", cap)
             is not None
         )
 
     def leave_flight(self, connection_id: str) -> None:
         """The turn ended: one fewer in flight (nothing to do if the connection is gone)."""
-        self._db_add_in_flight(connection_id, -1, "attribute_exists(connectionId) AND #inFlight > :cap", 0)
+        self._add_in_flight(connection_id, -1, "attribute_exists(connectionId) AND #inFlight > :cap", 0)
 
-    def _db_add_in_flight(self, connection_id: str, delta: int, condition: str, cap: int) -> Any:
+    def _add_in_flight(self, connection_id: str, delta: int, condition: str, cap: int) -> Any:
         try:
             return self._db.update_item(
                 TableName=self._connections,
