@@ -9,7 +9,7 @@ PACKAGE_DIR ?= build/package
 package: $(STAMP)
 	$(BIN)/python -m infra.stack package --stage $(STAGE) --out $(PACKAGE_DIR)
 
-## Validate the deployment parameters (AGENT_ID=... JWT_ISSUER=... ...) without calling AWS.
+## Validate the deployment parameters (BACKEND=... AGENT_ID=... or MODEL_ID=... JWT_ISSUER=... ...) without calling AWS.
 deploy-check: $(STAMP)
 	$(BIN)/python -m infra.deploy check --stage $(STAGE)
 

@@ -16,6 +16,7 @@ One source of truth serves both ways onto AWS:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -116,6 +117,12 @@ def parameter_specs() -> Dict[str, Dict[str, Any]]:
     return {**load_json(DATA_TEMPLATE).get("Parameters", {}), **load_json(APP_TEMPLATE).get("Parameters", {})}
 
 
+@functools.lru_cache(maxsize=1)
+def list_parameters() -> frozenset:
+    """Parameters whose ``Ref`` is a list (``CommaDelimitedList``); their values travel as ``a,b,c``."""
+    return frozenset(name for name, spec in parameter_specs().items() if spec.get("Type") == "CommaDelimitedList")
+
+
 class ParameterError(ValueError):
     """Deployment parameters that CloudFormation would reject."""
 
@@ -136,8 +143,13 @@ def resolve_parameters(stage: str, given: Mapping[str, str]) -> Dict[str, str]:
         value = str(value)
         if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
             problems.append(f"{name}={value!r} is not one of {spec['AllowedValues']}")
-        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
-            problems.append(f"{name}={value!r} does not match {spec['AllowedPattern']}")
+        # CloudFormation matches a CommaDelimitedList's pattern against each of its values.
+        items = value.split(",") if spec.get("Type") == "CommaDelimitedList" else [value]
+        for item in items:
+            if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], item):
+                problems.append(f"{name}={item!r} does not match {spec['AllowedPattern']}")
+        if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+            problems.append(f"{name} is longer than {spec['MaxLength']} characters")
         if spec.get("Type") == "Number":
             try:
                 number = float(value)
@@ -189,6 +201,8 @@ class Context:
     def ref(self, name: str) -> Any:
         if name == "AWS::NoValue":
             return NO_VALUE
+        if name in self.parameters and name in list_parameters():
+            return str(self.parameters[name]).split(",")  # as CloudFormation: "" is [""]
         for table in (self.pseudo, self.parameters, self.resources):
             if name in table:
                 return table[name]
@@ -254,6 +268,8 @@ _FUNCTIONS = {
     "Fn::And": lambda context, args: all(context.evaluate(arg) for arg in args),
     "Fn::Or": lambda context, args: any(context.evaluate(arg) for arg in args),
     "Fn::Join": lambda context, args: args[0].join(str(v) for v in context.evaluate(args[1])),
+    "Fn::Split": lambda context, args: str(context.evaluate(args[1])).split(args[0]),
+    "Fn::Select": lambda context, args: context.evaluate(args[1])[int(context.evaluate(args[0]))],
     "Condition": lambda context, name: context.condition(name),
 }
 

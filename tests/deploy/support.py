@@ -6,13 +6,31 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from infra import stack
 
 STAGES = ("dev", "prod")
 ACCOUNT = "123456789012"  # moto's
 REGION = "us-east-1"
+
+# Each backend's parameters as an operator gives them (besides sign-in), one scenario per IAM shape.
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+US_SONNET_PROFILE = f"us.{SONNET}"
+# What `aws bedrock get-inference-profile --inference-profile-identifier us.<SONNET>` lists as its models.
+US_SONNET_MODELS = tuple(f"arn:aws:bedrock:{region}::foundation-model/{SONNET}" for region in ("us-east-1", "us-east-2", "us-west-2"))
+APPLICATION_PROFILE = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:application-inference-profile/a1b2c3d4e5f6"
+RUNTIME_ARN = f"arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:runtime/answers_agent-A1b2C3d4E5"
+BACKENDS: Dict[str, Dict[str, str]] = {
+    "agent": {"AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345"},
+    "converse-model": {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0"},
+    "converse-profile": {"Backend": "converse", "ModelId": US_SONNET_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS)},
+    "converse-application-profile": {
+        "Backend": "converse", "ModelId": APPLICATION_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS),
+    },
+    "agentcore": {"Backend": "agentcore", "AgentRuntimeArn": RUNTIME_ARN},
+    "agentcore-endpoint": {"Backend": "agentcore", "AgentRuntimeArn": RUNTIME_ARN, "AgentRuntimeQualifier": "production"},
+}
 
 
 def tool(name: str) -> str:
@@ -51,7 +69,15 @@ def statements(document: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
 
 
 class Placeholders(stack.Context):
-    """Resolves every reference to a visible marker, so a ``*`` left in a resource is the template's own."""
+    """Resolves every reference to a visible marker, so a ``*`` left in a resource is the template's own.
+
+    Conditions are whatever ``truth`` says (true when it does not name them), so a scan can walk
+    every branch of every ``Fn::If``, nested ones included.
+    """
+
+    def __init__(self, truth: Optional[Mapping[str, bool]] = None) -> None:
+        super().__init__()
+        self.truth = dict(truth or {})
 
     def ref(self, name: str) -> Any:
         return stack.NO_VALUE if name == "AWS::NoValue" else f"<{name.replace('AWS::', '')}>"
@@ -60,26 +86,60 @@ class Placeholders(stack.Context):
         return f"<{resource}.{attribute}>"
 
     def condition(self, name: str) -> bool:
-        return True
+        return self.truth.get(name, True)
 
 
-def allows(policy: Dict[str, Any], action: str, resource: str) -> bool:
-    """Whether an identity policy of Allow statements (no NotAction/NotResource) allows this."""
+def conditions_in(node: Any) -> set:
+    """The names of the conditions any ``Fn::If`` in ``node`` tests."""
+    found: set = set()
+    if isinstance(node, dict):
+        if "Fn::If" in node:
+            found.add(node["Fn::If"][0])
+        for value in node.values():
+            found |= conditions_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= conditions_in(value)
+    return found
+
+
+def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    """A statement's Condition against a request context; an operator not known here never holds."""
+    for operator, tests in condition.items():
+        if operator not in ("StringEquals", "ArnEquals"):
+            return False
+        for key, expected in tests.items():
+            if context.get(key) not in as_list(expected):
+                return False
+    return True
+
+
+def allows(policy: Dict[str, Any], action: str, resource: str, context: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether an identity policy of Allow statements (no NotAction/NotResource) allows this request.
+
+    ``context`` holds the request's condition keys (e.g. ``bedrock:InferenceProfileArn``); a
+    statement with a Condition allows only a request whose context satisfies it.
+    """
     for statement in policy["Statement"]:
         if statement["Effect"] != "Allow" or action not in as_list(statement["Action"]):
+            continue
+        if "Condition" in statement and not _condition_holds(statement["Condition"], context or {}):
             continue
         if any(fnmatch.fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
             return True
     return False
 
 
-def grants(policy: Dict[str, Any]) -> Iterator[tuple]:
-    """Every (action, resource pattern) an identity policy allows."""
+def grants(policy: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """Every grant of an identity policy, one (action, resource pattern) per single-statement policy."""
     for statement in policy["Statement"]:
         if statement["Effect"] == "Allow":
             for action in as_list(statement["Action"]):
                 for resource in as_list(statement["Resource"]):
-                    yield action, resource
+                    single = {"Sid": statement.get("Sid"), "Effect": "Allow", "Action": action, "Resource": resource}
+                    if "Condition" in statement:
+                        single["Condition"] = statement["Condition"]
+                    yield {"Statement": [single]}
 
 
 def data_outputs(physical: Dict[str, str]) -> Dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List
@@ -18,7 +19,7 @@ import boto3
 import pytest
 
 from infra import deploy, stack
-from tests.deploy.support import ACCOUNT, REGION, data_outputs
+from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, data_outputs
 
 SIGN_IN = {"JWT_ISSUER": "https://issuer.example", "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
 AGENT = {"AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
@@ -28,6 +29,22 @@ def test_parameter_names_follow_the_apps_environment():
     assert deploy.env_name("AgentAliasId") == "AGENT_ALIAS_ID"
     assert deploy.env_name("JwtJwksUrl") == "JWT_JWKS_URL"
     assert deploy.env_name("TurnQueueAgeAlarmSeconds") == "TURN_QUEUE_AGE_ALARM_SECONDS"
+    assert deploy.env_name("InferenceProfileModelArns") == "INFERENCE_PROFILE_MODEL_ARNS"
+    # A parameter the app reads is named as the app's own variable: BACKEND=converse make run / make deploy.
+    variables = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
+    for variable, value in variables.items():
+        if set(value) == {"Ref"} and value["Ref"] in stack.parameter_specs():
+            assert deploy.env_name(value["Ref"]) == variable, variable
+
+
+def test_each_backend_needs_only_its_own_parameters():
+    converse = deploy.gather_parameters("dev", [], {**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE,
+                                                    "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)})
+    assert (converse["Backend"], converse["AgentId"], converse["ModelId"]) == ("converse", "", US_SONNET_PROFILE)
+    assert converse["InferenceProfileModelArns"] == ",".join(US_SONNET_MODELS)
+    agentcore = deploy.gather_parameters("dev", ["Backend=agentcore", f"AgentRuntimeArn={RUNTIME_ARN}"], SIGN_IN)
+    assert (agentcore["Backend"], agentcore["AgentRuntimeArn"], agentcore["AgentRuntimeQualifier"]) == ("agentcore", RUNTIME_ARN, "")
+    assert deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN})["Backend"] == "agent"  # the default
 
 
 def test_parameters_come_from_the_environment_and_pairs():
@@ -40,8 +57,23 @@ def test_parameters_come_from_the_environment_and_pairs():
 @pytest.mark.parametrize(
     "environ, problem",
     [
-        ({**SIGN_IN}, "AgentId is required"),
+        ({**SIGN_IN}, "Backend=agent needs AgentId and AgentAliasId"),
+        ({**SIGN_IN, "AGENT_ID": "AGENT12345"}, "Backend=agent needs AgentId and AgentAliasId"),
         ({**AGENT, **SIGN_IN, "AGENT_ID": "agent-1"}, "AgentId='agent-1' does not match"),
+        ({**AGENT, **SIGN_IN, "BACKEND": "bedrock"}, "Backend='bedrock' is not one of"),
+        ({**SIGN_IN, "BACKEND": "converse"}, "Backend=converse needs ModelId"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "anthropic.*"}, "ModelId='anthropic.*' does not match"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE,
+          "INFERENCE_PROFILE_MODEL_ARNS": f"{US_SONNET_MODELS[0]},arn:aws:bedrock:*::foundation-model/{US_SONNET_PROFILE[3:]}"},
+         "InferenceProfileModelArns='arn:aws:bedrock:*::"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "LATENCY": "fast"}, "Latency='fast' is not one of"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "MAX_TOKENS": "0"}, "MaxTokens='0' does not match"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "SYSTEM_PROMPT": "x" * 2001},
+         "SystemPrompt is longer than 2000"),
+        ({**SIGN_IN, "BACKEND": "agentcore"}, "Backend=agentcore needs AgentRuntimeArn"),
+        ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN.replace("A1b2C3d4E5", "*")}, "AgentRuntimeArn='arn"),
+        ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN, "AGENT_RUNTIME_QUALIFIER": "DEFAULT*"},
+         "AgentRuntimeQualifier='DEFAULT*' does not match"),
         ({**AGENT}, "Set JwtJwksUrl (with JwtIssuer) or JwtSecretParameter"),
         ({**AGENT, "JWT_JWKS_URL": "https://issuer.example/jwks"}, "JwtJwksUrl needs JwtIssuer"),
         ({**AGENT, "JWT_JWKS_URL": "http://issuer.example/jwks", "JWT_ISSUER": "x"}, "JwtJwksUrl='http"),
@@ -51,7 +83,7 @@ def test_parameters_come_from_the_environment_and_pairs():
     ],
 )
 def test_parameters_are_refused_as_cloudformation_would(environ, problem):
-    with pytest.raises(stack.ParameterError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(stack.ParameterError, match=re.escape(problem)):
         deploy.gather_parameters("dev", [], environ)
 
 
@@ -84,9 +116,33 @@ def test_the_first_render_leaves_out_only_what_needs_the_api_id(project, tmp_pat
     env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
     assert env["TURN_QUEUE_URL"] == _outputs()["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == _outputs()["TurnQueueArn"]
     assert env["CONNECTIONS_TABLE"] == "dev-ConnectionsTable" and env["JWT_ISSUER"] == SIGN_IN["JWT_ISSUER"]
-    assert env["STAGE"] == "dev" and "JWT_SECRET" not in env
+    assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and "JWT_SECRET" not in env
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".chalice", "app.py", "chalicelib", "requirements.txt"]
     assert (chalice_dir / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()
+
+
+@pytest.mark.parametrize("scenario", ["converse-profile", "agentcore"])
+def test_the_stage_runs_the_backend_its_parameters_choose(scenario, project, tmp_path):
+    """BACKEND in the rendered config.json and the worker's grants both follow the Backend parameter."""
+    given = [f"{name}={value}" for name, value in BACKENDS[scenario].items()]
+    parameters = deploy.gather_parameters("dev", given, SIGN_IN)
+    context = stack.context_from_outputs(parameters, _outputs(), websocket_api_id="a1b2c3d4e5")
+    stack.render_project("dev", context, tmp_path / "p", project)
+    chalice_dir = tmp_path / "p" / ".chalice"
+    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
+    worker = json.loads((chalice_dir / "policy-turn_worker.json").read_text())
+    bedrock = {a for s in worker["Statement"] for a in s["Action"] if a.startswith(("bedrock:", "bedrock-agentcore:"))}
+    if scenario == "converse-profile":
+        assert (env["BACKEND"], env["MODEL_ID"], env["AGENT_ID"]) == ("converse", US_SONNET_PROFILE, "")
+        assert bedrock == {"bedrock:InvokeModelWithResponseStream"}
+        (models,) = [s for s in worker["Statement"] if s["Sid"] == "InvokeTheProfilesModels"]
+        assert models["Resource"] == list(US_SONNET_MODELS)
+        history = [s for s in worker["Statement"] if s["Sid"] == "KeepConversations"]
+        assert history and history[0]["Resource"] == f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/dev-HistoryTable"
+    else:
+        assert (env["BACKEND"], env["AGENT_RUNTIME_ARN"], env["AGENT_RUNTIME_QUALIFIER"]) == ("agentcore", RUNTIME_ARN, "")
+        assert bedrock == {"bedrock-agentcore:InvokeAgentRuntime"}
+        assert "KeepConversations" not in {s["Sid"] for s in worker["Statement"]}
 
 
 # ---- the whole path against moto
@@ -182,9 +238,17 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     assert (routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]) == (50.0, 100)
 
     log.clear()
-    assert deployer.deploy(parameters)[stack.URL_OUTPUT] == result[stack.URL_OUTPUT]  # same API, one pass
+    # A redeploy that switches the stage to another backend: same API, one pass, new grants and environment.
+    switched = deploy.gather_parameters("dev", [f"{k}={v}" for k, v in BACKENDS["converse-profile"].items()], SIGN_IN)
+    assert deployer.deploy(switched)[stack.URL_OUTPUT] == result[stack.URL_OUTPUT]
     assert "Updating the data stack agentstream-dev-data ..." in log
     assert not any(line.startswith("Scoping") for line in log)
+    worker = stack.function_name("dev", "turn_worker")
+    policy = iam.get_role_policy(RoleName=worker, PolicyName=worker)["PolicyDocument"]
+    sids = {statement["Sid"] for statement in policy["Statement"]}
+    assert {"InvokeTheModel", "InvokeTheProfilesModels", "KeepConversations"} <= sids and "InvokeTheAgent" not in sids
+    variables = awslambda.get_function_configuration(FunctionName=worker)["Environment"]["Variables"]
+    assert (variables["BACKEND"], variables["MODEL_ID"]) == ("converse", US_SONNET_PROFILE)
 
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []

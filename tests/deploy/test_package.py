@@ -1,6 +1,7 @@
 """``make package``: what ``chalice package`` with the merged templates produces, and what is in it."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -11,10 +12,18 @@ import pytest
 
 from infra import stack
 from tests.deploy.support import (
+    ACCOUNT,
+    APPLICATION_PROFILE,
+    BACKENDS,
+    REGION,
+    RUNTIME_ARN,
     STAGES,
+    US_SONNET_MODELS,
+    US_SONNET_PROFILE,
     Placeholders,
     as_list,
     cfn_lint,
+    conditions_in,
     resources_of_type,
     statements,
 )
@@ -42,12 +51,15 @@ def test_deployment_zip_holds_only_the_app_and_stays_small(packaged):
     assert (packaged["dev"] / "deployment.zip").stat().st_size < 1_000_000
 
 
-def test_the_layer_holds_the_pinned_dependencies_and_not_the_sdk(packaged):
+def test_the_layer_holds_the_pinned_dependencies_and_sdk(packaged):
     with zipfile.ZipFile(packaged["dev"] / "layer-deployment.zip") as archive:
         packages = {name.split("/")[4] for name in archive.namelist() if name.count("/") >= 4}
     assert {"jwt", "cryptography", "aws_lambda_powertools"} <= packages
-    # boto3/botocore come from the Lambda runtime (docs/deploy.md says which and why).
-    assert not packages & {"boto3", "botocore", "s3transfer"}
+    # boto3/botocore are pinned and shipped on purpose, not the runtime's (docs/deploy.md says why).
+    pins = dict(re.findall(r"^(boto3|botocore)==(\S+)$", (stack.ROOT / "requirements.txt").read_text(), re.MULTILINE))
+    assert set(pins) == {"boto3", "botocore"}
+    for name, version in pins.items():
+        assert {name, f"{name}-{version}.dist-info"} <= packages, name
 
 
 def test_cfn_lint_passes_the_packaged_templates(packaged):
@@ -143,9 +155,16 @@ WIRING = {
     "HISTORY_TABLE": {"Ref": "HistoryTable"},
     "TURN_QUEUE_URL": {"Ref": "TurnQueue"},
     "TURN_QUEUE_ARN": {"Fn::GetAtt": ["TurnQueue", "Arn"]},
+    "BACKEND": {"Ref": "Backend"},
     "AGENT_ID": {"Ref": "AgentId"},
     "AGENT_ALIAS_ID": {"Ref": "AgentAliasId"},
     "AGENT_MEMORY": {"Ref": "AgentMemory"},
+    "MODEL_ID": {"Ref": "ModelId"},
+    "SYSTEM_PROMPT": {"Ref": "SystemPrompt"},
+    "MAX_TOKENS": {"Ref": "MaxTokens"},
+    "LATENCY": {"Ref": "Latency"},
+    "AGENT_RUNTIME_ARN": {"Ref": "AgentRuntimeArn"},
+    "AGENT_RUNTIME_QUALIFIER": {"Ref": "AgentRuntimeQualifier"},
     "JWT_ISSUER": {"Ref": "JwtIssuer"},
     "JWT_AUDIENCE": {"Ref": "JwtAudience"},
     "JWT_JWKS_URL": {"Ref": "JwtJwksUrl"},
@@ -158,7 +177,7 @@ def test_every_function_is_wired_to_the_stacks_resources_and_parameters(template
         for logical_id in FUNCTIONS.values():
             env = _environment(template, logical_id)
             assert {k: env[k] for k in WIRING} == WIRING
-            assert env["STAGE"] == stage and env["BACKEND"] == "agent"
+            assert env["STAGE"] == stage  # BACKEND follows the Backend parameter, not the stage's config
             assert env["LOG_CONTENT"] == "false"
             # Never a plain-text secret; the management endpoint is derived from the event on AWS.
             assert "JWT_SECRET" not in env and "MANAGEMENT_ENDPOINT_URL" not in env
@@ -185,12 +204,20 @@ def test_every_variable_set_is_read_by_someone(templates):
             assert f'"{name}"' in readers or name == "POWERTOOLS_LOG_LEVEL", name  # Powertools reads its own
 
 
-def test_parameters_cover_the_agent_and_sign_in_and_hold_no_secret(templates):
+def test_parameters_cover_every_backend_and_sign_in_and_hold_no_secret(templates):
     parameters = templates["dev"]["Parameters"]
-    for name in ("AgentId", "AgentAliasId", "AgentMemory", "JwtIssuer", "JwtAudience", "JwtJwksUrl", "JwtSecretParameter"):
+    for name in ("Backend", "AgentId", "AgentAliasId", "AgentMemory", "ModelId", "InferenceProfileModelArns", "SystemPrompt",
+                 "MaxTokens", "Latency", "AgentRuntimeArn", "AgentRuntimeQualifier",
+                 "JwtIssuer", "JwtAudience", "JwtJwksUrl", "JwtSecretParameter"):
         assert name in parameters
+    from chalicelib.settings import BACKENDS as APP_BACKENDS
+
+    assert parameters["Backend"]["AllowedValues"] == list(APP_BACKENDS) and parameters["Backend"]["Default"] == "agent"
     assert parameters["AgentMemory"]["AllowedValues"] == ["true", "false"]
-    assert "Default" not in parameters["AgentId"] and "Default" not in parameters["AgentAliasId"]
+    assert parameters["Latency"]["AllowedValues"] == ["", "standard", "optimized"]  # what the settings accept
+    # Each backend's target is optional in the template and required by a Rule when that backend is chosen.
+    for name in ("AgentId", "AgentAliasId", "ModelId", "AgentRuntimeArn"):
+        assert parameters[name]["Default"] == "" and re.fullmatch(parameters[name]["AllowedPattern"], ""), name
     # The HS256 secret is referenced by name, never passed in.
     assert not [n for n in parameters if "Secret" in n and n not in ("JwtSecretParameter", "JwtSecretKmsKeyArn")]
 
@@ -219,30 +246,44 @@ def test_each_function_has_its_own_role_and_no_other_iam(templates):
             assert template["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}
 
 
+def _every_branch(statement: Dict[str, Any]):
+    """``statement`` resolved with placeholders under every combination of the conditions it tests."""
+    names = sorted(conditions_in(statement))
+    for values in itertools.product((True, False), repeat=len(names)):
+        yield Placeholders(dict(zip(names, values))).evaluate(statement)
+
+
 def test_no_wildcard_action_and_no_unscoped_resource(templates):
-    placeholders = Placeholders()
     for stage, template in templates.items():
         for role, document in _identity_policies(template):
-            for statement in statements(document):
-                where = f"{stage} {role} {statement.get('Sid')}"
-                assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
-                for action in as_list(statement["Action"]):
-                    assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
-                for resource in as_list(placeholders.evaluate(statement["Resource"])):
-                    assert resource != "*", where
-                    if re.fullmatch(r"<[A-Za-z]+\.Arn>", resource):
-                        continue  # a resource of this stack
-                    if re.fullmatch(r"<([A-Za-z]+)>", resource):
-                        continue  # a parameter: test_parameters_in_arns_cannot_widen_them
-                    parts = resource.split(":", 5)
-                    assert parts[:2] == ["arn", "<Partition>"], where
-                    assert parts[3:5] == ["<Region>", "<AccountId>"], where
-                    scoped = resource
-                    for suffix in ALLOWED_WILDCARD_SUFFIXES:
-                        if scoped.endswith(suffix):
-                            scoped = scoped[: -len(suffix)]
-                            break
-                    assert "*" not in scoped, f"{where}: {resource}"
+            for branch in statements(document):
+                for statement in _every_branch(branch):
+                    _check_scoped(f"{stage} {role} {statement.get('Sid')}", statement)
+
+
+def _check_scoped(where: str, statement: Dict[str, Any]) -> None:
+    assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+    for action in as_list(statement["Action"]):
+        assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
+    for resource in as_list(statement["Resource"]):
+        assert resource != "*", where
+        if re.fullmatch(r"<[A-Za-z]+\.Arn>", resource):
+            continue  # a resource of this stack
+        if re.fullmatch(r"<([A-Za-z]+)>", resource):
+            continue  # a parameter: test_parameters_in_arns_cannot_widen_them
+        if resource.startswith("<AgentRuntimeArn>/"):
+            resource = resource.replace("<AgentRuntimeArn>", "arn:<Partition>:bedrock-agentcore:<Region>:<AccountId>:runtime/<id>", 1)
+        parts = resource.split(":", 5)
+        assert parts[:2] == ["arn", "<Partition>"], where
+        # Foundation models belong to no account: their ARNs leave it empty.
+        account = "" if parts[2:3] == ["bedrock"] and parts[5].startswith("foundation-model/") else "<AccountId>"
+        assert parts[3:5] == ["<Region>", account], where
+        scoped = resource
+        for suffix in ALLOWED_WILDCARD_SUFFIXES:
+            if scoped.endswith(suffix):
+                scoped = scoped[: -len(suffix)]
+                break
+        assert "*" not in scoped, f"{where}: {resource}"
 
 
 def test_parameters_in_arns_cannot_widen_them():
@@ -255,8 +296,8 @@ def test_parameters_in_arns_cannot_widen_them():
                 if name in specs:
                     spec = specs[name]
                     pattern = spec.get("AllowedPattern")
-                    assert "AllowedValues" in spec or (pattern and not re.fullmatch(pattern, "*")
-                                                       and not re.fullmatch(pattern, "a*")), f"{function}: {name}"
+                    assert "AllowedValues" in spec or (pattern and not any(re.fullmatch(pattern, wild) for wild in ("*", "a*", "a?"))
+                                                       ), f"{function}: {name}"
 
 
 def test_the_agent_and_the_api_are_named_exactly(templates):
@@ -274,11 +315,13 @@ def test_the_agent_and_the_api_are_named_exactly(templates):
         assert stack.chalice_config(stage).api_gateway_stage == stage
 
 
-def test_only_the_worker_invokes_the_agent_and_only_connect_reads_the_secret(templates):
+def test_only_the_worker_invokes_bedrock_and_only_connect_reads_the_secret(templates):
     actions: Dict[str, set] = {}
     for role, document in _identity_policies(templates["dev"]):
         actions[role] = {a for s in statements(document) for a in as_list(s["Action"])}
-    assert [r for r, a in actions.items() if "bedrock:InvokeAgent" in a] == ["TurnWorkerRole"]
+    for bedrock in ("bedrock:InvokeAgent", "bedrock:InvokeModelWithResponseStream", "bedrock-agentcore:InvokeAgentRuntime"):
+        assert [r for r, a in actions.items() if bedrock in a] == ["TurnWorkerRole"], bedrock
+    assert [r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)] == ["TurnWorkerRole"]
     assert [r for r, a in actions.items() if "ssm:GetParameter" in a] == ["WebsocketConnectRole"]
     assert [r for r, a in actions.items() if "sqs:SendMessage" in a] == ["WebsocketMessageRole"]
     assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
@@ -321,3 +364,83 @@ def test_every_handler_of_the_app_is_configured_and_packaged(templates):
     for template in templates.values():
         functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}
         assert functions == {f"app.{name}" for name in FUNCTIONS}
+
+
+# ---- each backend: only its own grants
+
+
+def _resolved_policies(template: Dict[str, Any], parameters: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
+    """Each role's policy in ``template`` as CloudFormation resolves it for these parameter values.
+
+    The template's own Conditions decide every ``Fn::If``; this stack's resources stay placeholders.
+    """
+
+    class Resolver(stack.Context):
+        def attribute(self, resource: str, attribute: str) -> str:
+            return f"<{resource}.{attribute}>"
+
+        def ref(self, name: str) -> Any:
+            if name in self.parameters or name in self.pseudo or name == "AWS::NoValue":
+                return super().ref(name)
+            return f"<{name}>"
+
+    values = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
+    values.update(stack.resolve_parameters("dev", {"JwtSecretParameter": "/agentstream/dev/jwt", **parameters}))
+    context = Resolver(parameters=values, pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
+                                                 "AWS::URLSuffix": "amazonaws.com"}, conditions=template["Conditions"])
+    return {role: context.evaluate(document) for role, document in _identity_policies(template)}
+
+
+PROFILE_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{US_SONNET_PROFILE}"
+ENDPOINT = f"{RUNTIME_ARN}/runtime-endpoint"
+BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
+    "agent": {
+        "InvokeTheAgent": (["bedrock:InvokeAgent"], [f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"], None),
+    },
+    "converse-model": {
+        "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"],
+                           [f"arn:aws:bedrock:{REGION}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"], None),
+        "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+    },
+    "converse-profile": {
+        "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"], [PROFILE_ARN], None),
+        "InvokeTheProfilesModels": (["bedrock:InvokeModelWithResponseStream"], list(US_SONNET_MODELS),
+                                    {"StringEquals": {"bedrock:InferenceProfileArn": PROFILE_ARN}}),
+        "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+    },
+    "converse-application-profile": {
+        "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"], [APPLICATION_PROFILE], None),
+        "InvokeTheProfilesModels": (["bedrock:InvokeModelWithResponseStream"], list(US_SONNET_MODELS),
+                                    {"StringEquals": {"bedrock:InferenceProfileArn": APPLICATION_PROFILE}}),
+        "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+    },
+    "agentcore": {
+        "InvokeTheAgentRuntime": (["bedrock-agentcore:InvokeAgentRuntime"], [RUNTIME_ARN, f"{ENDPOINT}/DEFAULT"], None),
+    },
+    "agentcore-endpoint": {
+        "InvokeTheAgentRuntime": (["bedrock-agentcore:InvokeAgentRuntime"], [RUNTIME_ARN, f"{ENDPOINT}/production"], None),
+    },
+}
+SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "StreamToClients"}
+
+
+def test_every_backend_scenario_is_checked():
+    assert set(BACKEND_GRANTS) == set(BACKENDS)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_each_backend_gets_only_its_own_grants(backend, templates):
+    """The packaged template, resolved for each Backend: the worker gets that backend's grants and no other's."""
+    for stage, template in templates.items():
+        policies = _resolved_policies(template, BACKENDS[backend])
+        worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
+        own = {sid: statement for sid, statement in worker.items() if sid not in SHARED_WORKER_SIDS}
+        assert sorted(own) == sorted(BACKEND_GRANTS[backend]), (stage, backend)
+        for sid, (actions, resources, condition) in BACKEND_GRANTS[backend].items():
+            assert as_list(own[sid]["Action"]) == actions, sid
+            assert as_list(own[sid]["Resource"]) == resources, sid
+            assert own[sid].get("Condition") == condition, sid
+        # Nothing else moves with the backend: the other roles are the same under every backend.
+        assert {role: p for role, p in policies.items() if role != "TurnWorkerRole"} == {
+            role: p for role, p in _resolved_policies(template, BACKENDS["agent"]).items() if role != "TurnWorkerRole"
+        }

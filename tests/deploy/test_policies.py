@@ -1,25 +1,50 @@
-"""The IAM policies against what each function really does.
+"""The IAM policies against what each function really does, for every backend.
 
 Every handler runs through the Chalice test client against moto, through the flows a client can
 drive (connect, ping, ask, a repeated ask, cancel, resume, a client that leaves mid-answer, a
-poison message, a redelivery, disconnect), while every AWS call it makes is recorded. Each call
-must be allowed by the function's own policy, resolved as ``make deploy`` resolves it, and each
-DynamoDB, SQS, SSM, Bedrock and execute-api grant must be used by some flow: a policy that
+poison message, a redelivery, disconnect), once per backend scenario, while every AWS call it makes
+is recorded. The app is configured by the environment the template gives it for that scenario, and
+each call must be allowed by the function's own policy, resolved as ``make deploy`` resolves it;
+each DynamoDB, SQS, SSM, Bedrock and execute-api grant must be used by some flow: a policy that
 grants less breaks a deploy, one that grants more is not least privilege.
+
+How each Bedrock call is recorded:
+
+* ``InvokeAgent``: moto has no Bedrock, so the worker talks to a fake (``tests/fakes.py``), wrapped here.
+* ``ConverseStream`` and ``InvokeAgentRuntime``: the app's real boto3 clients call the local Bedrock
+  emulator (``devserver/bedrock.py``, botocore's own request serializer and response parsers), and
+  botocore's ``provide-client-params`` event records each call before it is sent. Which IAM checks a
+  call incurs is AWS's rule, not something a client can observe; ``_bedrock_checks`` writes down the
+  documented ones: ConverseStream is ``bedrock:InvokeModelWithResponseStream`` on the model or
+  inference profile named by ``modelId``, and through a profile also on the foundation model in every
+  Region the profile may route to, with ``bedrock:InferenceProfileArn`` set to the profile
+  (Bedrock user guide, "Geographic cross-Region inference", "IAM policy requirements");
+  InvokeAgentRuntime is checked on the runtime and on the endpoint it runs
+  (``runtime/<id>/runtime-endpoint/<qualifier or DEFAULT>``).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 from collections import defaultdict
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Mapping, Set, Tuple
 from urllib.parse import urlparse
 
 import boto3
 import pytest
 
 from infra import stack
-from tests.deploy.support import ACCOUNT, REGION, allows, data_outputs, grants, wired_names
+from tests.deploy.support import (
+    ACCOUNT,
+    BACKENDS,
+    REGION,
+    US_SONNET_MODELS,
+    allows,
+    data_outputs,
+    grants,
+    isolated_env,
+    wired_names,
+)
 from tests.events import API_ID, STAGE, sqs_event, ws_event
 from tests.tokens import SECRET, make_token
 
@@ -27,20 +52,37 @@ SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
 # Granted for someone other than the app's code: Lambda's SQS poller, and the runtime's logging.
 NOT_CALLED_BY_THE_CODE = {"ConsumeTurnQueue", "WriteOwnLogs"}
 
+Call = Tuple[str, str, Tuple[Tuple[str, str], ...]]  # (IAM action, resource ARN, request condition keys)
 
-@pytest.fixture
-def settings(settings):
-    """Sign-in as deployed: the HS256 secret in an SSM SecureString, none in the environment."""
-    boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")
-    return dataclasses.replace(settings, jwt_secret="", jwt_secret_parameter=SECRET_PARAMETER)
+
+def _bedrock_checks(service: str, operation: str, params: Mapping[str, Any], profiles: Mapping[str, List[str]]) -> List[Call]:
+    """The IAM checks AWS documents for one Bedrock call (see the module's docstring)."""
+    if (service, operation) == ("bedrock-runtime", "ConverseStream"):
+        model = params["modelId"]
+        if model.startswith("arn:"):
+            target = model
+        elif any(arn.endswith(f":inference-profile/{model}") for arn in profiles):
+            target = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
+        else:
+            target = f"arn:aws:bedrock:{REGION}::foundation-model/{model}"
+        action = "bedrock:InvokeModelWithResponseStream"
+        routed = [(action, arn, (("bedrock:InferenceProfileArn", target),)) for arn in profiles.get(target, [])]
+        return [(action, target, ())] + routed
+    if (service, operation) == ("bedrock-agentcore", "InvokeAgentRuntime"):
+        runtime, endpoint = params["agentRuntimeArn"], params.get("qualifier") or "DEFAULT"
+        action = "bedrock-agentcore:InvokeAgentRuntime"
+        return [(action, runtime, ()), (action, f"{runtime}/runtime-endpoint/{endpoint}", ())]
+    raise AssertionError(f"unexpected Bedrock call {service}:{operation}: teach _bedrock_checks its IAM checks")
 
 
 class Recorder:
-    """Every AWS call the app makes, as (IAM action, resource ARN)."""
+    """Every AWS call the app makes, as the IAM checks it incurs."""
 
-    def __init__(self, runtime: Any, management: Any, agent: Any) -> None:
-        self.calls: List[Tuple[str, str]] = []
-        for client in (runtime.clients.dynamodb, runtime.clients.sqs, runtime.clients.ssm):
+    def __init__(self, runtime: Any, management: Any, agent: Any, profiles: Mapping[str, List[str]]) -> None:
+        self.calls: List[Call] = []
+        self.profiles = profiles
+        clients = runtime.clients
+        for client in (clients.dynamodb, clients.sqs, clients.ssm, clients.bedrock_runtime, clients.bedrock_agentcore):
             client.meta.events.register("provide-client-params", self._aws_call)
         post, invoke = management.post_to_connection, agent.invoke_agent
 
@@ -48,12 +90,12 @@ class Recorder:
             endpoint = urlparse(management.endpoints[-1])
             api_id, stage = endpoint.hostname.split(".")[0], endpoint.path.strip("/")
             self.calls.append(("execute-api:ManageConnections",
-                               f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/{stage}/POST/@connections/{ConnectionId}"))
+                               f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/{stage}/POST/@connections/{ConnectionId}", ()))
             return post(ConnectionId=ConnectionId, Data=Data)
 
         def invoke_agent(**params: Any) -> Any:
             alias = f"agent-alias/{params['agentId']}/{params['agentAliasId']}"
-            self.calls.append(("bedrock:InvokeAgent", f"arn:aws:bedrock:{REGION}:{ACCOUNT}:{alias}"))
+            self.calls.append(("bedrock:InvokeAgent", f"arn:aws:bedrock:{REGION}:{ACCOUNT}:{alias}", ()))
             return invoke(**params)
 
         management.post_to_connection = post_to_connection
@@ -67,16 +109,27 @@ class Recorder:
             resource = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{params['QueueUrl'].rsplit('/', 1)[-1]}"
         elif service == "ssm":
             resource = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{params['Name']}"
+        elif service in ("bedrock-runtime", "bedrock-agentcore"):
+            self.calls.extend(_bedrock_checks(service, model.name, params, self.profiles))
+            return
         else:  # pragma: no cover - a new service needs a line here and a policy statement
             raise AssertionError(f"unexpected AWS call {service}:{model.name}")
-        self.calls.append((f"{service}:{model.name}", resource))
+        self.calls.append((f"{service}:{model.name}", resource, ()))
 
 
-@pytest.fixture
-def used(client, runtime, management, agent, settings, resources) -> Dict[str, Set[Tuple[str, str]]]:
-    recorder = Recorder(runtime, management, agent)
+def _configure(scenario: str, resources: Any) -> Tuple[Dict[str, str], stack.Context]:
+    """The scenario's parameters, resolved against this run's moto resources as make deploy would."""
+    names = wired_names(resources.env())
+    names["TurnDeadLetterQueue"] = resources.dead_letter_queue_url.rsplit("/", 1)[-1]
+    parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
+    return parameters, stack.context_from_outputs(parameters, data_outputs(names), websocket_api_id=API_ID)
+
+
+def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Dict[str, Set[Call]]:
+    """Every flow a client can drive; the calls each function made."""
     sqs = boto3.client("sqs")  # the test's own client: not recorded
-    calls: Dict[str, Set[Tuple[str, str]]] = defaultdict(set)
+    queue_url = runtime.settings.turn_queue_url
+    calls: Dict[str, Set[Call]] = defaultdict(set)
 
     def invoke(function: str, event: Dict[str, Any]) -> Any:
         start = len(recorder.calls)
@@ -90,8 +143,8 @@ def used(client, runtime, management, agent, settings, resources) -> Dict[str, S
         return management.events(connection_id)[before:]
 
     def queued() -> str:
-        (message,) = sqs.receive_message(QueueUrl=settings.turn_queue_url, MaxNumberOfMessages=1)["Messages"]
-        sqs.delete_message(QueueUrl=settings.turn_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"]
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return message["Body"]
 
     for connection_id in ("c1", "c2", "c3"):
@@ -103,6 +156,7 @@ def used(client, runtime, management, agent, settings, resources) -> Dict[str, S
     first = queued()
     assert say("c1", prompt="What is SQS?", requestId="r1")[0].get("duplicate") is True
     assert invoke("turn_worker", sqs_event([first])) == {"batchItemFailures": []}
+    assert [e["type"] for e in management.events("c1")][-1] == "done", management.events("c1")[-1]  # answered, not denied
     assert [e["type"] for e in say("c2", action="resume", turnId=accepted["turnId"])][-1] == "done"
 
     (second,) = say("c1", prompt="never mind")
@@ -126,43 +180,100 @@ def used(client, runtime, management, agent, settings, resources) -> Dict[str, S
     return calls
 
 
-def _policies(runtime: Any, settings: Any, resources: Any) -> Dict[str, Dict[str, Any]]:
-    """Each function's policy, resolved against this test's moto resources as make deploy would."""
-    names = wired_names(resources.env())
-    names["TurnDeadLetterQueue"] = resources.dead_letter_queue_url.rsplit("/", 1)[-1]
-    parameters = stack.resolve_parameters(STAGE, {
-        "AgentId": settings.agent_id, "AgentAliasId": settings.agent_alias_id, "JwtSecretParameter": SECRET_PARAMETER,
-    })
-    context = stack.context_from_outputs(parameters, data_outputs(names), websocket_api_id=API_ID)
-    return {function: stack.render_policy(document, context)[0]
-            for function, (_, document) in stack.policy_documents(STAGE).items()}
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def recorded(request: pytest.FixtureRequest):
+    """(calls per function, resolved policy per function, parameters) for one backend scenario."""
+    from chalice.test import Client
+    from moto import mock_aws
+
+    import app
+    from chalicelib.runtime import Runtime, set_runtime
+    from chalicelib.settings import Settings
+    from devserver.bedrock import BedrockEmulator
+    from devserver.resources import provision
+    from tests.fakes import FakeAgentRuntime, FakeClients, FakeManagementApi
+
+    scenario = request.param
+    with pytest.MonkeyPatch.context() as patch, BedrockEmulator(chunk_delay=0.001) as bedrock:
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            patch.delenv(name)
+        for name, value in {**isolated_env(), "AWS_REGION": REGION}.items():
+            patch.setenv(name, value)
+        for service in ("BEDROCK_RUNTIME", "BEDROCK_AGENTCORE"):  # the real clients, against the emulator
+            patch.setenv(f"AWS_ENDPOINT_URL_{service}", bedrock.url)
+        with mock_aws():
+            resources = provision(boto3.client("dynamodb"), boto3.client("sqs"))
+            boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")
+            parameters, context = _configure(scenario, resources)
+            # The app configured by exactly the environment the template gives every function.
+            env = {**stack.app_environment(context), "STAGE": STAGE, "AWS_REGION": REGION, "FLUSH_INTERVAL_MS": "20"}
+            settings = Settings.from_env(env)
+            management, agent = FakeManagementApi(), FakeAgentRuntime()
+            runtime = Runtime(settings, FakeClients(settings, management, agent))
+            # What GetInferenceProfile would answer about the scenario's profile: the models it routes to.
+            model, routes = parameters["ModelId"], [arn for arn in parameters["InferenceProfileModelArns"].split(",") if arn]
+            profile = model if model.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
+            recorder = Recorder(runtime, management, agent, {profile: routes} if routes else {})
+            set_runtime(runtime)
+            try:
+                with Client(app.app, stage_name="dev", project_dir=str(stack.ROOT)) as client:
+                    calls = _drive(client, runtime, management, recorder)
+            finally:
+                set_runtime(None)
+            policies = {function: stack.render_policy(document, context)[0]
+                        for function, (_, document) in stack.policy_documents(STAGE).items()}
+    return scenario, calls, policies
 
 
-def test_every_call_a_function_makes_is_allowed_by_its_own_policy(used, runtime, settings, resources):
-    policies = _policies(runtime, settings, resources)
+def test_every_call_a_function_makes_is_allowed_by_its_own_policy(recorded):
+    scenario, used, policies = recorded
     assert set(used) == set(policies)
     for function, calls in used.items():
-        denied = sorted(call for call in calls if not allows(policies[function], *call))
-        assert not denied, f"{function} would be denied {denied}: grant them in its .chalice policy file"
+        denied = sorted(call for call in calls if not allows(policies[function], call[0], call[1], dict(call[2])))
+        assert not denied, f"{scenario}: {function} would be denied {denied}: grant them in its .chalice policy file"
 
 
-def test_every_grant_is_used(used, runtime, settings, resources):
-    policies = _policies(runtime, settings, resources)
+def test_every_grant_is_used(recorded):
+    scenario, used, policies = recorded
     for function, policy in policies.items():
         code_statements = {**policy, "Statement": [s for s in policy["Statement"] if s["Sid"] not in NOT_CALLED_BY_THE_CODE]}
-        for action, pattern in grants(code_statements):
-            single = {"Statement": [{"Effect": "Allow", "Action": action, "Resource": pattern}]}
-            assert any(allows(single, *call) for call in used[function]), (
-                f"{function} is granted {action} on {pattern} but no flow used it: remove it from its policy "
-                "or add the flow that needs it to tests/deploy/test_policies.py"
+        for single in grants(code_statements):
+            assert any(allows(single, call[0], call[1], dict(call[2])) for call in used[function]), (
+                f"{scenario}: {function} is granted {single['Statement'][0]} but no flow used it: remove it from its "
+                "policy or add the flow that needs it to tests/deploy/test_policies.py"
             )
 
 
-def test_the_secret_statement_is_there_only_when_a_parameter_is_configured(runtime, settings, resources):
-    with_secret = _policies(runtime, settings, resources)["websocket_connect"]
-    assert "ReadJwtSecret" in {s["Sid"] for s in with_secret["Statement"]}
-    assert "DecryptJwtSecret" not in {s["Sid"] for s in with_secret["Statement"]}  # aws/ssm: no grant needed
+def test_the_worker_calls_only_its_backend(recorded):
+    scenario, used, _ = recorded
+    bedrock = {call[0] for function in used for call in used[function] if call[0].startswith(("bedrock:", "bedrock-agentcore:"))}
+    expected = {
+        "agent": {"bedrock:InvokeAgent"},
+        "converse": {"bedrock:InvokeModelWithResponseStream"},
+        "agentcore": {"bedrock-agentcore:InvokeAgentRuntime"},
+    }[BACKENDS[scenario].get("Backend", "agent")]
+    assert bedrock == expected
+    assert {call[0] for call in used["turn_worker"]} >= expected
 
+
+@pytest.mark.parametrize("scenario", sorted(name for name, given in BACKENDS.items() if "InferenceProfileModelArns" in given))
+def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
+    parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
+    context = stack.Context(parameters=parameters, attributes={f"{t}.Arn": f"arn:{t}" for t in ("TurnQueue", "TurnsTable", "ConnectionsTable", "HistoryTable")},
+                            resources={"WebsocketAPI": API_ID}, conditions=stack.all_conditions(),
+                            pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT})
+    worker = stack.render_policy(stack.policy_documents(STAGE)["turn_worker"][1], context)[0]
+    model = parameters["ModelId"]
+    profile = model if model.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
+    other = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/eu.{US_SONNET_MODELS[0].rsplit('/', 1)[1]}"
+    for arn in US_SONNET_MODELS:
+        assert allows(worker, "bedrock:InvokeModelWithResponseStream", arn, {"bedrock:InferenceProfileArn": profile})
+        assert not allows(worker, "bedrock:InvokeModelWithResponseStream", arn)  # called directly
+        assert not allows(worker, "bedrock:InvokeModelWithResponseStream", arn, {"bedrock:InferenceProfileArn": other})
+    assert not allows(worker, "bedrock:InvokeModelWithResponseStream", other)
+
+
+def test_the_secret_statement_is_there_only_when_a_parameter_is_configured():
     document = stack.policy_documents(STAGE)["websocket_connect"][1]
     base = stack.resolve_parameters(STAGE, {"AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
                                             "JwtIssuer": "https://issuer.example", "JwtJwksUrl": "https://issuer.example/jwks"})
@@ -171,6 +282,10 @@ def test_the_secret_statement_is_there_only_when_a_parameter_is_configured(runti
                                     "AWS::URLSuffix": "amazonaws.com"}, conditions=stack.all_conditions())
     sids = {s["Sid"] for s in stack.render_policy(document, context)[0]["Statement"]}
     assert sids == {"WriteOwnLogs", "RecordConnections"}
+
+    context.parameters = {**base, "JwtSecretParameter": SECRET_PARAMETER}
+    sids = {s["Sid"] for s in stack.render_policy(document, context)[0]["Statement"]}
+    assert sids == {"WriteOwnLogs", "RecordConnections", "ReadJwtSecret"}  # aws/ssm: no kms grant needed
 
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     context.parameters = {**base, "JwtSecretParameter": SECRET_PARAMETER, "JwtSecretKmsKeyArn": key}
