@@ -115,7 +115,7 @@ class ManagementApi:
         length = request.content_length
         if length is not None and length > self.message_limit:
             return self._too_large(length)
-        data = await request.content.read(self.message_limit + 1)
+        data = await _read_body(request, self.message_limit + 1)
         if len(data) > self.message_limit:
             return self._too_large(len(data))
         found = self._open_connection(request)
@@ -166,3 +166,16 @@ class ManagementApi:
         except TimeoutError:
             found.abort(1000, "")
         return web.Response(status=204)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, up to ``limit`` bytes: one ``read`` returns only what has arrived so far."""
+    parts = []
+    size = 0
+    while size < limit:
+        part = await request.content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

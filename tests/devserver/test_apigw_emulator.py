@@ -290,6 +290,25 @@ def test_oversized_post_is_refused_with_413(start: Start) -> None:
     assert emulator.posts_over_frame_limit == 1
 
 
+def test_a_post_whose_body_arrives_in_pieces_is_delivered_whole(start: Start) -> None:
+    import socket
+
+    emulator = start()
+    body = ("x" * 100_000).encode()
+    with ws(emulator, max_size=None) as client:
+        cid = connection_id(emulator)
+        head = (
+            f"POST /local/@connections/{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: test\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
+            for part in (head, body[:40_000], body[40_000:70_000], body[70_000:]):
+                sock.sendall(part)
+                time.sleep(0.05)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        assert client.recv(timeout=5) == body.decode()
+
+
 def test_integration_timeout_frame_then_the_handler_still_posts(start: Start) -> None:
     emulator = start(integration_timeout=0.3)
     with ws(emulator) as client:
