@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from infra.bytecode import add_bytecode
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_TEMPLATE = ROOT / "infra" / "data.json"
 APP_TEMPLATE = ROOT / "infra" / "merge.json"
@@ -435,7 +437,7 @@ def chalice_env(region: Optional[str] = None) -> Dict[str, str]:
 
 
 def package(stage: str, out_dir: Path, project_dir: Path = ROOT, region: Optional[str] = None) -> Path:
-    """``chalice package`` with the merged templates; returns the path of ``sam.json``."""
+    """``chalice package`` with the merged templates, plus bytecode; returns the path of ``sam.json``."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -447,6 +449,8 @@ def package(stage: str, out_dir: Path, project_dir: Path = ROOT, region: Optiona
             "package", "--stage", stage, "--merge-template", str(merge_path), str(out_dir),
         ]
         subprocess.run(command, check=True, env=chalice_env(region))
+    for archive in sorted(out_dir.glob("*.zip")):
+        add_bytecode(archive)
     sam = out_dir / "sam.json"
     template = load_json(sam)
     outputs = template.get("Outputs", {})

@@ -5,6 +5,7 @@ import itertools
 import json
 import re
 import subprocess
+import sys
 import zipfile
 from typing import Any, Dict
 
@@ -46,9 +47,31 @@ def test_deployment_zip_holds_only_the_app_and_stays_small(packaged):
     with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as archive:
         names = archive.namelist()
     tops = {name.split("/")[0] for name in names}
-    assert tops == {"app.py", "chalicelib", "chalice"}, tops  # chalice/: Chalice's own runtime module
-    assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
+    assert tops == {"app.py", "__pycache__", "chalicelib", "chalice"}, tops  # chalice/: Chalice's own runtime module
     assert (packaged["dev"] / "deployment.zip").stat().st_size < 1_000_000
+
+
+def test_both_zips_carry_bytecode_lambda_could_not_write_itself(packaged, tmp_path):
+    tag = sys.implementation.cache_tag
+    for archive, expected in (
+        ("deployment.zip", ["app.py", "chalicelib/turns.py"]),
+        ("layer-deployment.zip", ["python/lib/{py}/site-packages/botocore/client.py"]),
+    ):
+        with zipfile.ZipFile(packaged["dev"] / archive) as zipped:
+            names = set(zipped.namelist())
+            for source in expected:
+                source = source.format(py=f"python{sys.version_info.major}.{sys.version_info.minor}")
+                folder, _, file = source.rpartition("/")
+                pyc = f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")
+                assert source in names and pyc in names, (archive, pyc)
+    # The bytecode is what Python loads: unpacked, the app imports from it without its sources.
+    with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as zipped:
+        zipped.extractall(tmp_path)
+    (tmp_path / "chalicelib" / "sessions.py").unlink()
+    (tmp_path / "chalicelib" / "__pycache__" / f"sessions.{tag}.pyc").rename(tmp_path / "chalicelib" / "sessions.pyc")
+    probe = "import chalicelib.sessions as s; print(s.memory_id('x'))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("m-"), result.stderr
 
 
 def test_the_layer_holds_the_pinned_dependencies_and_sdk(packaged):
