@@ -151,7 +151,9 @@ def cancel(runtime: Runtime, reply: Reply, gateway: Gateway, connection: Connect
         ended = store.end_queued(turn_id, connection.user_id, CANCELLED)
         if ended is not None:
             leave_flight(runtime, ended)
-            event = protocol.error_event(CANCELLED.code, CANCELLED.message, CANCELLED.retryable, turn_id, 1)
+            # A queued turn has sent nothing yet (seq 1); a waiting one already sent events, so no seq.
+            seq = 1 if turn.status == QUEUED else None
+            event = protocol.error_event(CANCELLED.code, CANCELLED.message, CANCELLED.retryable, turn_id, seq)
             if ended.connection_id != connection.connection_id:
                 post_quietly(gateway, ended.connection_id, event)
             reply(event)

@@ -30,6 +30,7 @@ AGENT_ERROR = "agent_error"
 INTERRUPTED = "interrupted"
 CANCELLED = "cancelled"
 INTERNAL = "internal"
+GUARDRAIL = "guardrail"
 
 Event = Dict[str, Any]
 
@@ -144,7 +145,7 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
     try:
         data = json.loads(body)
     except ValueError:
-        raise ProtocolError("The message is not valid JSON; send a JSON object such as {\"prompt\": \"Hello\"}.")
+        raise ProtocolError("The message is not valid JSON; send a JSON object such as {\"prompt\": \"Hello\"}.") from None
     check = validator("ClientMessage")
     from fastjsonschema import JsonSchemaValueException  # imported with the validator: free by now
 

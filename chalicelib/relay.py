@@ -67,9 +67,12 @@ class Relay:
             self._cv.notify_all()
 
     def attach(self, connection_id: str) -> None:
-        """Send everything from now on, starting with the whole answer so far, to another connection."""
+        """Send everything from now on, starting with the whole answer so far, to this connection.
+
+        It may be the same connection: a client that resumed after a silence wants the replay too.
+        """
         with self._cv:
-            if connection_id == self.connection_id or self._outbox.terminal_taken:
+            if self._outbox.terminal_taken:
                 return
             self.connection_id = connection_id
             self.gone = False

@@ -91,8 +91,8 @@ class Settings:
 
     @property
     def heartbeat_timeout_ms(self) -> int:
-        """A running turn whose checkpoint is older than this has lost its worker."""
-        return max(10 * self.control_interval_ms, 1000)
+        """A running turn whose last checkpoint is older than this has lost its worker."""
+        return max(3 * self.checkpoint_interval_ms, 10 * self.control_interval_ms, 1000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":

@@ -57,6 +57,7 @@ class Turn:
     expires_at: int = 0  # epoch s, TTL
     claim_id: Optional[str] = None
     cancel_requested: bool = False
+    resumed_at: Optional[int] = None  # the last resume (epoch ms): its client wants the turn from seq 1
     answer: str = ""
     error_code: Optional[str] = None
     error_message: Optional[str] = None
@@ -68,6 +69,27 @@ class Turn:
     @property
     def finished(self) -> bool:
         return self.status in (DONE, ERROR)
+
+
+@dataclass(frozen=True)
+class TurnState:
+    """What a running turn's worker watches: who owns it, where its events go, whether to stop."""
+
+    status: str
+    claim_id: Optional[str]
+    connection_id: str
+    cancel_requested: bool
+    resumed_at: Optional[int] = None
+
+    def still(self, claim_id: Optional[str], connection_id: str, resumed_at: Optional[int]) -> bool:
+        """Running, owned by that claim, streaming to that connection as last resumed, not cancelled."""
+        return (
+            self.status == RUNNING
+            and self.claim_id == claim_id
+            and self.connection_id == connection_id
+            and self.resumed_at == resumed_at
+            and not self.cancel_requested
+        )
 
 
 # ---- marshalling: the few attribute types we use, without boto3's Decimal-returning serializer
@@ -121,6 +143,7 @@ def _turn(item: Dict[str, Dict[str, Any]]) -> Turn:
         expires_at=data.get("expiresAt", 0),
         claim_id=data.get("claimId"),
         cancel_requested=bool(data.get("cancelRequested", False)),
+        resumed_at=data.get("resumedAt"),
         answer=data.get("answer", ""),
         error_code=data.get("errorCode"),
         error_message=data.get("errorMessage"),
@@ -129,6 +152,14 @@ def _turn(item: Dict[str, Dict[str, Any]]) -> Turn:
         control=json.loads(data["control"]) if data.get("control") else {},
         control_results=json.loads(data["controlResults"]) if data.get("controlResults") else {},
     )
+
+
+def _resumed_condition(resumed_at: Optional[int]) -> str:
+    return "attribute_not_exists(resumedAt)" if resumed_at is None else "resumedAt = :resumed"
+
+
+def _resumed_values(resumed_at: Optional[int]) -> Dict[str, Any]:
+    return {} if resumed_at is None else {":resumed": {"N": str(resumed_at)}}
 
 
 class Store:
@@ -301,10 +332,28 @@ class Store:
             values={":queued": {"S": QUEUED}},
         )
 
-    def checkpoint(self, turn: Turn, connection_id: str, answer: Optional[str]) -> Optional[Turn]:
-        """Save progress while this worker still owns the turn and nothing was asked of it.
+    def turn_state(self, turn_id: str) -> Optional[TurnState]:
+        """The few attributes a worker polls (a read: cheaper than any write of the item)."""
+        item = self._db.get_item(
+            TableName=self._turns,
+            Key={"turnId": {"S": turn_id}},
+            ConsistentRead=True,
+            ProjectionExpression="#status, claimId, connectionId, cancelRequested, resumedAt",
+            ExpressionAttributeNames={"#status": "status"},
+        ).get("Item")
+        if not item:
+            return None
+        data = _fields(item)
+        return TurnState(
+            data["status"], data.get("claimId"), data["connectionId"], bool(data.get("cancelRequested")), data.get("resumedAt")
+        )
 
-        Returns None when all is as before; otherwise the current record, which says why:
+    def checkpoint(
+        self, turn: Turn, connection_id: str, resumed_at: Optional[int], answer: Optional[str]
+    ) -> Optional[TurnState]:
+        """Save progress (and the heartbeat) while this worker still owns the turn and nothing was asked of it.
+
+        Returns None when all is as before; otherwise the current state, which says why:
         the client resumed on another connection, asked to cancel, or the turn is no longer ours.
         """
         set_fields: Dict[str, Any] = {"checkpointAt": now_ms()}
@@ -314,16 +363,17 @@ class Store:
             self._turns,
             {"turnId": {"S": turn.turn_id}},
             "#status = :running AND #claimId = :claim AND #connectionId = :connection "
-            "AND attribute_not_exists(cancelRequested)",
+            "AND attribute_not_exists(cancelRequested) AND " + _resumed_condition(resumed_at),
             set_fields,
             names={"#status": "status", "#claimId": "claimId", "#connectionId": "connectionId"},
             values={
                 ":running": {"S": RUNNING},
                 ":claim": {"S": turn.claim_id or ""},
                 ":connection": {"S": connection_id},
+                **_resumed_values(resumed_at),
             },
         )
-        return None if written is not None else self.get_turn(turn.turn_id)
+        return None if written is not None else self.turn_state(turn.turn_id)
 
     def finish_turn(
         self,
@@ -333,6 +383,7 @@ class Store:
         stats: Dict[str, Any],
         error: Optional[Any] = None,
         connection_id: Optional[str] = None,
+        resumed_at: Optional[int] = None,
     ) -> bool:
         """Record the outcome of a running turn this worker owns (and, if given, on this connection).
 
@@ -342,9 +393,11 @@ class Store:
         fields: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finishedAt": now_ms()}
         if error is not None:
             fields.update(errorCode=error.code, errorMessage=error.message, errorRetryable=error.retryable)
-        return self._end_run(turn, connection_id, fields)
+        return self._end_run(turn, connection_id, resumed_at, fields)
 
-    def pause_turn(self, turn: Turn, answer: str, control: Dict[str, Any], connection_id: str) -> bool:
+    def pause_turn(
+        self, turn: Turn, answer: str, control: Dict[str, Any], connection_id: str, resumed_at: Optional[int]
+    ) -> bool:
         """Park a running turn until its client answers the agent's return-of-control request."""
         fields = {
             "status": WAITING,
@@ -353,15 +406,17 @@ class Store:
             "controlInvocationId": control["invocationId"],
             "pausedAt": now_ms(),
         }
-        return self._end_run(turn, connection_id, fields)
+        return self._end_run(turn, connection_id, resumed_at, fields)
 
-    def _end_run(self, turn: Turn, connection_id: Optional[str], fields: Dict[str, Any]) -> bool:
+    def _end_run(
+        self, turn: Turn, connection_id: Optional[str], resumed_at: Optional[int], fields: Dict[str, Any]
+    ) -> bool:
         condition = "#status = :running AND #claimId = :claim"
         values = {":running": {"S": RUNNING}, ":claim": {"S": turn.claim_id or ""}}
         names = {"#claimId": "claimId"}
-        if connection_id is not None:
-            condition += " AND #connectionId = :connection"
-            values[":connection"] = {"S": connection_id}
+        if connection_id is not None:  # and as last resumed: else the client would miss the replay
+            condition += " AND #connectionId = :connection AND " + _resumed_condition(resumed_at)
+            values.update({":connection": {"S": connection_id}, **_resumed_values(resumed_at)})
             names["#connectionId"] = "connectionId"
         return self._update(self._turns, {"turnId": {"S": turn.turn_id}}, condition, fields, names=names, values=values) is not None
 
@@ -386,7 +441,7 @@ class Store:
         return self._update_turn(
             turn_id,
             "#userId = :user AND #status IN (:queued, :running, :waiting)",
-            {"connectionId": connection_id},
+            {"connectionId": connection_id, "resumedAt": now_ms()},
             names={"#userId": "userId", "#status": "status"},
             values={
                 ":user": {"S": user_id},

@@ -23,7 +23,7 @@ from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Event
 from chalicelib.relay import Relay
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, ERROR, RUNNING, Turn, now_ms
+from chalicelib.store import DONE, ERROR, RUNNING, Turn, TurnState, now_ms
 from chalicelib.turnqueue import TurnMessage
 
 Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
@@ -88,6 +88,7 @@ class TurnRun:
         self._stop = threading.Event()  # set when the turn ends, by the reader or the watcher
         self._lost = False  # the turn is no longer ours: write and post nothing more
         self.paused = False  # waiting for the client's tool results
+        self.resumed_at = turn.resumed_at  # the resume whose connection gets the events
 
     # ---- the reader (the invocation's own thread)
 
@@ -156,7 +157,7 @@ class TurnRun:
         failure = outcome if isinstance(outcome, Failure) else None
         status = ERROR if failure else DONE
         store = self.runtime.store
-        if not self._persist(lambda conn: store.finish_turn(self.turn, status, text, stats, failure, conn)):
+        if not self._persist(lambda conn, resumed: store.finish_turn(self.turn, status, text, stats, failure, conn, resumed)):
             return
         session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
         turn_id = self.turn.turn_id
@@ -178,20 +179,26 @@ class TurnRun:
             extra["answer"] = text
         logger.info("turn finished", extra=extra)
 
-    def _persist(self, write: Callable[[str], bool]) -> bool:
-        """Write the end of this run for the current connection; follow a last-moment resume."""
-        while not write(self.relay.connection_id):
-            current = self.runtime.store.get_turn(self.turn.turn_id)
+    def _persist(self, write: Callable[[str, Optional[int]], bool]) -> bool:
+        """Write the end of this run for the connection as last resumed; follow a last-moment resume."""
+        while not write(self.relay.connection_id, self.resumed_at):
+            current = self.runtime.store.turn_state(self.turn.turn_id)
             if current is None or current.status != RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("finished elsewhere")
                 return False
-            self.relay.attach(current.connection_id)  # resumed at the last moment: replay there
+            self._follow(current)  # resumed at the last moment: replay there
         return True
+
+    def _follow(self, current: TurnState) -> None:
+        """The client resumed (maybe on the same connection): the answer again from seq 1, there."""
+        logger.info("client resumed", extra={"to": current.connection_id})
+        self.resumed_at = current.resumed_at
+        self.relay.attach(current.connection_id)
 
     def _pause(self, control: ReturnControl, text: str) -> None:
         """The agent wants the client to run a tool: ask, and park the turn until it answers."""
         request = {"invocationId": control.invocation_id, "inputs": control.inputs}
-        if not self._persist(lambda conn: self.runtime.store.pause_turn(self.turn, text, request, conn)):
+        if not self._persist(lambda conn, resumed: self.runtime.store.pause_turn(self.turn, text, request, conn, resumed)):
             return
         self.paused = True
         turn_id = self.turn.turn_id
@@ -227,32 +234,38 @@ class TurnRun:
     # ---- the watcher (a thread): checkpoints, resume and cancel
 
     def _watch(self) -> None:
+        """Look at the turn every control interval (a read); write the heartbeat and the answer so
+        far only every checkpoint interval, since DynamoDB bills a write by the whole item."""
         settings = self.runtime.settings
         control_s = settings.control_interval_ms / 1000
         checkpoint_s = settings.checkpoint_interval_ms / 1000
+        store = self.runtime.store
         saved_chars = 0
-        last_save = time.monotonic()
+        last_write = time.monotonic()
         while not self._stop.wait(control_s):
-            answer: Optional[str] = None
-            with self._lock:
-                chars = sum(len(part) for part in self.answer)
-                if chars != saved_chars and time.monotonic() - last_save >= checkpoint_s:
-                    answer, saved_chars, last_save = "".join(self.answer), chars, time.monotonic()
+            connection_id = self.relay.connection_id
             try:
-                current = self.runtime.store.checkpoint(self.turn, self.relay.connection_id, answer)
-            except Exception:  # noqa: BLE001 - a failed checkpoint is retried next time
+                if time.monotonic() - last_write >= checkpoint_s:
+                    last_write = time.monotonic()
+                    with self._lock:
+                        chars = sum(len(part) for part in self.answer)
+                        answer = "".join(self.answer) if chars != saved_chars else None
+                    current = store.checkpoint(self.turn, connection_id, self.resumed_at, answer)
+                    saved_chars = chars
+                else:
+                    current = store.turn_state(self.turn.turn_id)
+            except Exception:  # noqa: BLE001 - a failed look is retried next time
                 logger.exception("checkpoint failed")
                 continue
-            if current is None or self._stop.is_set():
+            if current is None or self._stop.is_set() or current.still(self.turn.claim_id, connection_id, self.resumed_at):
                 continue
             if current.status != RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("taken over")
             elif current.cancel_requested:
                 logger.info("turn cancelled by the client")
                 self.conclude(CANCELLED)
-            elif current.connection_id != self.relay.connection_id:
-                logger.info("client resumed on another connection", extra={"to": current.connection_id})
-                self.relay.attach(current.connection_id)
+            else:
+                self._follow(current)
 
     def end_after_crash(self) -> None:
         """A bug or an outage outside the stream: end the turn unless its client already has its end."""

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from botocore.exceptions import ClientError, EventStreamError
 
 from chalicelib.aws import AwsClients
+from chalicelib.history import exchange
 from chalicelib.settings import Settings
 
 
@@ -123,3 +124,16 @@ class FakeClients(AwsClients):
 
 def sleeper(seconds: float) -> Callable[[], None]:
     return lambda: time.sleep(seconds)
+
+
+class MemoryHistory:
+    """History's interface over a dict (the DynamoDB one is tested in tests/unit/test_history.py)."""
+
+    def __init__(self):
+        self.items = {}
+
+    def load(self, key):
+        return list(self.items.get(key, []))
+
+    def append(self, key, prompt, answer):
+        self.items[key] = self.load(key) + exchange(prompt, answer)

@@ -91,6 +91,7 @@ def classify_error(code: str, message: str) -> Failure:
     key = code.lower()
     if key in _THROTTLING:
         return Failure(protocol.THROTTLED, "The agent is busy (Bedrock throttled the request); try again shortly.", True)
+    message = message.strip().rstrip(".")
     reason = f"{code}: {message}" if message else code
     return Failure(protocol.AGENT_ERROR, f"The agent failed ({reason}).", key in _TRANSIENT)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import codecs
 from typing import Any, Dict, Iterator
 
-from chalicelib.backends import BackendEvent, End, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
+from chalicelib.backends import BackendEvent, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
+from chalicelib.protocol import AGENT_ERROR
 from chalicelib.backends.agent_trace import compact_trace
 
 
@@ -55,7 +56,10 @@ class AgentBackend:
                     yield Trace(compact_trace(event["trace"].get("trace", {})))
                 elif "returnControl" in event:
                     control = event["returnControl"]
-                    yield ReturnControl(control.get("invocationId", ""), control.get("invocationInputs", []))
+                    if not control.get("invocationId"):  # the client could never answer it
+                        yield Failure(AGENT_ERROR, "The agent asked for return of control without an invocation id.", False)
+                        return
+                    yield ReturnControl(control["invocationId"], control.get("invocationInputs", []))
                 elif "files" in event:
                     yield Files(event["files"].get("files", []))
         finally:

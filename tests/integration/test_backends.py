@@ -9,8 +9,8 @@ from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, T
 from chalicelib.backends.agent import AgentBackend
 from chalicelib.backends.agentcore import AgentCoreBackend
 from chalicelib.backends.converse import ConverseBackend, ModelConfig
-from chalicelib.history import exchange
 from devserver.bedrock import BedrockEmulator
+from tests.fakes import MemoryHistory
 
 RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/local_agent-abc123"
 
@@ -38,19 +38,6 @@ def run(backend, prompt, **request):
 
 def text(events):
     return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-class MemoryHistory:
-    """History's interface over a dict (the DynamoDB one is tested in tests/unit/test_history.py)."""
-
-    def __init__(self):
-        self.items = {}
-
-    def load(self, key):
-        return list(self.items.get(key, []))
-
-    def append(self, key, prompt, answer):
-        self.items[key] = self.load(key) + exchange(prompt, answer)
 
 
 # ---- InvokeAgent

@@ -19,6 +19,7 @@ def faulty():
     stack = start_stack(
         VISIBILITY_TIMEOUT_S="3",
         CONTROL_INTERVAL_MS="100",
+        CHECKPOINT_INTERVAL_MS="300",
         RATE_LIMIT_BURST="3",
         RATE_LIMIT_PER_S="0.05",
     )

@@ -242,8 +242,29 @@ def test_resume_of_a_waiting_turn_repeats_the_request(paused, conn, management):
 def test_cancel_of_a_waiting_turn(paused, management, runtime):
     send, turn_id = paused
     send(action="cancel", turnId=turn_id)
-    assert management.events("c1")[-1]["code"] == "cancelled"
+    cancelled = management.events("c1")[-1]
+    assert cancelled["code"] == "cancelled" and "seq" not in cancelled  # its numbering was the client's
     assert runtime.store.get_turn(turn_id).status == "error"
+
+
+def test_resume_on_the_same_connection_replays_a_running_turn(conn, management, client, settings, agent, runtime):
+    runtime.settings = replace(runtime.settings, control_interval_ms=20)
+    send = conn()
+    send(prompt="hi")
+    turn_id = management.events("c1")[0]["turnId"]
+
+    def resume_here():  # the client heard nothing for a while (a post failed) and asks again
+        send(action="resume", turnId=turn_id)
+
+    agent.script = [{"chunk": {"bytes": b"one "}}, sleeper(0.1), resume_here, sleeper(0.2), {"chunk": {"bytes": b"two"}}]
+    work(client, settings)
+    events = management.events("c1")
+    again = max(i for i, e in enumerate(events) if e["type"] == "accepted")
+    assert again > 0
+    replayed = events[again + 1 :]
+    assert [e["seq"] for e in replayed] == list(range(1, len(replayed) + 1))
+    assert "".join(e.get("text", "") for e in replayed) == "one two"
+    assert replayed[-1]["type"] == "done"
 
 
 def test_files_are_delivered_inline_or_described(conn, management, client, settings, agent):

@@ -124,3 +124,12 @@ def test_other_failures_are_agent_errors_with_the_reason():
 def test_classify_error(code, expected, retryable):
     failure = classify_error(code, "m")
     assert (failure.code, failure.retryable) == (expected, retryable)
+
+
+def test_return_control_without_an_invocation_id_is_an_agent_error():
+    events, _ = _run([{"returnControl": {"invocationInputs": []}}])
+    assert events == [Failure("agent_error", events[0].message, False)]
+
+
+def test_bedrock_messages_are_not_punctuated_twice():
+    assert classify_error("internalServerException", "Something broke.").message.endswith("(internalServerException: Something broke).")
