@@ -19,8 +19,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## Every test: unit, local-stack integration, emulators. pytest's "no tests ran" (exit 5) fails too.
-test: install
+## Every test: unit, local-stack integration, emulators, deploy artefacts, CLI and the web page in
+## Debian's chromium (installed by apt the first time). pytest's "no tests ran" (exit 5) fails too.
+test: install chromium
 	$(BIN)/python -m pytest
 
 unit: install
@@ -55,4 +56,4 @@ include deploy.mk
 -include bench.mk
 
 # Web client and browser tests (Debian's chromium via apt, never a downloaded browser).
--include clients.mk
+include clients.mk

@@ -210,6 +210,7 @@ class LocalStack:
                 f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
                 f"  token       {info['token']}   (user alice; `make token user=NAME` for others)",
+                f"  web page    http://{LOCAL_HOST}:{info['port']}/#token={info['token']}",
                 f"  chat        make chat      (or: wscat -c '{info['url']}?token={info['token']}')",
                 "  try         {\"prompt\": \"hello\"}   {\"prompt\": \"!slow 40 a long answer\"}",
                 "READY " + json.dumps(info),

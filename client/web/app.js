@@ -1,0 +1,846 @@
+/*
+ * agentstream chat page: plain JavaScript, no build step, nothing loaded from elsewhere.
+ *
+ * The wire protocol is docs/protocol.md. One turn is in flight at a time. Every ask carries a
+ * requestId, so after a dropped connection the page reconnects with backoff and either re-sends the
+ * ask (same requestId: the server names the same turn) or resumes the turn it knows; a resume
+ * replays the turn from seq 1, so the page drops what it had of that turn's text and takes the
+ * replay. Events are applied in seq order, once; a gap means frames were lost, and the page
+ * reconnects and resumes to get the turn whole again.
+ */
+(function () {
+  "use strict";
+
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+  var MAX_ATTEMPTS = 10;
+  var MAX_PROMPT_CHARS = 25000;
+  // API Gateway closes a connection after 10 minutes without client frames; while a long turn is
+  // in flight the page pings now and then so that it is not cut off mid-answer.
+  var KEEPALIVE_MS = 4 * 60 * 1000;
+
+  // Every error code of the protocol, said plainly. The server's own message follows it.
+  var ERRORS = {
+    invalid_request: "The server could not accept this request",
+    unauthorized: "Not signed in: reconnect with a valid token",
+    rate_limited: "Too many questions at once",
+    throttled: "The agent is busy right now (throttled)",
+    not_found: "That turn was not found",
+    agent_error: "The agent failed to answer",
+    interrupted: "The answer was interrupted before it finished",
+    cancelled: "Cancelled",
+    internal: "Something went wrong inside agentstream",
+  };
+
+  var $ = function (id) {
+    return document.getElementById(id);
+  };
+  var els = {
+    status: $("status"),
+    statusText: $("status-text"),
+    trace: $("trace-toggle"),
+    newConversation: $("new-conversation"),
+    settings: $("settings"),
+    settingsForm: $("settings-form"),
+    url: $("url"),
+    token: $("token"),
+    disconnect: $("disconnect"),
+    conversationId: $("conversation-id"),
+    notice: $("notice"),
+    noticeText: $("notice-text"),
+    noticeAction: $("notice-action"),
+    noticeClose: $("notice-close"),
+    transcript: $("transcript"),
+    empty: $("empty"),
+    composer: $("composer"),
+    prompt: $("prompt"),
+    send: $("send"),
+    cancel: $("cancel"),
+  };
+
+  // ---- small helpers -------------------------------------------------------------------------
+
+  function load(storage, key, fallback) {
+    try {
+      var value = window[storage].getItem("agentstream." + key);
+      return value === null ? fallback : value;
+    } catch (e) {
+      return fallback;
+    }
+  }
+
+  function save(storage, key, value) {
+    try {
+      if (value === null || value === undefined) window[storage].removeItem("agentstream." + key);
+      else window[storage].setItem("agentstream." + key, value);
+    } catch (e) {
+      /* private mode: settings last as long as the page */
+    }
+  }
+
+  function newId() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes); // works on http:// too, unlike randomUUID
+    return Array.prototype.map.call(bytes, function (b) {
+      return (b < 16 ? "0" : "") + b.toString(16);
+    }).join("");
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function codePoints(text) {
+    return Array.from(text).length;
+  }
+
+  // ---- settings --------------------------------------------------------------------------------
+
+  function defaultUrl() {
+    if (location.protocol === "http:" || location.protocol === "https:") {
+      return (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+    }
+    return "ws://127.0.0.1:8000";
+  }
+
+  var settings = {
+    url: load("localStorage", "url", "") || defaultUrl(),
+    token: load("sessionStorage", "token", ""),
+    trace: load("localStorage", "trace", "false") === "true",
+    conversationId: load("sessionStorage", "conversationId", "") || newId(),
+  };
+
+  function readHash() {
+    // #token=...&url=... fills the settings in; the token then leaves the address bar.
+    if (!location.hash || location.hash.length < 2) return false;
+    var params = new URLSearchParams(location.hash.slice(1));
+    if (!params.has("token") && !params.has("url")) return false;
+    if (params.get("token") !== null) settings.token = params.get("token");
+    if (params.get("url")) settings.url = params.get("url");
+    save("sessionStorage", "token", settings.token);
+    save("localStorage", "url", settings.url);
+    try {
+      history.replaceState(null, "", location.pathname + location.search);
+    } catch (e) {
+      /* file:// */
+    }
+    return true;
+  }
+  readHash();
+  save("sessionStorage", "conversationId", settings.conversationId);
+
+  function withToken(url, token) {
+    return url + (url.indexOf("?") === -1 ? "?" : "&") + "token=" + encodeURIComponent(token);
+  }
+
+  function tokenProblem(token) {
+    // A look inside the JWT (never trusted, only to say what is wrong when the server refuses it).
+    var parts = token.split(".");
+    if (parts.length !== 3) return "it is not a JWT (three dot-separated parts)";
+    try {
+      var json = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+      var payload = JSON.parse(atob(json + "===".slice((json.length + 3) % 4)));
+      if (typeof payload.exp === "number" && payload.exp * 1000 < Date.now()) {
+        return "it expired at " + new Date(payload.exp * 1000).toLocaleString();
+      }
+    } catch (e) {
+      return "it is not a readable JWT";
+    }
+    return null;
+  }
+
+  // ---- status and notices ------------------------------------------------------------------
+
+  function setStatus(state, text) {
+    els.status.setAttribute("data-state", state);
+    els.statusText.textContent = text;
+  }
+
+  var noticeHandler = null;
+
+  function showNotice(text, kind, actionLabel, action) {
+    els.notice.hidden = false;
+    els.notice.setAttribute("data-kind", kind || "info");
+    els.noticeText.textContent = text;
+    noticeHandler = action || null;
+    els.noticeAction.hidden = !action;
+    els.noticeAction.textContent = actionLabel || "";
+  }
+
+  function hideNotice(kind) {
+    if (!kind || els.notice.getAttribute("data-kind") === kind) els.notice.hidden = true;
+  }
+
+  // ---- the connection ----------------------------------------------------------------------
+
+  var ws = null;
+  var everOpened = false; // with the current URL and token
+  var attempt = 0;
+  var retryTimer = null;
+  var unauthorizedStreak = 0;
+
+  function isOpen() {
+    return ws !== null && ws.readyState === WebSocket.OPEN;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (ws !== null) return; // connecting or open
+    if (!settings.url) {
+      setStatus("idle", "Set the WebSocket URL to connect");
+      els.settings.open = true;
+      return;
+    }
+    if (!settings.token) {
+      setStatus("refused", "Enter a token to connect");
+      showNotice("A token is needed to connect (for the local stack: the one make run printed, or make token).", "connection");
+      els.settings.open = true;
+      return;
+    }
+    var socket;
+    try {
+      socket = new WebSocket(withToken(settings.url, settings.token));
+    } catch (e) {
+      setStatus("failed", "Not a WebSocket URL");
+      showNotice("\"" + settings.url + "\" is not a WebSocket URL; it starts with ws:// or wss://.", "connection");
+      els.settings.open = true;
+      return;
+    }
+    var opened = false;
+    ws = socket;
+    setStatus(attempt ? "reconnecting" : "connecting", attempt ? "Reconnecting (attempt " + attempt + ")…" : "Connecting…");
+    socket.onopen = function () {
+      if (socket !== ws) return;
+      opened = true;
+      everOpened = true;
+      attempt = 0;
+      setStatus("open", "Connected");
+      hideNotice("connection");
+      flushTurn();
+    };
+    socket.onmessage = function (message) {
+      if (socket === ws) onFrame(message.data);
+    };
+    socket.onerror = function () {
+      /* the close event that follows says what can be said */
+    };
+    socket.onclose = function (event) {
+      if (socket !== ws) return; // a socket we already let go of
+      ws = null;
+      onClosed(opened, event);
+    };
+  }
+
+  function disconnect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    attempt = 0;
+    if (ws !== null) {
+      var socket = ws;
+      ws = null;
+      socket.close(1000, "bye");
+    }
+    setStatus("idle", "Disconnected");
+  }
+
+  function reconnectNow() {
+    // Drop this socket (it lost frames or lost its sign-in) and open a new one at once.
+    if (ws !== null) {
+      var socket = ws;
+      ws = null;
+      socket.close(4000, "resync");
+    }
+    connect();
+  }
+
+  function onClosed(opened, event) {
+    var inFlight = turn !== null && !turn.finished;
+    if (!opened && !everOpened) {
+      refused();
+      return;
+    }
+    if (opened && !inFlight && (event.code === 1000 || event.code === 1001)) {
+      // The server closed an idle connection: reconnect only when there is something to send.
+      setStatus("idle", "Disconnected (" + (event.reason || "closed by the server") + "); sending reconnects");
+      return;
+    }
+    scheduleReconnect(opened ? "Connection lost" : "Could not reconnect");
+  }
+
+  function refused() {
+    var problem = tokenProblem(settings.token);
+    var text = problem
+      ? "The server refused the connection: the token was not accepted, " + problem + ". "
+      : "The server refused the connection before it opened: the token was not accepted " +
+        "(wrong, expired, or for another stack), or the URL is wrong or the server is down. ";
+    setStatus("refused", "Refused: check the token");
+    showNotice(text + "Paste a new token (locally: make token) and connect again.", "connection", "Retry", function () {
+      attempt = 0;
+      connect();
+    });
+    els.settings.open = true;
+    if (turn !== null && !turn.finished) setTurnStatus(turn, "Not sent yet: waiting for a connection");
+  }
+
+  function scheduleReconnect(why) {
+    if (attempt >= MAX_ATTEMPTS) {
+      var problem = tokenProblem(settings.token);
+      setStatus("failed", "Gave up reconnecting");
+      showNotice("Could not reconnect after " + MAX_ATTEMPTS + " attempts" + (problem ? ": the token " + problem : "") +
+        ". The answer in progress is kept on the server; reconnect to get it.", "connection", "Reconnect", function () {
+        attempt = 0;
+        connect();
+      });
+      return;
+    }
+    var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
+    var delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2); // "equal jitter"
+    attempt += 1;
+    setStatus("reconnecting", why + "; reconnecting in " + (delay / 1000).toFixed(1) + " s (attempt " + attempt + " of " + MAX_ATTEMPTS + ")");
+    if (turn !== null && !turn.finished) setTurnStatus(turn, "Connection lost: the answer continues on the server; reconnecting…");
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  function send(message) {
+    if (!isOpen()) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  // ---- turns -------------------------------------------------------------------------------
+
+  var turn = null; // the turn in flight, or the last one
+
+  function Turn(prompt) {
+    this.prompt = prompt;
+    this.requestId = newId();
+    this.conversationId = settings.conversationId;
+    this.trace = settings.trace;
+    this.turnId = null;
+    this.sent = false;
+    this.resuming = false;
+    this.resumes = 0;
+    this.lastSeq = 0;
+    this.text = "";
+    this.traces = [];
+    this.toolForms = {};
+    this.finished = false;
+    this.cancelRequested = false;
+    this.view = renderTurn(this);
+  }
+
+  function ask(prompt) {
+    if (turn !== null && !turn.finished) return;
+    turn = new Turn(prompt);
+    updateButtons();
+    if (isOpen()) flushTurn();
+    else connect();
+  }
+
+  function flushTurn() {
+    var t = turn;
+    if (t === null || t.finished) return;
+    if (t.turnId) {
+      resume(t);
+      return;
+    }
+    var message = { action: "ask", prompt: t.prompt, requestId: t.requestId, conversationId: t.conversationId };
+    if (t.trace) message.trace = true;
+    if (send(message)) {
+      t.sent = true;
+      setTurnStatus(t, "Sent; waiting for the agent…");
+    }
+  }
+
+  function resume(t) {
+    t.resuming = true;
+    if (send({ action: "resume", turnId: t.turnId })) setTurnStatus(t, "Resuming…");
+  }
+
+  function cancel() {
+    var t = turn;
+    if (t === null || t.finished) return;
+    t.cancelRequested = true;
+    if (!t.sent) {
+      finish(t, { error: { code: "cancelled", message: "Cancelled before it was sent.", retryable: false } });
+      return;
+    }
+    setTurnStatus(t, "Cancelling…");
+    els.cancel.disabled = true;
+    if (t.turnId && !t.resuming) send({ action: "cancel", turnId: t.turnId });
+    // Otherwise the cancel goes out as soon as the turn's `accepted` names it.
+  }
+
+  function onFrame(data) {
+    var event;
+    try {
+      event = JSON.parse(data);
+    } catch (e) {
+      return;
+    }
+    if (event === null || typeof event !== "object") return;
+    if (typeof event.type !== "string") {
+      onGatewayFrame(event);
+      return;
+    }
+    if (event.type === "pong") return;
+    if (event.type === "accepted") onAccepted(event);
+    else if (event.type === "error" && !event.turnId) onBareError(event);
+    else onTurnEvent(event);
+  }
+
+  function onAccepted(event) {
+    var t = turn;
+    if (t === null || t.finished) return;
+    if (t.turnId ? event.turnId !== t.turnId : event.requestId !== t.requestId) return;
+    unauthorizedStreak = 0;
+    var again = t.turnId !== null; // a resume, or the turn going on after tool results
+    t.turnId = event.turnId;
+    t.view.root.setAttribute("data-turn-id", t.turnId);
+    if (event.duplicate && !t.resuming) {
+      // The ask had reached the server before the drop: its events went to the old connection.
+      resume(t);
+      return;
+    }
+    if (t.resuming) t.resumes += 1;
+    t.resuming = false;
+    // After every `accepted` the turn's events start again at seq 1: the whole answer so far, then
+    // the rest. Traces and files are not repeated, so those are kept.
+    t.lastSeq = 0;
+    t.text = "";
+    renderAnswer(t);
+    if (!again) setTurnStatus(t, "Accepted; waiting for the agent…");
+    else setTurnStatus(t, t.resumes ? "Resumed after a reconnect…" : "Going on…");
+    if (t.cancelRequested) send({ action: "cancel", turnId: t.turnId });
+    updateButtons();
+  }
+
+  function onTurnEvent(event) {
+    var t = turn;
+    if (t === null || t.finished || event.turnId !== t.turnId || t.resuming) return;
+    // Events are applied in seq order, once; an error ends the turn even when its seq repeats
+    // one (a cancel of a turn waiting for tool results numbers its error 1 again).
+    if (typeof event.seq === "number") {
+      if (event.seq <= t.lastSeq && event.type !== "error") return; // already applied
+      if (event.seq > t.lastSeq + 1) {
+        setTurnStatus(t, "Frames were lost; getting the answer again…");
+        reconnectNow(); // the new connection resumes the turn from seq 1
+        return;
+      }
+      t.lastSeq = Math.max(t.lastSeq, event.seq);
+    }
+    switch (event.type) {
+      case "chunk":
+        t.text += event.text;
+        setTurnStatus(t, t.resumes ? "Resumed after a reconnect; streaming…" : "Streaming…");
+        scheduleRender(t);
+        break;
+      case "trace":
+        t.traces.push(event.trace);
+        renderTraces(t);
+        break;
+      case "return_control":
+        renderToolForm(t, event);
+        break;
+      case "files":
+        renderFiles(t, event.files);
+        break;
+      case "done":
+        finish(t, { stats: event.stats || null });
+        break;
+      case "error":
+        finish(t, { error: event });
+        break;
+      default:
+        break; // a newer server's event: ignore it
+    }
+  }
+
+  function onBareError(event) {
+    var t = turn;
+    var forTurn = t !== null && !t.finished && !t.turnId && t.sent &&
+      (!event.requestId || event.requestId === t.requestId);
+    if (event.code === "unauthorized" && unauthorizedStreak < 1 && t !== null && !t.finished) {
+      // The connection lost its sign-in (its record expired): sign in again and re-send.
+      unauthorizedStreak += 1;
+      showNotice(describe(event) + " Reconnecting…", "connection");
+      reconnectNow();
+      return;
+    }
+    if (forTurn) {
+      finish(t, { error: event });
+      return;
+    }
+    showNotice(describe(event), "error");
+  }
+
+  function onGatewayFrame(frame) {
+    var message = String(frame.message || "");
+    var t = turn;
+    if (message === "Endpoint request timed out") {
+      showNotice("API Gateway timed out waiting for the server (29 s). The answer may still arrive.", "info");
+    } else if (message === "Internal server error" && t !== null && !t.finished && !t.turnId && t.sent) {
+      finish(t, { error: { code: "internal", message: "API Gateway answered \"Internal server error\": the server failed to handle the question.", retryable: true } });
+    } else {
+      showNotice("API Gateway: " + message, "error");
+    }
+  }
+
+  function describe(error) {
+    var title = ERRORS[error.code] || "Error";
+    var text = title + " (" + error.code + "): " + (error.message || "");
+    if (typeof error.retryAfterMs === "number") text += " Try again in " + Math.ceil(error.retryAfterMs / 1000) + " s.";
+    return text;
+  }
+
+  function finish(t, outcome) {
+    t.finished = true;
+    renderAnswer(t);
+    var box = t.view.outcome;
+    box.replaceChildren();
+    if (outcome.error) {
+      var error = outcome.error;
+      t.view.root.setAttribute("data-state", error.code === "cancelled" ? "cancelled" : "error");
+      var line = el("div", "error-box");
+      line.setAttribute("role", "alert");
+      line.appendChild(el("strong", "error-title", ERRORS[error.code] || "Error"));
+      line.appendChild(el("code", "error-code", error.code || "error"));
+      line.appendChild(el("p", "error-message", error.message || ""));
+      if (typeof error.retryAfterMs === "number") {
+        line.appendChild(el("p", "error-hint", "You may ask again in " + Math.ceil(error.retryAfterMs / 1000) + " s."));
+      }
+      if (error.retryable) {
+        var retry = el("button", "secondary retry", "Ask again");
+        retry.type = "button";
+        retry.addEventListener("click", function () {
+          ask(t.prompt);
+        });
+        line.appendChild(retry);
+      }
+      box.appendChild(line);
+      setTurnStatus(t, error.code === "cancelled" ? "Cancelled" : "Ended with an error");
+    } else {
+      t.view.root.setAttribute("data-state", "done");
+      setTurnStatus(t, statsLine(outcome.stats, t));
+    }
+    Array.prototype.forEach.call(t.view.tool.querySelectorAll("form"), function (form) {
+      Array.prototype.forEach.call(form.elements, function (field) { field.disabled = true; });
+    });
+    updateButtons();
+    els.prompt.focus();
+  }
+
+  function statsLine(stats, t) {
+    var parts = [];
+    if (stats) {
+      parts.push(stats.characters + " characters");
+      if (typeof stats.firstTokenMs === "number") parts.push("first text after " + stats.firstTokenMs + " ms");
+      if (typeof stats.durationMs === "number") parts.push((stats.durationMs / 1000).toFixed(1) + " s");
+    }
+    if (t.resumes) parts.push("resumed " + t.resumes + "×");
+    return parts.length ? parts.join(" · ") : "Done";
+  }
+
+  // ---- rendering -----------------------------------------------------------------------------
+
+  function nearBottom() {
+    var doc = document.scrollingElement || document.documentElement;
+    return doc.scrollHeight - doc.scrollTop - doc.clientHeight < 80;
+  }
+
+  function keepScrolled(wasNear) {
+    if (wasNear) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  function renderTurn(t) {
+    els.empty.hidden = true;
+    var root = el("article", "turn");
+    root.setAttribute("data-state", "streaming");
+    var user = el("div", "msg user");
+    user.appendChild(el("div", "bubble", t.prompt));
+    var assistant = el("div", "msg assistant");
+    var bubble = el("div", "bubble");
+    var answer = el("div", "answer markdown");
+    var typing = el("div", "typing");
+    typing.setAttribute("aria-label", "waiting for the answer");
+    typing.appendChild(el("span"));
+    typing.appendChild(el("span"));
+    typing.appendChild(el("span"));
+    var traces = el("details", "traces");
+    traces.hidden = true;
+    var summary = el("summary", "", "Trace");
+    var traceList = el("ol", "trace-list");
+    traces.appendChild(summary);
+    traces.appendChild(traceList);
+    var tool = el("div", "tool");
+    var files = el("div", "files");
+    var outcome = el("div", "outcome");
+    bubble.appendChild(traces);
+    bubble.appendChild(answer);
+    bubble.appendChild(typing);
+    bubble.appendChild(files);
+    bubble.appendChild(tool);
+    bubble.appendChild(outcome);
+    assistant.appendChild(bubble);
+    var meta = el("div", "meta", "");
+    assistant.appendChild(meta);
+    root.appendChild(user);
+    root.appendChild(assistant);
+    els.transcript.appendChild(root);
+    keepScrolled(true);
+    return { root: root, answer: answer, typing: typing, traces: traces, summary: summary, traceList: traceList, tool: tool, files: files, outcome: outcome, meta: meta };
+  }
+
+  var renderPending = null;
+
+  function scheduleRender(t) {
+    if (renderPending === t) return;
+    renderPending = t;
+    // One render per frame however many chunks arrive; a hidden tab renders at the end.
+    window.requestAnimationFrame(function () {
+      if (renderPending === t) {
+        renderPending = null;
+        renderAnswer(t);
+      }
+    });
+  }
+
+  function renderAnswer(t) {
+    var wasNear = nearBottom();
+    t.view.answer.replaceChildren(window.AgentMarkdown.render(t.text));
+    t.view.typing.hidden = t.finished || t.text.length > 0;
+    keepScrolled(wasNear);
+  }
+
+  function renderTraces(t) {
+    t.view.traces.hidden = false;
+    t.view.summary.textContent = "Trace (" + t.traces.length + (t.traces.length === 1 ? " step)" : " steps)");
+    var item = el("li");
+    item.appendChild(el("pre", "", JSON.stringify(t.traces[t.traces.length - 1], null, 2)));
+    t.view.traceList.appendChild(item);
+  }
+
+  function setTurnStatus(t, text) {
+    t.view.meta.textContent = text;
+  }
+
+  function renderFiles(t, files) {
+    (Array.isArray(files) ? files : []).forEach(function (file) {
+      var line = el("div", "file");
+      line.appendChild(el("span", "file-icon", "📎"));
+      var label = String(file.name || "file") + " (" + (file.type || "unknown type") + ", " + Number(file.size || 0).toLocaleString() + " bytes)";
+      if (typeof file.content === "string") {
+        var bytes;
+        try {
+          bytes = Uint8Array.from(atob(file.content), function (c) { return c.charCodeAt(0); });
+        } catch (e) {
+          bytes = null;
+        }
+        if (bytes) {
+          // Always a download, never shown in the page: an agent's HTML file must not run here.
+          var link = el("a", "", label);
+          link.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+          link.setAttribute("download", String(file.name || "file").replace(/[\\/]/g, "_"));
+          line.appendChild(link);
+        } else {
+          line.appendChild(el("span", "", label + ": unreadable content"));
+        }
+      } else {
+        line.appendChild(el("span", "", label + (file.note ? ": " + file.note : "")));
+      }
+      t.view.files.appendChild(line);
+    });
+  }
+
+  function renderToolForm(t, event) {
+    // The agent asks the client to run tools (return of control): one answer box per input.
+    var known = t.toolForms[event.invocationId];
+    if (known) {
+      // Asked again (a resume of a turn still waiting): the results did not arrive; send again.
+      Array.prototype.forEach.call(known.elements, function (field) { field.disabled = false; });
+      t.view.typing.hidden = true;
+      setTurnStatus(t, "Waiting for your tool results");
+      return;
+    }
+    var inputs = Array.isArray(event.inputs) ? event.inputs : [];
+    var form = el("form", "tool-form");
+    t.toolForms[event.invocationId] = form;
+    form.appendChild(el("strong", "", "The agent asks you to run " + (inputs.length === 1 ? "a tool" : inputs.length + " tools")));
+    var fields = inputs.map(function (input, index) {
+      var fn = input && input.functionInvocationInput;
+      var api = input && input.apiInvocationInput;
+      var spec = fn || api || {};
+      var box = el("fieldset");
+      box.appendChild(el("legend", "", fn ? (spec.actionGroup || "") + " › " + (spec.function || "")
+        : api ? (spec.actionGroup || "") + " › " + (spec.httpMethod || "") + " " + (spec.apiPath || "") : "tool " + (index + 1)));
+      var params = el("dl", "params");
+      (Array.isArray(spec.parameters) ? spec.parameters : []).forEach(function (p) {
+        params.appendChild(el("dt", "", String(p && p.name)));
+        params.appendChild(el("dd", "", String(p && p.value)));
+      });
+      if (api && api.requestBody) {
+        params.appendChild(el("dt", "", "request body"));
+        params.appendChild(el("dd", "", JSON.stringify(api.requestBody)));
+      }
+      if (!fn && !api) params.appendChild(el("dd", "", JSON.stringify(input)));
+      box.appendChild(params);
+      var label = el("label", "", "Result");
+      var area = el("textarea");
+      area.name = "result-" + index;
+      area.rows = 2;
+      area.required = true;
+      area.placeholder = "What the tool returned";
+      label.appendChild(area);
+      box.appendChild(label);
+      form.appendChild(box);
+      return { fn: fn, api: api, spec: spec, area: area };
+    });
+    var submit = el("button", "", "Send results");
+    submit.type = "submit";
+    form.appendChild(submit);
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var results = fields.map(function (f) {
+        if (f.api) {
+          return { apiResult: { actionGroup: f.spec.actionGroup, apiPath: f.spec.apiPath, httpMethod: f.spec.httpMethod,
+            httpStatusCode: 200, responseBody: { "application/json": { body: f.area.value } } } };
+        }
+        var result = { actionGroup: f.spec.actionGroup, responseBody: { TEXT: { body: f.area.value } } };
+        if (f.spec.function) result["function"] = f.spec.function;
+        return { functionResult: result };
+      });
+      if (send({ action: "return_control", turnId: t.turnId, invocationId: event.invocationId, results: results })) {
+        Array.prototype.forEach.call(form.elements, function (field) { field.disabled = true; });
+        setTurnStatus(t, "Results sent; waiting for the agent…");
+      } else {
+        setTurnStatus(t, "Not connected: the results were not sent; try again once reconnected");
+      }
+    });
+    t.view.tool.appendChild(form);
+    t.view.typing.hidden = true; // it is the person's turn now
+    setTurnStatus(t, "Waiting for your tool results");
+    var first = form.querySelector("textarea");
+    if (first) first.focus();
+  }
+
+  function updateButtons() {
+    var busy = turn !== null && !turn.finished;
+    els.send.disabled = busy;
+    els.cancel.disabled = !busy || (turn !== null && turn.cancelRequested);
+    els.newConversation.disabled = busy;
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------
+
+  els.url.value = settings.url;
+  els.token.value = settings.token;
+  els.trace.checked = settings.trace;
+  els.conversationId.textContent = settings.conversationId.slice(0, 8);
+  document.body.classList.toggle("show-traces", settings.trace);
+
+  function useNewSettings() {
+    els.url.value = settings.url;
+    els.token.value = settings.token;
+    everOpened = false;
+    attempt = 0;
+    hideNotice();
+    if (ws !== null) {
+      var socket = ws;
+      ws = null;
+      socket.close(1000, "new settings");
+    }
+    connect();
+  }
+
+  els.settingsForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    settings.url = els.url.value.trim();
+    settings.token = els.token.value.trim();
+    save("localStorage", "url", settings.url);
+    save("sessionStorage", "token", settings.token);
+    useNewSettings();
+  });
+
+  // A link with a new #token=... opened in this tab applies it at once.
+  window.addEventListener("hashchange", function () {
+    if (readHash()) useNewSettings();
+  });
+
+  els.disconnect.addEventListener("click", disconnect);
+
+  els.trace.addEventListener("change", function () {
+    settings.trace = els.trace.checked;
+    save("localStorage", "trace", String(settings.trace));
+    document.body.classList.toggle("show-traces", settings.trace);
+  });
+
+  els.newConversation.addEventListener("click", function () {
+    if (turn !== null && !turn.finished) return;
+    settings.conversationId = newId();
+    save("sessionStorage", "conversationId", settings.conversationId);
+    els.conversationId.textContent = settings.conversationId.slice(0, 8);
+    turn = null;
+    Array.prototype.slice.call(els.transcript.querySelectorAll(".turn")).forEach(function (node) {
+      node.remove();
+    });
+    els.empty.hidden = false;
+    els.prompt.focus();
+  });
+
+  els.composer.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var prompt = els.prompt.value;
+    if (!prompt.trim() || (turn !== null && !turn.finished)) return;
+    if (codePoints(prompt) > MAX_PROMPT_CHARS) {
+      showNotice("The question is " + codePoints(prompt) + " characters long; the limit is " + MAX_PROMPT_CHARS + ".", "error");
+      return;
+    }
+    els.prompt.value = "";
+    ask(prompt);
+  });
+
+  els.prompt.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      els.composer.requestSubmit();
+    }
+  });
+
+  els.cancel.addEventListener("click", cancel);
+  els.noticeClose.addEventListener("click", function () {
+    els.notice.hidden = true;
+  });
+  els.noticeAction.addEventListener("click", function () {
+    els.notice.hidden = true;
+    if (noticeHandler) noticeHandler();
+  });
+
+  window.setInterval(function () {
+    if (turn !== null && !turn.finished) send({ action: "ping" });
+  }, KEEPALIVE_MS);
+
+  // Reconnect at once when the network comes back instead of waiting out the backoff.
+  window.addEventListener("online", function () {
+    if (retryTimer !== null) connect();
+  });
+
+  // For people debugging in the console (and for the browser tests): read-only facts.
+  window.agentstream = {
+    connected: isOpen,
+    turn: function () {
+      return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq };
+    },
+  };
+
+  updateButtons();
+  if (settings.token) connect();
+  else {
+    setStatus("idle", "Enter a token to connect");
+    els.settings.open = true;
+  }
+  els.prompt.focus();
+})();

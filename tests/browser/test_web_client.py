@@ -1,0 +1,223 @@
+"""The chat page (client/web/) as a person uses it, in Debian's Chromium, against the local stack."""
+from __future__ import annotations
+
+import time
+from typing import List
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import WAIT_MS, keep_screenshot
+from tests.client.support import connection_ids, drop, unique_user
+from tests.integration.conftest import start_stack, stop_stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_streamed_answer_appears_progressively(web, web_stack, shots):
+    web.page.set_viewport_size({"width": 1100, "height": 980})  # room for the whole conversation
+    web.open(token=web_stack.token(unique_user("stream")))
+    web.page.wait_for_selector("#status[data-state=open]")
+    web.ask("Hello! What can you do?")  # a finished turn above the streaming one, for the picture
+    web.wait_state("done")
+    prompt = (
+        "!slow 3 Explain the flow.\n\n"
+        "## How a turn flows\n"
+        "1. `$default` records the turn and answers **accepted** at once\n"
+        "2. SQS hands it to the *turn worker*\n"
+        "3. the worker streams the agent's answer back, chunk by chunk\n\n"
+        "| event | when |\n|---|---|\n| `chunk` | answer text, in order |\n| `done` | the turn ended well |"
+    )
+    web.ask(prompt)
+    seen: List[int] = []
+    deadline = time.monotonic() + WAIT_MS / 1000
+    screenshot = shots / "streaming.png"
+    while time.monotonic() < deadline:
+        turn = web.turn()
+        if turn and turn["text"] and (not seen or len(turn["text"]) != seen[-1]):
+            seen.append(len(turn["text"]))
+            if not screenshot.exists() and "answer text, in order" in turn["text"]:
+                web.page.screenshot(path=str(screenshot))
+        if turn and turn["finished"]:
+            break
+        time.sleep(0.05)
+    web.wait_state("done")
+    expected = f"You said: {prompt}"
+    assert web.turn()["text"] == expected
+    assert len([n for n in seen if 0 < n < len(expected)]) >= 5, f"not progressive: {seen}"
+    assert seen == sorted(seen)
+    web.page.screenshot(path=str(shots / "streamed.png"))
+    keep_screenshot(screenshot if screenshot.exists() else shots / "streamed.png")
+    answer = web.last_turn().locator(".answer")
+    assert answer.locator("h2").inner_text() == "How a turn flows"
+    assert answer.locator("ol li").count() == 3 and answer.locator("table tr").count() == 3
+    assert "characters" in web.last_turn().locator(".meta").inner_text()
+
+
+def test_markdown_renders_and_html_in_the_answer_stays_text(web, web_stack):
+    web.open(token=web_stack.token(unique_user("markdown")))
+    attack = (
+        "**bold** and `code` <script>window.pwned = 1</script> "
+        '<img src=x onerror="window.pwned = 2"> [click](javascript:window.pwned=3) [docs](https://example.com/x)'
+    )
+    web.ask(attack)
+    web.wait_state("done")
+    answer = web.last_turn().locator(".answer")
+    assert answer.locator("strong").inner_text() == "bold"
+    assert answer.locator("code").inner_text() == "code"
+    assert "<script>window.pwned = 1</script>" in answer.inner_text()
+    assert '<img src=x onerror="window.pwned = 2">' in answer.inner_text()
+    assert web.page.locator("#transcript script, #transcript img, #transcript [onerror]").count() == 0
+    assert answer.locator("a").count() == 1
+    assert answer.locator("a").get_attribute("href") == "https://example.com/x"
+    assert answer.locator("a").get_attribute("rel") == "noopener noreferrer nofollow"
+    assert web.page.evaluate("typeof window.pwned") == "undefined"
+
+
+def test_a_dropped_connection_reconnects_and_the_answer_completes(web, web_stack, shots):
+    user = unique_user("dropped")
+    web.open(token=web_stack.token(user))
+    web.page.wait_for_selector("#status[data-state=open]")
+    prompt = "!slow 3 " + " ".join(f"w{i}" for i in range(30))
+    web.ask(prompt)
+    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w3 ')")
+    dropped = drop(web_stack, user)
+    web.page.wait_for_selector("#status[data-state=reconnecting]")
+    web.page.screenshot(path=str(shots / "reconnecting.png"))
+    web.wait_state("done")
+    turn = web.turn()
+    assert turn["text"] == f"You said: {prompt}"  # whole, and once
+    assert turn["resumes"] == 1
+    assert web.page.locator("#status").get_attribute("data-state") == "open"
+    assert "resumed 1×" in web.last_turn().locator(".meta").inner_text()
+    assert web.last_turn().locator(".answer").inner_text() == f"You said: {prompt}"
+    assert dropped not in connection_ids(web_stack, user)
+
+
+def test_an_idle_connection_closed_by_the_server_reopens_when_you_ask(web):
+    stack = start_stack(IDLE_TIMEOUT_S="1")  # API Gateway's is 10 minutes
+    try:
+        web.page.goto(f"http://127.0.0.1:{stack.info['port']}/#token={stack.token(unique_user('idle'))}")
+        web.page.wait_for_selector("#status[data-state=open]")
+        web.page.wait_for_selector("#status[data-state=idle]", timeout=5000)
+        assert "sending reconnects" in web.page.locator("#status").inner_text()
+        web.ask("still there?")
+        web.wait_state("done")
+        assert web.turn()["text"] == "You said: still there?"
+    finally:
+        stop_stack(stack)
+
+
+def test_a_refused_token_says_so(web, web_stack):
+    web.open(token="not-a-token")
+    web.page.wait_for_selector("#status[data-state=refused]")
+    notice = web.page.locator("#notice-text").inner_text()
+    assert "refused" in notice and "token" in notice and "not a JWT" in notice
+    assert web.page.locator("#settings").get_attribute("open") is not None  # to paste a new one
+    web.open(token=web_stack.token("late", ttl_s=-60))  # the same page: a new #token applies at once
+    expect(web.page.locator("#notice-text")).to_contain_text("expired", timeout=WAIT_MS)
+    assert web.page.locator("#status").get_attribute("data-state") == "refused"
+
+
+def test_cancel_stops_the_answer(web, web_stack):
+    web.open(token=web_stack.token(unique_user("cancel")))
+    web.ask("!slow 6 " + "word " * 40)
+    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('word')")
+    assert web.page.locator("#send").is_disabled()
+    web.page.click("#cancel")
+    web.wait_state("cancelled")
+    partial = web.turn()["text"]
+    assert partial.startswith("You said: !slow 6 word") and len(partial) < len("You said: !slow 6 " + "word " * 40)
+    assert web.last_turn().locator(".error-code").inner_text() == "cancelled"
+    assert web.page.locator("#send").is_enabled() and web.page.locator("#cancel").is_disabled()
+
+
+def test_traces_show_when_toggled(web, web_stack):
+    web.open(token=web_stack.token(unique_user("trace")))
+    web.page.check("#trace-toggle")
+    web.ask("!trace why")
+    web.wait_state("done")
+    traces = web.last_turn().locator(".traces")
+    assert traces.is_visible()
+    assert traces.locator("summary").inner_text() == "Trace (2 steps)"
+    web.page.uncheck("#trace-toggle")
+    assert not traces.is_visible()
+    web.ask("!trace not asked for")
+    web.wait_state("done")
+    assert web.last_turn().locator(".trace-list li").count() == 0
+
+
+def test_an_error_code_is_shown_plainly(web, web_stack):
+    web.open(token=web_stack.token(unique_user("errors")))
+    web.ask("!stream-error")
+    web.wait_state("error")
+    box = web.last_turn().locator(".error-box")
+    assert box.locator(".error-code").inner_text() == "agent_error"
+    assert box.locator(".error-title").inner_text() == "The agent failed to answer"
+    assert box.locator(".retry").is_visible()  # the error is retryable
+    web.last_turn().locator(".retry").click()  # asks the same question again
+    web.page.wait_for_selector("#transcript .turn:nth-child(3)[data-state=error]", timeout=WAIT_MS)
+
+
+def test_return_of_control_asks_for_the_tool_result_with_a_form(web, web_stack):
+    web.open(token=web_stack.token(unique_user("tools")))
+    web.ask("!return-control")
+    form = web.last_turn().locator(".tool-form")
+    form.wait_for()
+    assert form.locator("legend").inner_text() == "EmulatorActions › lookup"
+    assert "!return-control" in form.locator(".params").inner_text()
+    form.locator("textarea").fill("sunny, **24 °C**")
+    form.locator("button[type=submit]").click()
+    web.wait_state("done")
+    assert web.turn()["text"] == "You said: sunny, **24 °C**"  # the emulator echoes the tool result
+    assert web.last_turn().locator(".answer strong").inner_text() == "24 °C"
+    assert form.locator("textarea").is_disabled()
+
+
+def test_files_the_agent_made_are_offered_as_downloads(web, web_stack):
+    web.open(token=web_stack.token(unique_user("files")))
+    web.ask("!files")
+    web.wait_state("done")
+    link = web.last_turn().locator(".file a")
+    assert link.inner_text() == "weather.csv (text/csv, 24 bytes)"
+    assert link.get_attribute("download") == "weather.csv"
+    assert link.get_attribute("href").startswith("blob:http://127.0.0.1:")
+
+
+LINK = 'target="_blank" rel="noopener noreferrer nofollow"'
+MARKDOWN_CASES = [
+    ("plain <b>text</b>", "<p>plain &lt;b&gt;text&lt;/b&gt;</p>"),
+    ("# Title", "<h1>Title</h1>"),
+    ("a\nb", "<p>a<br>b</p>"),
+    ("*it* **bold** ~~old~~ `x<y`", "<p><em>it</em> <strong>bold</strong> <del>old</del> <code>x&lt;y</code></p>"),
+    ("```html\n<script>alert(1)</script>\n```",
+     '<pre><code class="language-html">&lt;script&gt;alert(1)&lt;/script&gt;</code></pre>'),
+    ("```\nstill streaming", "<pre><code>still streaming</code></pre>"),
+    ("- a\n- b\n  - c", "<ul><li>a</li><li><p>b</p><ul><li>c</li></ul></li></ul>"),
+    ("3. x\n4. y", '<ol start="3"><li>x</li><li>y</li></ol>'),
+    ("> quoted", "<blockquote><p>quoted</p></blockquote>"),
+    ("| a | b |\n|---|--:|\n| 1 | 2 |", '<table><thead><tr><th>a</th><th style="text-align: right;">b</th></tr></thead>'
+     '<tbody><tr><td>1</td><td style="text-align: right;">2</td></tr></tbody></table>'),
+    ("[x](javascript:alert(1))", "<p>x</p>"),
+    ("[x](JaVaScRiPt:alert(1)) [y](data:text/html,hi) [z](/relative)", "<p>x y z</p>"),
+    ('[x](https://a.example/"onclick="alert(1))',
+     f'<p><a href="https://a.example/&quot;onclick=&quot;alert(1)" {LINK}>x</a></p>'),
+    ("![pic](https://a.example/p.png)", f'<p><a href="https://a.example/p.png" {LINK}>image: pic</a></p>'),
+    ("see https://a.example/x.", f'<p>see <a href="https://a.example/x" {LINK}>https://a.example/x</a>.</p>'),
+    ("snake_case_name", "<p>snake_case_name</p>"),
+    ("\\*not em\\*", "<p>*not em*</p>"),
+    ("---", "<hr>"),
+]
+
+
+def test_the_markdown_renderer(web):
+    web.open()
+    rendered = web.page.evaluate(
+        """(cases) => cases.map((text) => {
+            const box = document.createElement('div');
+            box.appendChild(window.AgentMarkdown.render(text));
+            return box.innerHTML;
+        })""",
+        [text for text, _ in MARKDOWN_CASES],
+    )
+    assert rendered == [html for _, html in MARKDOWN_CASES]
