@@ -1,0 +1,454 @@
+"""docs/benchmarks.md and the plot, from the bench's results.
+
+The bench owns the regions between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in
+docs/benchmarks.md and rewrites only those; everything outside them is written by hand (the
+relay's design, the notes on missed targets) and kept. A missing file gets a skeleton.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from bench.relays import LABELS, RELAYS
+
+LAMBDA_MB_PER_VCPU = 1769  # AWS: a function gets one vCPU's worth of CPU at 1,769 MB, pro rata below
+
+REGIONS = ("setup", "targets", "stream", "long", "big", "coldstart", "memory", "size", "capacity")
+
+
+# ---- formatting -------------------------------------------------------------------------------
+
+def ms(value: Optional[float]) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.1f} ms"
+
+
+def num(value: Optional[float], digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def kb(size: Optional[float]) -> str:
+    return "–" if size is None else f"{size / 1024:,.1f} KB"
+
+
+def ratio(value: Optional[float], base: Optional[float]) -> str:
+    if value is None or base is None or base == 0:
+        return "–"
+    r = value / base
+    if r >= 10:
+        return f"{r:,.0f}×"
+    if r >= 0.1:
+        return f"{r:.1f}×"
+    return f"{r:.2f}×"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- the regions ------------------------------------------------------------------------------
+
+def _setup(r: Dict[str, Any]) -> str:
+    m, w = r["machine"], r["workload"]
+    machine = table(["", ""], [
+        ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
+        ["memory", f"{m['memory_gb']:.0f} GB"],
+        ["OS", m["os"]],
+        ["Python", m["python"]],
+        ["boto3 / botocore", f"{m['boto3']} / {m['botocore']}"],
+        ["Chalice", m["chalice"]],
+        ["run", f"{r['started']}, {r['duration_s'] / 60:.1f} minutes, `{r['command']}`"],
+        ["load average (1 min)", ", ".join(f"{load[0]:.1f} {when}" for when, load in r.get("load_average", {}).items())],
+    ], "ll")
+    return f"""{machine}
+
+Workload: the agent answers after a **{w['first_token_ms']:g} ms** first-token delay with **{w['deltas']} deltas**
+(token-sized, {r['relays']['stream']['agentstream']['summary']['agent']['characters']:,.0f} characters) **{w['delta_ms']:g} ms** apart; every
+post to the management API takes **{w['post_ms']:g} ms**; agentstream flushes at most every
+**{w['flush_ms']} ms**. Also: a long answer (the same {w['long_deltas']} deltas spread over {w['long_s']:g} s) and a
+{w['big_chars']:,}-character answer (deltas of 1,000 characters, {w['delta_ms']:g} ms apart). Streaming figures are
+the median (p50) of {w['runs']} runs ({w['big_runs']} for the 100,000-character answer; one for the long answer), the
+three relays interleaved."""
+
+
+def _target_rows(r: Dict[str, Any]) -> List[List[str]]:
+    w = r["workload"]
+    s = {relay: r["relays"]["stream"][relay]["summary"] for relay in RELAYS}
+    ours = s["agentstream"]
+    rows: List[List[str]] = []
+
+    def add(name: str, measured: str, ok: Optional[bool], miss: str = "") -> None:
+        verdict = "–" if ok is None else ("met" if ok else f"**missed**{': ' + miss if miss else ''}")
+        rows.append([name, measured, verdict])
+
+    ttft = ours["ttft_overhead_ms"]
+    add("first-token overhead ≤ 50 ms at p50", ms(ttft), None if ttft is None else ttft <= 50,
+        "" if ttft is None else f"by {ttft - 50:.0f} ms")
+    lag = ours["terminal_lag_ms"]
+    add(f"end-of-stream lag ≤ 100 ms ({w['post_ms']:g} ms posts, {w['delta_ms']:g} ms deltas)",
+        f"{ms(lag)} to the `done` frame ({ms(ours['eos_lag_ms'])} to the last text); post-per-delta: "
+        f"{ms(s['post_per_delta']['eos_lag_ms'])}", None if lag is None else lag <= 100,
+        "" if lag is None else f"by {lag - 100:.0f} ms")
+    fewer = None
+    if ours["messages"] and s["post_per_delta"]["messages"]:
+        fewer = s["post_per_delta"]["messages"] / ours["messages"]
+    add("≥ 5× fewer messages than post-per-delta (token-sized deltas)",
+        f"{num(ours['messages'])} vs {num(s['post_per_delta']['messages'])} messages: {fewer or 0:.1f}× fewer",
+        None if fewer is None else fewer >= 5)
+    hold, excess, first = ours["hold_ms"]["max"], ours["excess_hold_ms"]["max"], ours["first_hold_ms"]
+    if hold is not None and excess is not None and first is not None:
+        beyond = excess - first
+        add(f"…never holding text back longer than the flush interval ({w['flush_ms']} ms)",
+            f"longest wait before a post started: {ms(hold)}; past the flush interval (or the post in flight, "
+            f"if that ended later): {ms(excess)}, of which {ms(first)} is the path every delta takes (agent → boto3 "
+            f"→ relay → signed request; the first delta's wait)", beyond <= 0, f"by {beyond:.1f} ms")
+    cold = r.get("coldstart")
+    if cold:
+        boto3, app = _median(cold["boto3_s"]), _median(cold["app_s"])
+        add("importing any handler's module path ≤ 1.3× importing boto3 alone",
+            f"`import app` {ms(app * 1000)} vs `import boto3` {ms(boto3 * 1000)}: {app / boto3:.2f}×", app / boto3 <= 1.3,
+            f"by {(app / boto3 - 1.3) * 100:.0f} points")
+        if cold.get("app_deployed_s"):
+            deployed = _median(cold["app_deployed_s"])
+            if cold.get("boto3_deployed_s"):
+                base, which = _median(cold["boto3_deployed_s"]), "the layer's boto3, from the same package"
+            else:
+                base, which = boto3, "the runtime's boto3, with its bytecode"
+            add("…the same, from the deployment package as Lambda loads it (its own `.pyc` only, nothing written)",
+                f"`import app` {ms(deployed * 1000)} vs `import boto3` {ms(base * 1000)} ({which}): "
+                f"{deployed / base:.2f}×", deployed / base <= 1.3, f"by {(deployed / base - 1.3) * 100:.0f} points")
+    size = r.get("size")
+    if size:
+        function = size["zips"]["deployment.zip"]
+        add("deployment zip < 1 MB", f"`deployment.zip` {kb(function)}", function < 1024 * 1024,
+            f"by {kb(function - 1024 * 1024)}")
+        if "layer-deployment.zip" in size["zips"]:
+            total = sum(size["zips"].values())
+            add("…with the dependency layer it needs", f"{kb(total)} (`layer-deployment.zip` "
+                f"{kb(size['zips']['layer-deployment.zip'])})", total < 1024 * 1024, f"by {kb(total - 1024 * 1024)}")
+    if cold:
+        peak = cold["handlers"]["turn_worker"]["peak_rss_mb"]
+        add("turn worker fits in 256 MB through a 100,000-character turn", f"peak RSS {peak:.0f} MB", peak <= 256)
+    return rows
+
+
+def _targets(r: Dict[str, Any]) -> str:
+    return table(["target", "measured", "verdict"], _target_rows(r), "lll")
+
+
+def _relay_table(r: Dict[str, Any], workload: str) -> str:
+    data = r["relays"][workload]
+    s = {relay: data[relay]["summary"] for relay in RELAYS}
+    a = s["agentstream"]
+    header = ["per turn", *[LABELS[x] for x in RELAYS], "post-once ÷ agentstream", "post-per-delta ÷ agentstream"]
+    rows = []
+
+    def row(label: str, get: Callable[[Dict[str, Any]], Optional[float]], show: Callable[[Optional[float]], str],
+            ratios: bool = True) -> None:
+        values = [get(s[x]) for x in RELAYS]
+        cells = [show(v) for v in values]
+        extra = [ratio(values[1], values[0]), ratio(values[2], values[0])] if ratios else ["", ""]
+        rows.append([label, *cells, *extra])
+
+    spread = len(data["agentstream"]["runs"]) > 1
+
+    row("time to first token, over the agent's", lambda x: x["ttft_overhead_ms"], ms)
+    if spread:
+        rows.append(["  (min – max over runs)", *[f"{ms(s[x]['ttft_overhead_ms_min'])} – {ms(s[x]['ttft_overhead_ms_max'])}"
+                                                  for x in RELAYS], "", ""])
+    row("end-of-stream lag: last text after the agent's last delta", lambda x: x["eos_lag_ms"], ms)
+    if spread:
+        rows.append(["  (min – max over runs)", *[f"{ms(s[x]['eos_lag_ms_min'])} – {ms(s[x]['eos_lag_ms_max'])}"
+                                                  for x in RELAYS], "", ""])
+    row("… to the terminal `done` frame", lambda x: x["terminal_lag_ms"], ms, ratios=False)
+    row("API Gateway messages (the turn's posts)", lambda x: x["messages"], num)
+    row("… billed (32 KB units)", lambda x: x["units"], num)
+    row("bytes posted", lambda x: x["bytes"], lambda v: kb(v))
+    row("largest message", lambda x: x["max_message_bytes"], lambda v: kb(v))
+    row("worker CPU (process time)", lambda x: x["cpu_ms"], ms)
+    row("DynamoDB requests (the turn record)", lambda x: x["dynamodb_requests"], num, ratios=False)
+    row("… their write capacity units (estimated)", lambda x: x["dynamodb_write_units"], num, ratios=False)
+    row("text latency p50 (agent sent → client has it)", lambda x: x["delta_latency_ms"]["p50"], ms)
+    row("text latency p95", lambda x: x["delta_latency_ms"]["p95"], ms)
+    row("text latency max", lambda x: x["delta_latency_ms"]["max"], ms)
+    row("longest wait in the worker before a post started", lambda x: x["hold_ms"]["max"], ms)
+    row("… past max(flush interval, the post in flight)", lambda x: x["excess_hold_ms"]["max"], ms, ratios=False)
+    row("one post, start → client (the management API's time)", lambda x: x["post_ms"]["p50"], ms, ratios=False)
+    rows.append(["answer intact, every run", *["yes" if s[x]["ok"] else "**no**: " + "; ".join(s[x]["errors"][:1])
+                                               for x in RELAYS], "", ""])
+    agent = a["agent"]
+    note = (f"The agent: {num(agent['deltas'])} deltas, {num(agent['characters'])} characters, first delta "
+            f"{ms(agent['first_ms'])} and last {ms(agent['last_ms'])} after the request (medians).")
+    return table(header, rows) + "\n\n" + note
+
+
+def _stream(r: Dict[str, Any]) -> str:
+    return _relay_table(r, "stream") + f"\n\n![Text delivered over time, three relays, 400 deltas]({r['plot']})"
+
+
+def _long(r: Dict[str, Any]) -> str:
+    if "long" not in r["relays"]:
+        return "_Not run (`--long-s 0`)._"
+    return _relay_table(r, "long")
+
+
+def _big(r: Dict[str, Any]) -> str:
+    return _relay_table(r, "big")
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _coldstart(r: Dict[str, Any]) -> str:
+    c = r.get("coldstart")
+    if not c:
+        return "_Not run._"
+    boto3 = _median(c["boto3_s"]) * 1000
+    rows = [
+        ["`import boto3` (alone)", ms(boto3), "1.00×"],
+        ["`import app`, source tree, bytecode cached", ms(_median(c["app_s"]) * 1000),
+         f"{_median(c['app_s']) * 1000 / boto3:.2f}×"],
+    ]
+    if c.get("boto3_deployed_s"):
+        rows.append(["`import boto3` from the package's layer, as on Lambda (the layer's `.pyc`, nothing written)",
+                     ms(_median(c["boto3_deployed_s"]) * 1000), f"{_median(c['boto3_deployed_s']) * 1000 / boto3:.2f}×"])
+    if c.get("app_deployed_s"):
+        rows.append(["`import app`, deployment package + layer, as on Lambda (the package's `.pyc`, nothing written)",
+                     ms(_median(c["app_deployed_s"]) * 1000), f"{_median(c['app_deployed_s']) * 1000 / boto3:.2f}×"])
+    imports = table(["import, fresh interpreter (median of %d)" % c["runs"], "time", "÷ `import boto3`"], rows)
+    parts = sorted(c["app_breakdown_ms"].items(), key=lambda kv: -kv[1])
+    breakdown = ", ".join(f"{name} {value:.1f} ms" for name, value in parts if value >= 0.5)
+    handler_rows = []
+    for name, h in c["handlers"].items():
+        handler_rows.append([
+            f"`{name}`", ms(h["import_ms"]), ms(h["first_ms"]), ms(h["second_ms"]),
+            ms(h["import_cpu_ms"] + h["first_cpu_ms"]), "yes" if h["ok"] else "**no**",
+        ])
+    handlers = table(["handler (fresh container)", "import `app`", "first invocation (creates its clients)",
+                      "second invocation", "CPU, import + first", "ok"], handler_rows)
+    where = ("from the unpacked deployment package and its layer, with the bytecode it ships and nothing written, as Lambda runs them"
+             if c.get("chains_deployed") else "from the source tree")
+    return f"""{imports}
+
+Where `import app`'s time goes (`python -X importtime`, self time per top-level package): {breakdown}.
+boto3 is not among them: `chalicelib/aws.py` imports it on first use, so each handler pays for it
+in its first invocation (below), together with creating the clients it needs.
+
+{handlers}
+
+A chain of fresh interpreters, one per handler ({where}), against moto and the emulators with no added latency:
+`websocket_connect` for two connections, `websocket_message` for three asks, `turn_worker` for those
+three turns (the third a 100,000-character answer), `websocket_disconnect` for both connections.
+Medians of {c['chain_runs']} chains. Times are on this machine's full core; Lambda gives a function
+CPU in proportion to its memory (one vCPU at {LAMBDA_MB_PER_VCPU:,} MB), see *Memory*."""
+
+
+def _memory(r: Dict[str, Any]) -> str:
+    c = r.get("coldstart")
+    if not c:
+        return "_Not run._"
+    configured = r.get("memory_config", {})
+    rows = []
+    for name, h in c["handlers"].items():
+        mb = configured.get(name)
+        cpu_ms = h["import_cpu_ms"] + h["first_cpu_ms"]
+        estimate = "–" if not mb else ms(cpu_ms * LAMBDA_MB_PER_VCPU / mb)
+        rows.append([f"`{name}`", f"{h['after_import_rss_mb']:.0f} MB", f"{h['peak_rss_mb']:.0f} MB",
+                     f"{mb} MB" if mb else "–", f"{mb / h['peak_rss_mb']:.1f}×" if mb else "–", estimate])
+    worker = r["relays"]["stream"]["agentstream"]["summary"]
+    share = None
+    if worker["cpu_ms"] and worker["agent"]["last_ms"]:
+        share = worker["cpu_ms"] / (worker["agent"]["last_ms"] + (worker["terminal_lag_ms"] or 0))
+    tail = ""
+    if share is not None:
+        need = share * LAMBDA_MB_PER_VCPU
+        tail = (f"\n\nWhile it streams, the worker needs {share * 100:.1f} % of a vCPU on the 400-delta workload "
+                f"({ms(worker['cpu_ms'])} of CPU over the turn), the CPU Lambda gives a function of about "
+                f"{need:.0f} MB: below that, the relay itself would slow down.")
+    return table(["handler", "RSS after `import app`", "peak RSS", "configured", "headroom",
+                  "cold start CPU at that size (estimate)"], rows) + f"""
+
+Peak resident memory (`VmHWM`) of each fresh handler process through the chain above, the worker's
+through the 100,000-character turn. The estimate scales the measured CPU of import + first invocation
+by Lambda's CPU share at the configured memory (`.chalice/config.json`); it leaves out I/O waits, so
+real cold starts are longer.{tail}"""
+
+
+def _size(r: Dict[str, Any]) -> str:
+    s = r.get("size")
+    if not s:
+        return "_Not run._"
+    rows = []
+    total = s["all"]["zip_bytes"]
+    for row in s["all"]["rows"]:
+        rows.append([row["dependency"], row["version"], row["pulled_in_by"], num(row["files"]),
+                     kb(row["zipped_bytes"]), kb(row["unzipped_bytes"]) if row["unzipped_bytes"] else "",
+                     f"{row['zipped_bytes'] / total * 100:.1f} %"])
+    zips = ", ".join(f"`{name}` {kb(size)}" for name, size in s["zips"].items())
+    by_req = ", ".join(f"{name} {kb(size)}" for name, size in sorted(s["all"]["by_requirement"].items(),
+                                                                     key=lambda kv: -kv[1]))
+    return f"""Built with `{s['how']}`: {zips}; {kb(s['all']['unzipped_bytes'])} unpacked, {s['all']['files']} files,
+{'with' if s['all']['has_bytecode'] else 'no'} bytecode (`.pyc`). By requirement (`requirements.txt`, with what it pulls in): {by_req}.
+
+{table(["in the package", "version", "pulled in by", "files", "zipped", "unpacked", "share"], rows, "lllrrrr")}"""
+
+
+def _capacity(r: Dict[str, Any]) -> str:
+    caps = r.get("capacity")
+    if not caps:
+        return "_Not run._"
+    out = []
+    for pace, c in caps.items():
+        rows = []
+        for step in c["steps"]:
+            q = step["chunk_latency_ms"]
+            rows.append([num(step["connections"]), num(step["peak_concurrent_streams"]), ms(q["p50"]), ms(q["p95"]),
+                         ms(q["p99"]), ms(q["max"]), ms(step["delta_latency_ms"]["p95"]),
+                         f"{step['agent_stretch'] or 0:.2f}×", f"{step['ok_turns']}/{step['connections']}",
+                         "held" if step["held"] else "**no**"])
+        posts = f"{c['post_ms']:g} ms posts" if c["post_ms"] else "posts with no added latency, as `make run` has them"
+        head = (f"**{c['delta_ms']:g} ms deltas** ({1000 / c['delta_ms']:.0f} per second per connection, {c['deltas']} per "
+                f"turn, {posts}): holds **{c['holds']}** connections"
+                + (f"; at {c['first_failure']} it no longer does."
+                   if c["first_failure"] else " (the most tried)."))
+        out.append(head + "\n\n" + table(
+            ["connections", "streaming at once", "chunk p50", "chunk p95", "chunk p99", "chunk max", "text p95",
+             "agent's pace", "turns ok", f"p95 ≤ {c['threshold_ms']:g} ms"], rows))
+    return "\n\n".join(out) + """
+
+Chunk latency: when a client received a chunk minus when the agent sent the newest delta in it (the
+stack's own delay: management API, relay, event loop). Text latency adds the coalescing wait by design.
+"Agent's pace": how much longer the emulated agent took to send its deltas than scheduled; above
+1× the one process running the stack is short of CPU and everything in it slows down together."""
+
+
+RENDER = {"setup": _setup, "targets": _targets, "stream": _stream, "long": _long, "big": _big,
+          "coldstart": _coldstart, "memory": _memory, "size": _size, "capacity": _capacity}
+
+SKELETON = """# Benchmarks
+
+agentstream's relay against the two relays users pick today, on the same agent and the same
+management API. `make bench` regenerates everything between the `bench:` markers.
+
+## Setup
+<!-- bench:setup -->
+<!-- /bench:setup -->
+
+## Targets
+<!-- bench:targets -->
+<!-- /bench:targets -->
+
+## 400 deltas, 5 ms apart
+<!-- bench:stream -->
+<!-- /bench:stream -->
+
+## A long answer
+<!-- bench:long -->
+<!-- /bench:long -->
+
+## A 100,000-character answer
+<!-- bench:big -->
+<!-- /bench:big -->
+
+## Cold start
+<!-- bench:coldstart -->
+<!-- /bench:coldstart -->
+
+## Memory
+<!-- bench:memory -->
+<!-- /bench:memory -->
+
+## Deployment package
+<!-- bench:size -->
+<!-- /bench:size -->
+
+## Local stack capacity
+<!-- bench:capacity -->
+<!-- /bench:capacity -->
+"""
+
+
+def write_doc(path: Path, results: Dict[str, Any]) -> None:
+    text = path.read_text() if path.exists() else SKELETON
+    for name in REGIONS:
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        if begin not in text or end not in text:
+            text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+        body = RENDER[name](results).strip()
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+    path.write_text(text)
+
+
+# ---- the plot ---------------------------------------------------------------------------------
+
+COLORS = {"agent": "#999999", "agentstream": "#1f77b4", "post_once": "#d62728", "post_per_delta": "#ff7f0e"}
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stream = results["relays"]["stream"]
+    w = results["workload"]
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    agent_curve = stream["agentstream"]["representative"]["curve"]["agent"]
+
+    def steps(curve: List[Tuple[float, int]], origin: float = 0.0, scale: float = 1.0) -> Tuple[List[float], List[int]]:
+        xs, ys = [0.0], [0]
+        for t, chars in curve:
+            xs += [(t - origin) * scale, (t - origin) * scale]
+            ys += [ys[-1], chars]
+        return xs, ys
+
+    for axis, origin, scale in ((whole, 0.0, 1.0),):
+        x, y = steps(agent_curve, origin, scale)
+        axis.plot(x, y, color=COLORS["agent"], lw=3, alpha=0.5, label="agent (deltas sent)")
+        for relay in RELAYS:
+            x, y = steps(stream[relay]["representative"]["curve"]["client"], origin, scale)
+            axis.plot(x, y, color=COLORS[relay], lw=1.4, label=f"{LABELS[relay]} (client received)")
+    whole.set_xlabel("seconds since the agent received the request")
+    whole.set_ylabel("characters of the answer")
+    whole.set_title(f"{w['deltas']} deltas {w['delta_ms']:g} ms apart, {w['post_ms']:g} ms per post")
+    whole.legend(loc="lower right", fontsize=8)
+    whole.grid(alpha=0.3)
+
+    total = agent_curve[-1][1]
+    x, y = steps(agent_curve, agent_curve[-1][0], 1000)
+    zoom.plot(x, y, color=COLORS["agent"], lw=3, alpha=0.5, label="agent")
+    for relay in RELAYS:  # each run against its own agent's last delta
+        curve = stream[relay]["representative"]["curve"]
+        x, y = steps(curve["client"], curve["agent"][-1][0], 1000)
+        zoom.plot(x, y, color=COLORS[relay], lw=1.4, label=LABELS[relay])
+    for relay in RELAYS:
+        lag = stream[relay]["representative"].get("eos_lag_ms")
+        if lag is not None and lag > 150:
+            zoom.text(-290, total * 0.81, f"{LABELS[relay]}: done {lag / 1000:.1f} s after the agent,\noff this chart",
+                      color=COLORS[relay], fontsize=8, va="bottom")
+    zoom.set_xlim(-300, 150)
+    zoom.set_ylim(total * 0.8, total * 1.02)
+    zoom.axvline(0, color="black", lw=0.6, ls=":")
+    zoom.set_xlabel("ms from the agent's last delta (of each run)")
+    zoom.set_title("the end of the stream, magnified")
+    zoom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text())
