@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bench.agent import AgentStream
 from bench.client import Frame
@@ -36,23 +36,26 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else seconds * 1000
 
 
-def delta_latencies(agent: AgentStream, text_frames: List[Frame]) -> List[float]:
-    """For every delta: when the client had it minus when the agent sent it (seconds).
-
-    Includes any time the relay held the delta back to coalesce it with later ones.
-    """
-    out: List[float] = []
-    j, received = 0, 0
-    sent_total = 0
+def carriers(agent: AgentStream, text_frames: List[Frame]) -> Iterator[Tuple[float, int]]:
+    """For every delta that arrived: when the agent sent it, and the index of the frame that
+    completed it at the client (text is matched by length, in order)."""
+    j, received, sent_total = 0, 0, 0
     for sent_at, chars in agent.sent:
         sent_total += chars
         while j < len(text_frames) and received < sent_total:
             received += len(text_frames[j].text)
             j += 1
         if received < sent_total:
-            break  # never arrived
-        out.append(text_frames[j - 1].at - sent_at)
-    return out
+            return  # the rest never arrived
+        yield sent_at, j - 1
+
+
+def delta_latencies(agent: AgentStream, text_frames: List[Frame]) -> List[float]:
+    """For every delta: when the client had it minus when the agent sent it (seconds).
+
+    Includes any time the relay held the delta back to coalesce it with later ones.
+    """
+    return [text_frames[index].at - sent_at for sent_at, index in carriers(agent, text_frames)]
 
 
 def holds(agent: AgentStream, text_frames: List[Frame], starts: List[float], busy_until: List[Optional[float]],
@@ -68,15 +71,8 @@ def holds(agent: AgentStream, text_frames: List[Frame], starts: List[float], bus
     """
     whole: List[float] = []
     excess: List[float] = []
-    j, received, sent_total = 0, 0, 0
-    for sent_at, chars in agent.sent:
-        sent_total += chars
-        while j < len(text_frames) and received < sent_total:
-            received += len(text_frames[j].text)
-            j += 1
-        if received < sent_total:
-            break
-        start, busy = starts[j - 1], busy_until[j - 1]
+    for sent_at, index in carriers(agent, text_frames):
+        start, busy = starts[index], busy_until[index]
         wait = start - sent_at
         whole.append(wait)
         excess.append(max(0.0, wait - max(interval, (busy - sent_at) if busy is not None else 0.0)))
