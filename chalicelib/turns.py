@@ -11,6 +11,7 @@ it can attach to or a finished one it can read back.
 from __future__ import annotations
 
 import base64
+import contextvars
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -29,6 +30,11 @@ from chalicelib.turnqueue import TurnMessage
 Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
 MAX_INLINE_FILE_BYTES = 16 * 1024  # base64 of this still fits a 32 KB frame
 
+CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
+NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
+CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
+INTERRUPTED = Failure(protocol.INTERRUPTED, "The turn was interrupted before it finished; ask again.", True)
+
 
 def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
     """A file the agent produced, as the client gets it: inline if small, else name, type and size."""
@@ -39,12 +45,6 @@ def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
     else:
         described["note"] = f"Too large to send over the WebSocket ({len(content):,} bytes); not included."
     return described
-
-
-CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
-NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
-CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
-INTERRUPTED = Failure(protocol.INTERRUPTED, "The turn was interrupted before it finished; ask again.", True)
 
 
 class TurnBusy(Exception):
@@ -93,7 +93,8 @@ class TurnRun:
     # ---- the reader (the invocation's own thread)
 
     def run(self) -> None:
-        watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
+        # The watcher logs with this thread's ids (connection, turn, user).
+        watcher = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,), name="watcher", daemon=True)
         with self.relay:
             watcher.start()
             outcome = self._read()
