@@ -73,14 +73,7 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
         reply(protocol.accepted_event(turn.turn_id, message.request_id))
     except Exception:  # noqa: BLE001 - the turn is recorded: run it, the client can resume it
         logger.exception("could not send accepted")
-    try:
-        runtime.queue.put(TurnMessage(turn.turn_id, api_id, stage))
-    except Exception:
-        # Never leave a turn queued that no worker will see: end it, and say so.
-        logger.exception("could not queue the turn")
-        store.end_queued(turn.turn_id, turn.user_id, CRASHED)
-        leave_flight(runtime, turn)
-        reply(protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, 1))
+    _queue(runtime, reply, turn, api_id, stage)
 
 
 def _duplicate(runtime: Runtime, turn: Turn) -> Optional[Event]:
@@ -180,11 +173,15 @@ def return_control(
         reply(protocol.error_event(protocol.INVALID_REQUEST, text, False))
         return
     reply(protocol.accepted_event(turn.turn_id, turn.request_id))
+    _queue(runtime, reply, continued, api_id, stage)
+
+
+def _queue(runtime: Runtime, reply: Reply, turn: Turn, api_id: str, stage: str) -> None:
+    """Hand the turn to the workers; never leave one queued that no worker will see."""
     try:
         runtime.queue.put(TurnMessage(turn.turn_id, api_id, stage))
     except Exception:
         logger.exception("could not queue the turn")
-        store_failure = runtime.store.end_queued(turn.turn_id, connection.user_id, CRASHED)
-        if store_failure is not None:
-            leave_flight(runtime, store_failure)
+        if runtime.store.end_queued(turn.turn_id, turn.user_id, CRASHED) is not None:
+            leave_flight(runtime, turn)
         reply(protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, 1))
