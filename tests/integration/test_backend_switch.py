@@ -41,6 +41,19 @@ def test_the_same_client_session_works_against_each_backend(backend, suffix):
     assert [(e["type"], e["code"]) for e in bad] == [("error", "invalid_request")]
 
 
+def test_conversation_history_is_per_user():
+    """Two users naming the same conversation share nothing: each model call sees only its own."""
+    stack = start_stack(BACKEND="converse")
+    try:
+        with stack.connect("alice") as ws:
+            ask(ws, "one", conversationId="shared-name")
+            assert answer_of(ask(ws, "two", conversationId="shared-name")) == "You said: two (turn 2)"
+        with stack.connect("bob") as ws:
+            assert answer_of(ask(ws, "first", conversationId="shared-name")) == "You said: first (turn 1)"
+    finally:
+        stop_stack(stack)
+
+
 def test_return_of_control_round_trip_over_a_real_websocket(stack):
     with stack.connect("tool-user") as ws:
         ws.send(json.dumps({"prompt": "!return-control weather in Oslo"}))

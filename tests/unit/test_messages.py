@@ -105,3 +105,21 @@ def test_a_client_that_left_does_not_break_the_handler(connected, management):
     management.gone.add("c1")
     send(connected, '{"prompt": "hi"}')
     assert management.events() == []
+
+
+def test_an_expired_connection_record_is_no_record(client, management, settings):
+    """$disconnect may never run: a record past its TTL must not keep a connection signed in."""
+    boto3.client("dynamodb").put_item(
+        TableName=settings.connections_table,
+        Item={
+            "connectionId": {"S": "stale"},
+            "userId": {"S": "alice"},
+            "connectedAt": {"N": "0"},
+            "expiresAt": {"N": "1"},  # long past: DynamoDB's TTL sweep may lag by days
+            "inFlight": {"N": "0"},
+        },
+    )
+    send(client, '{"prompt": "hi"}', connection_id="stale")
+    (event,) = management.events("stale")
+    assert event["code"] == "unauthorized"
+    assert turns(settings) == []
