@@ -83,6 +83,10 @@ class Outbox:
         self._items.append(build)
         self._has_event = True
 
+    def seal(self) -> None:
+        """Take nothing more, with no terminal event (the turn was abandoned or its reader failed)."""
+        self.closed = True
+
     def flush(self) -> None:
         """Let the next ``take`` have all pending text now, interval or not."""
         self._force = True

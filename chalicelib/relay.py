@@ -39,7 +39,6 @@ class Relay:
         self.connection_id = connection_id
         self.gone = False
         self.failed: Optional[BaseException] = None
-        self.posts = 0
         self._posting = False
 
     def __enter__(self) -> "Relay":
@@ -48,13 +47,9 @@ class Relay:
 
     def __exit__(self, *exc_info: object) -> None:
         with self._cv:
-            self._outbox.closed = True  # no-op after finish(); stops quietly after an exception
+            self._outbox.seal()  # no-op after close(); stops quietly after an exception
             self._cv.notify_all()
         self._thread.join()
-
-    @property
-    def outbox(self) -> Outbox:
-        return self._outbox
 
     def text(self, text: str) -> None:
         with self._cv:
@@ -91,7 +86,7 @@ class Relay:
     def abandon(self) -> None:
         """Post nothing more (the turn is no longer ours); the thread drains and ends."""
         with self._cv:
-            self._outbox.closed = True
+            self._outbox.seal()
             self.gone = True
             self._cv.notify_all()
 
@@ -100,11 +95,6 @@ class Relay:
         with self._cv:
             self._outbox.close(build_terminal)
             self._cv.notify_all()
-
-    def finish(self, build_terminal: EventBuilder) -> None:
-        """Queue the terminal event and wait until everything has been posted (or dropped)."""
-        self.close(build_terminal)
-        self._thread.join()
 
     def _run(self) -> None:
         while True:
@@ -130,7 +120,6 @@ class Relay:
         for event in events:
             try:
                 self._post(connection_id, event)
-                self.posts += 1
             except ConnectionGone:
                 with self._cv:
                     self.gone = self.gone or connection_id == self.connection_id

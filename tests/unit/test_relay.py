@@ -36,7 +36,7 @@ def test_slow_posts_make_fewer_larger_frames_in_order():
         for index in range(100):
             relay.text(f"{index} ")
             time.sleep(0.001)
-        relay.finish(done)
+        relay.close(done)
     chunks = [e for e in post.events if e["type"] == "chunk"]
     assert "".join(e["text"] for e in chunks) == "".join(f"{i} " for i in range(100))
     assert [e["seq"] for e in post.events] == list(range(1, len(post.events) + 1))
@@ -54,7 +54,7 @@ def test_gone_stops_posting_but_the_turn_still_finishes():
         relay.text("b")
         time.sleep(0.02)
         relay.text("c")
-        relay.finish(done)
+        relay.close(done)
     assert relay.gone is True
     assert [e["text"] for e in post.events] == ["a"]
     assert outbox.closed and outbox.empty  # everything was numbered and dropped
@@ -64,7 +64,7 @@ def test_a_failing_post_does_not_kill_the_relay():
     post = Recorder(fail_after=0)
     with Relay(post, Outbox("t", interval_s=0, max_frame_bytes=32 * 1024), "c1") as relay:
         relay.text("a")
-        relay.finish(done)
+        relay.close(done)
     assert isinstance(relay.failed, RuntimeError)
     assert post.events == []
 
@@ -92,7 +92,7 @@ def test_attach_replays_the_answer_so_far_on_the_new_connection_then_continues()
         relay.attach("c2")
         time.sleep(0.05)
         relay.text("three")
-        relay.finish(done)
+        relay.close(done)
     on_c2 = [e for e, to in zip(post.events, post.to) if to == "c2"]
     assert "".join(e["text"] for e in on_c2 if e["type"] == "chunk") == "one two three"
     assert [e["seq"] for e in on_c2] == list(range(1, len(on_c2) + 1))
