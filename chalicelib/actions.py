@@ -16,9 +16,9 @@ from chalicelib.gateway import Gateway
 from chalicelib.logs import logger
 from chalicelib.protocol import Ask, Event, ReturnControlResults
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, QUEUED, RUNNING, WAITING, Connection, Turn, TurnExists, now_ms
+from chalicelib.store import DONE, QUEUED, RUNNING, WAITING, Connection, Turn, TurnExists
 from chalicelib.turnqueue import TurnMessage
-from chalicelib.turns import CANCELLED, CRASHED, INTERRUPTED, leave_flight, post_quietly
+from chalicelib.turns import CANCELLED, CRASHED, interrupt_if_dead, leave_flight, post_quietly
 
 _NOT_FOUND = "No turn with that id belongs to you."
 Reply = Callable[[Event], None]  # sends one event to the client that acted
@@ -109,8 +109,7 @@ def resume(runtime: Runtime, reply: Reply, connection: Connection, turn_id: str)
     reply(protocol.accepted_event(turn.turn_id, turn.request_id))
     if turn.status == RUNNING:
         # A turn whose worker died and whose message is gone would otherwise run "forever".
-        stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
-        turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before) or turn
+        turn = interrupt_if_dead(runtime, turn_id) or turn
     if not turn.finished:
         attached = runtime.store.attach(turn_id, connection.user_id, connection.connection_id)
         if attached is not None and attached.status != WAITING:

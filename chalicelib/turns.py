@@ -289,19 +289,26 @@ def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None
     A running turn whose heartbeat went stale lost its worker (killed, timed out): it is ended
     with ``interrupted``, not run again, since the agent may already have acted on it.
     """
-    stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
-    turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before)
+    turn = interrupt_if_dead(runtime, turn_id)
     if turn is None:
-        current = runtime.store.get_turn(turn_id)
+        current = runtime.store.turn_state(turn_id)
         if current is not None and current.status == RUNNING:
             # Its worker is alive (a duplicate delivery): look again later, in case it dies.
             raise TurnBusy(turn_id)
         logger.info("duplicate delivery ignored")
         return
-    logger.warning("turn interrupted by a worker failure")
     event = protocol.error_event(INTERRUPTED.code, INTERRUPTED.message, INTERRUPTED.retryable, turn_id)
     post_quietly(gateway, turn.connection_id, event)
-    leave_flight(runtime, turn)
+
+
+def interrupt_if_dead(runtime: Runtime, turn_id: str) -> Optional[Turn]:
+    """End a running turn whose heartbeat went stale (its worker died); None if it was not one."""
+    stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
+    turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before)
+    if turn is not None:
+        logger.warning("turn interrupted by a worker failure")
+        leave_flight(runtime, turn)
+    return turn
 
 
 def leave_flight(runtime: Runtime, turn: Turn) -> None:

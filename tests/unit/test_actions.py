@@ -171,6 +171,8 @@ def test_resume_of_a_turn_whose_worker_died_ends_it_as_interrupted(conn, managem
     accepted, error = management.events("c2")
     assert accepted["type"] == "accepted"
     assert (error["code"], error["retryable"], error["seq"]) == ("interrupted", True, 1)
+    asked_on = boto3.client("dynamodb").get_item(TableName=settings.connections_table, Key={"connectionId": {"S": "c1"}})
+    assert asked_on["Item"]["inFlight"] == {"N": "0"}  # the dead turn no longer counts against c1
 
 
 RETURN_CONTROL = {
