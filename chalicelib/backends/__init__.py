@@ -5,7 +5,6 @@ module that yields them, without touching anything downstream.
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Union
@@ -98,6 +97,8 @@ def classify_error(code: str, message: str) -> Failure:
 
 def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
     """Exponential backoff with jitter (half fixed, half random), as AWS recommends."""
+    import random  # only on a retry, not on every cold start
+
     ceiling = min(cap_s, base_s * 2**attempt)
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
