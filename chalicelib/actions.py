@@ -69,6 +69,8 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
     except Exception:
         leave_flight(runtime, turn)
         raise
+    extra = {"turn_id": turn.turn_id, **({"prompt": message.prompt} if settings.log_content else {})}
+    logger.info("turn accepted", extra=extra)
     try:
         reply(protocol.accepted_event(turn.turn_id, message.request_id))
     except Exception:  # noqa: BLE001 - the turn is recorded: run it, the client can resume it

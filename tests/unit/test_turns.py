@@ -217,3 +217,43 @@ def test_an_outage_when_recording_the_end_still_ends_the_turn_for_the_client(cli
     events = [e for e in management.events("c1") if e["type"] != "accepted"]
     assert [e["type"] for e in events] == ["chunk", "error"]
     assert (events[-1]["code"], events[-1]["retryable"], events[-1]["seq"]) == ("internal", True, 2)
+
+
+@pytest.fixture
+def json_logs():
+    """The app's log lines as Powertools formats them, keys included (formatted in the emitting thread)."""
+    import io
+    import logging
+
+    from chalicelib.logs import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    target = logging.getLogger(logger.service)
+    target.addHandler(handler)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    target.removeHandler(handler)
+
+
+def test_every_worker_log_line_names_the_connection_turn_and_user(client, ask, agent, json_logs):
+    agent.script = [{"chunk": {"bytes": b"secret answer"}}, sleeper(0.05)]
+    body = ask("my private prompt")
+    work(client, body)
+    lines = json_logs()
+    worker = [line for line in lines if line.get("message_id")]
+    assert worker and any(line["message"] == "turn finished" for line in worker)
+    for line in worker:
+        assert {"connection_id", "turn_id", "user_id"} <= set(line), line
+    everything = json.dumps(lines)
+    assert "my private prompt" not in everything and "secret answer" not in everything
+
+
+def test_prompts_and_answers_are_logged_only_when_asked(client, ask, agent, runtime, json_logs):
+    from dataclasses import replace
+
+    runtime.settings = replace(runtime.settings, log_content=True)
+    agent.script = agent_stream("secret answer")
+    work(client, ask("my private prompt"))
+    everything = json.dumps(json_logs())
+    assert "my private prompt" in everything and "secret answer" in everything
