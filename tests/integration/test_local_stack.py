@@ -111,3 +111,17 @@ def test_an_answer_longer_than_the_integration_timeout_arrives_whole():
     assert_one_well_formed_turn(events)
     assert answer_of(events) == "You said: !slow 3 patience"
     assert not any(event.get("message") == "Endpoint request timed out" for event in events)
+
+
+def test_ctrl_c_stops_everything_the_stack_started():
+    import signal
+    import socket
+    from urllib.parse import urlparse
+
+    stack = start_stack()
+    ports = [stack.info["port"], urlparse(stack.info["dynamodb"]).port, urlparse(stack.info["bedrock"]).port]
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=20) == 0
+    for port in ports:  # the gateway, moto's own process and the Bedrock emulator are all gone
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
