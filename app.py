@@ -9,7 +9,7 @@ import os
 from chalice import Chalice
 from chalice.app import SQSEvent, WebsocketEvent
 
-from chalicelib import connections, messages, worker
+from chalicelib.handlers import connections, messages, worker
 from chalicelib.runtime import get_runtime
 
 app = Chalice(app_name="agentstream")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -20,17 +21,22 @@ from typing import Any, Callable, Dict, List, Optional, Union
 MAX_PROMPT_CHARS = 25_000  # InvokeAgent's inputText limit
 MAX_ID_CHARS = 128
 
-# Stable error codes: clients branch on these, so they never change meaning.
-INVALID_REQUEST = "invalid_request"
-UNAUTHORIZED = "unauthorized"
-RATE_LIMITED = "rate_limited"
-THROTTLED = "throttled"
-NOT_FOUND = "not_found"
-AGENT_ERROR = "agent_error"
-INTERRUPTED = "interrupted"
-CANCELLED = "cancelled"
-INTERNAL = "internal"
-GUARDRAIL = "guardrail"
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes: clients branch on these, so they never change meaning."""
+
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    THROTTLED = "throttled"
+    NOT_FOUND = "not_found"
+    AGENT_ERROR = "agent_error"
+    GUARDRAIL = "guardrail"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
 
 Event = Dict[str, Any]
 
@@ -41,7 +47,7 @@ class ProtocolError(ValueError):
     def __init__(
         self,
         message: str,
-        code: str = INVALID_REQUEST,
+        code: ErrorCode = ErrorCode.INVALID_REQUEST,
         retryable: bool = False,
         request_id: Optional[str] = None,
     ):
@@ -255,7 +261,7 @@ def done_event(turn_id: str, seq: int, session_id: str, stats: Optional[Dict[str
 
 
 def error_event(
-    code: str,
+    code: ErrorCode,
     message: str,
     retryable: bool,
     turn_id: Optional[str] = None,

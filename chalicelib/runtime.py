@@ -1,6 +1,6 @@
 """The container's collaborators, built on first use and injectable.
 
-Handlers ask ``get_runtime()`` for the store, queue, verifier, backend and gateways; tests and the
+Handlers ask ``get_runtime()`` for the stores (one per table), queue, verifier, backend and gateways; tests and the
 local stack either point the default runtime at other endpoints (``AWS_ENDPOINT_URL_*``) or hand
 in their own with ``set_runtime``.
 """
@@ -14,8 +14,8 @@ from chalicelib.aws import AwsClients, management_endpoint
 from chalicelib.backends import Backend
 from chalicelib.gateway import Gateway
 from chalicelib.settings import Settings, get_settings
-from chalicelib.store import Store
-from chalicelib.turnqueue import TurnQueue
+from chalicelib.store import ConnectionStore, RateLimitStore, TurnStore
+from chalicelib.turns.queue import TurnQueue
 
 
 class Runtime:
@@ -24,9 +24,16 @@ class Runtime:
         self.clients = clients or AwsClients(settings)
 
     @cached_property
-    def store(self) -> Store:
-        s = self.settings
-        return Store(self.clients.dynamodb, s.connections_table, s.turns_table, s.turn_ttl_s, s.rate_limits_table)
+    def connections(self) -> ConnectionStore:
+        return ConnectionStore(self.clients.dynamodb, self.settings.connections_table)
+
+    @cached_property
+    def turns(self) -> TurnStore:
+        return TurnStore(self.clients.dynamodb, self.settings.turns_table, self.settings.turn_ttl_s)
+
+    @cached_property
+    def rate_limits(self) -> RateLimitStore:
+        return RateLimitStore(self.clients.dynamodb, self.settings.rate_limits_table)
 
     @cached_property
     def queue(self) -> TurnQueue:
@@ -46,7 +53,7 @@ class Runtime:
         s = self.settings
         if s.backend == "converse":
             from chalicelib.backends.converse import ConverseBackend, ModelConfig
-            from chalicelib.history import History
+            from chalicelib.store.history import History
 
             history = History(self.clients.dynamodb, s.history_table, s.turn_ttl_s, s.history_max_turns, s.history_max_chars)
             model = ModelConfig(s.model_id, s.system_prompt, s.max_tokens, s.temperature, s.top_p, s.latency)

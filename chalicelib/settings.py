@@ -6,11 +6,9 @@ and tests build a ``Settings`` directly instead of patching the environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Callable, Mapping, Optional, Tuple, TypeVar
-
-T = TypeVar("T")
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 # A little past API Gateway's 2-hour maximum connection duration, so a record whose
 # $disconnect never ran still disappears on its own.
@@ -24,70 +22,82 @@ class SettingsError(RuntimeError):
     """The environment does not describe a runnable app (a deploy mistake, not a client one)."""
 
 
-def _flag(value: Optional[str], default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
+def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _optional(kind: Callable[[str], T], value: Optional[str]) -> Optional[T]:
-    return kind(value) if value not in (None, "") else None
+def _csv(value: str) -> Tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _csv(value: Optional[str]) -> Tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+# How each annotated type is read from its variable (an empty variable means "the default").
+_PARSERS: Dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _flag,
+    "Optional[int]": int,
+    "Optional[float]": float,
+    "Tuple[str, ...]": _csv,
+}
+
+
+def env(*names: str, default: Any = None, secret: bool = False) -> Any:
+    """A setting read from the first of ``names`` that is set; the default is written only here."""
+    return field(default=default, repr=not secret, metadata={"env": names})
 
 
 @dataclass(frozen=True)
 class Settings:
-    stage: str = "local"
-    region: str = "us-east-1"
-    connections_table: str = "agentstream-connections"
-    turns_table: str = "agentstream-turns"
-    turn_queue_url: str = ""
-    backend: str = "agent"  # agent (InvokeAgent) | converse (ConverseStream) | agentcore (InvokeAgentRuntime)
-    agent_id: str = ""
-    agent_alias_id: str = ""
-    agent_memory: bool = False
+    stage: str = env("STAGE", default="local")
+    region: str = env("AWS_REGION", "AWS_DEFAULT_REGION", default="us-east-1")
+    connections_table: str = env("CONNECTIONS_TABLE", default="agentstream-connections")
+    turns_table: str = env("TURNS_TABLE", default="agentstream-turns")
+    turn_queue_url: str = env("TURN_QUEUE_URL", default="")
+    # agent (InvokeAgent) | converse (ConverseStream) | agentcore (InvokeAgentRuntime)
+    backend: str = env("BACKEND", default="agent")
+    agent_id: str = env("AGENT_ID", default="")
+    agent_alias_id: str = env("AGENT_ALIAS_ID", default="")
+    agent_memory: bool = env("AGENT_MEMORY", default=False)
     # BACKEND=converse: the model, its settings, and the server-side history's bounds.
-    model_id: str = ""
-    system_prompt: str = ""
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    latency: str = ""
-    history_table: str = "agentstream-history"
-    history_max_turns: int = 20
-    history_max_chars: int = 100_000
+    model_id: str = env("MODEL_ID", default="")
+    system_prompt: str = env("SYSTEM_PROMPT", default="")
+    max_tokens: Optional[int] = env("MAX_TOKENS")
+    temperature: Optional[float] = env("TEMPERATURE")
+    top_p: Optional[float] = env("TOP_P")
+    latency: str = env("LATENCY", default="")
+    history_table: str = env("HISTORY_TABLE", default="agentstream-history")
+    history_max_turns: int = env("HISTORY_MAX_TURNS", default=20)
+    history_max_chars: int = env("HISTORY_MAX_CHARS", default=100_000)
     # BACKEND=agentcore: the runtime and, optionally, its endpoint qualifier.
-    agent_runtime_arn: str = ""
-    agent_runtime_qualifier: str = ""
+    agent_runtime_arn: str = env("AGENT_RUNTIME_ARN", default="")
+    agent_runtime_qualifier: str = env("AGENT_RUNTIME_QUALIFIER", default="")
     # JWT: HS256 with a shared secret (from the environment or an SSM SecureString), or
     # RS256/ES256 against an OIDC issuer's JWKS (Amazon Cognito and friends).
-    jwt_secret: str = field(default="", repr=False)
-    jwt_secret_parameter: str = ""
-    jwks_url: str = ""
-    jwt_issuer: str = ""
-    jwt_audience: Tuple[str, ...] = ()
-    jwt_leeway_s: int = 30
+    jwt_secret: str = env("JWT_SECRET", default="", secret=True)
+    jwt_secret_parameter: str = env("JWT_SECRET_PARAMETER", default="")
+    jwks_url: str = env("JWT_JWKS_URL", default="")
+    jwt_issuer: str = env("JWT_ISSUER", default="")
+    jwt_audience: Tuple[str, ...] = env("JWT_AUDIENCE", default=())
+    jwt_leeway_s: int = env("JWT_LEEWAY_S", default=30)
     # Empty means "derive from the event's apiId, stage and region", as on AWS.
-    management_endpoint_url: str = ""
+    management_endpoint_url: str = env("MANAGEMENT_ENDPOINT_URL", default="")
     # Relay coalescing: post at most once per interval unless a frame's worth is waiting.
-    flush_interval_ms: int = 50
-    max_frame_bytes: int = 32 * 1024
+    flush_interval_ms: int = env("FLUSH_INTERVAL_MS", default=50)
+    max_frame_bytes: int = env("MAX_FRAME_BYTES", default=32 * 1024)
     # How often a running turn looks for cancel/resume requests, and saves its answer so far.
-    control_interval_ms: int = 500
-    checkpoint_interval_ms: int = 2000
+    control_interval_ms: int = env("CONTROL_INTERVAL_MS", default=500)
+    checkpoint_interval_ms: int = env("CHECKPOINT_INTERVAL_MS", default=2000)
     # Per-user token bucket, and a cap on one connection's turns in flight.
-    rate_limits_table: str = "agentstream-rate-limits"
-    rate_per_s: float = 0.5
-    rate_burst: int = 10
-    max_turns_in_flight: int = 3
+    rate_limits_table: str = env("RATE_LIMITS_TABLE", default="agentstream-rate-limits")
+    rate_per_s: float = env("RATE_LIMIT_PER_S", default=0.5)
+    rate_burst: int = env("RATE_LIMIT_BURST", default=10)
+    max_turns_in_flight: int = env("MAX_TURNS_IN_FLIGHT", default=3)
     # Attempts (first try included) botocore makes before an error reaches the app.
-    bedrock_max_attempts: int = 4
-    post_max_attempts: int = 5
-    turn_ttl_s: int = 7 * 24 * 3600
-    log_content: bool = False
+    bedrock_max_attempts: int = env("BEDROCK_MAX_ATTEMPTS", default=4)
+    post_max_attempts: int = env("POST_MAX_ATTEMPTS", default=5)
+    turn_ttl_s: int = env("TURN_TTL_S", default=7 * 24 * 3600)
+    log_content: bool = env("LOG_CONTENT", default=False)
 
     @property
     def heartbeat_timeout_ms(self) -> int:
@@ -95,49 +105,14 @@ class Settings:
         return max(3 * self.checkpoint_interval_ms, 10 * self.control_interval_ms, 1000)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        get = env.get
-        settings = cls(
-            stage=get("STAGE", "local"),
-            region=get("AWS_REGION") or get("AWS_DEFAULT_REGION") or "us-east-1",
-            connections_table=get("CONNECTIONS_TABLE", cls.connections_table),
-            turns_table=get("TURNS_TABLE", cls.turns_table),
-            turn_queue_url=get("TURN_QUEUE_URL", ""),
-            backend=get("BACKEND", "agent"),
-            agent_id=get("AGENT_ID", ""),
-            agent_alias_id=get("AGENT_ALIAS_ID", ""),
-            agent_memory=_flag(get("AGENT_MEMORY")),
-            model_id=get("MODEL_ID", ""),
-            system_prompt=get("SYSTEM_PROMPT", ""),
-            max_tokens=_optional(int, get("MAX_TOKENS")),
-            temperature=_optional(float, get("TEMPERATURE")),
-            top_p=_optional(float, get("TOP_P")),
-            latency=get("LATENCY", ""),
-            history_table=get("HISTORY_TABLE", cls.history_table),
-            history_max_turns=int(get("HISTORY_MAX_TURNS", "20")),
-            history_max_chars=int(get("HISTORY_MAX_CHARS", "100000")),
-            agent_runtime_arn=get("AGENT_RUNTIME_ARN", ""),
-            agent_runtime_qualifier=get("AGENT_RUNTIME_QUALIFIER", ""),
-            jwt_secret=get("JWT_SECRET", ""),
-            jwt_secret_parameter=get("JWT_SECRET_PARAMETER", ""),
-            jwks_url=get("JWT_JWKS_URL", ""),
-            jwt_issuer=get("JWT_ISSUER", ""),
-            jwt_audience=_csv(get("JWT_AUDIENCE")),
-            jwt_leeway_s=int(get("JWT_LEEWAY_S", "30")),
-            management_endpoint_url=get("MANAGEMENT_ENDPOINT_URL", ""),
-            flush_interval_ms=int(get("FLUSH_INTERVAL_MS", "50")),
-            max_frame_bytes=int(get("MAX_FRAME_BYTES", str(32 * 1024))),
-            control_interval_ms=int(get("CONTROL_INTERVAL_MS", "500")),
-            checkpoint_interval_ms=int(get("CHECKPOINT_INTERVAL_MS", "2000")),
-            rate_limits_table=get("RATE_LIMITS_TABLE", cls.rate_limits_table),
-            rate_per_s=float(get("RATE_LIMIT_PER_S", "0.5")),
-            rate_burst=int(get("RATE_LIMIT_BURST", "10")),
-            max_turns_in_flight=int(get("MAX_TURNS_IN_FLIGHT", "3")),
-            bedrock_max_attempts=int(get("BEDROCK_MAX_ATTEMPTS", "4")),
-            post_max_attempts=int(get("POST_MAX_ATTEMPTS", "5")),
-            turn_ttl_s=int(get("TURN_TTL_S", str(7 * 24 * 3600))),
-            log_content=_flag(get("LOG_CONTENT")),
-        )
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Every field from its variable; unset or empty variables keep the default."""
+        values: Dict[str, Any] = {}
+        for setting in fields(cls):
+            raw = next((environ[name] for name in setting.metadata["env"] if environ.get(name)), None)
+            if raw is not None:
+                values[setting.name] = _PARSERS[str(setting.type)](raw)
+        settings = cls(**values)
         settings.check()
         return settings
 

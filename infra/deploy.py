@@ -128,7 +128,7 @@ class Deployer:
             for event in events[:20]:
                 if event["ResourceStatus"].endswith("FAILED"):
                     self.log(f"  {event['LogicalResourceId']}: {event.get('ResourceStatusReason', '')}")
-            raise SystemExit(f"{name}: {waiter.replace('_', ' ')} failed; the events above say why.")
+            raise SystemExit(f"{name}: {waiter.replace('_', ' ')} failed; the events above say why.") from None
 
     # ---- chalice deploy
 

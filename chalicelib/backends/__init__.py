@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Protocol, Union
 
-from chalicelib import protocol
+from chalicelib.protocol import ErrorCode
+from chalicelib.turns.outcomes import Failure
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,12 @@ class End:
     latency_ms: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Failure:
-    code: str
-    message: str
-    retryable: bool
-
-
 BackendEvent = Union[TextDelta, Trace, ReturnControl, Files, End, Failure]
+Events = Generator[BackendEvent, None, None]  # a stream of them; closing it closes Bedrock's stream
 
 
 class Backend(Protocol):
-    def stream(self, request: TurnRequest) -> Iterator[BackendEvent]:
+    def stream(self, request: TurnRequest) -> Events:
         """Yield the turn's events; the last is always ``End`` or ``Failure``, never an exception."""
         ...
 
@@ -89,10 +84,10 @@ def classify_error(code: str, message: str) -> Failure:
     """Map a Bedrock error code to the client-facing failure (a pure, stable mapping)."""
     key = code.lower()
     if key in _THROTTLING:
-        return Failure(protocol.THROTTLED, "The agent is busy (Bedrock throttled the request); try again shortly.", True)
+        return Failure(ErrorCode.THROTTLED, "The agent is busy (Bedrock throttled the request); try again shortly.", True)
     message = message.strip().rstrip(".")
     reason = f"{code}: {message}" if message else code
-    return Failure(protocol.AGENT_ERROR, f"The agent failed ({reason}).", key in _TRANSIENT)
+    return Failure(ErrorCode.AGENT_ERROR, f"The agent failed ({reason}).", key in _TRANSIENT)
 
 
 def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
@@ -105,10 +100,10 @@ def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
 
 def guarded(
     open_stream: Callable[[], Any],
-    read: Callable[[Any], Iterator[BackendEvent]],
+    read: Callable[[Any], Events],
     stream_retries: int = 2,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[BackendEvent]:
+) -> Events:
     """Run one streaming Bedrock call under the error rules every backend shares.
 
     Errors before the stream (botocore has already retried the retryable ones) and inside it
@@ -126,7 +121,7 @@ def guarded(
             yield classify_error(error.get("Code", "ClientError"), error.get("Message", ""))
             return
         except BotoCoreError as exc:
-            yield Failure(protocol.AGENT_ERROR, f"Could not reach Bedrock ({type(exc).__name__}).", True)
+            yield Failure(ErrorCode.AGENT_ERROR, f"Could not reach Bedrock ({type(exc).__name__}).", True)
             return
         events = read(response)
         yielded = False
@@ -138,13 +133,13 @@ def guarded(
         except EventStreamError as exc:
             error = exc.response.get("Error", {})
             failure = classify_error(error.get("Code", "EventStreamError"), error.get("Message", ""))
-            if failure.code == protocol.THROTTLED and not yielded and attempt < stream_retries:
+            if failure.code == ErrorCode.THROTTLED and not yielded and attempt < stream_retries:
                 sleep(backoff_s(attempt))
                 continue
             yield failure
             return
         except BotoCoreError as exc:  # the connection broke or timed out mid-stream
-            yield Failure(protocol.AGENT_ERROR, f"The stream from Bedrock broke ({type(exc).__name__}).", True)
+            yield Failure(ErrorCode.AGENT_ERROR, f"The stream from Bedrock broke ({type(exc).__name__}).", True)
             return
         finally:
             events.close()

@@ -7,10 +7,10 @@ generated. A turn paused for return of control continues here with the client's 
 from __future__ import annotations
 
 import codecs
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
-from chalicelib.backends import BackendEvent, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
-from chalicelib.protocol import AGENT_ERROR
+from chalicelib.backends import Events, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
+from chalicelib.protocol import ErrorCode
 from chalicelib.backends.agent_trace import compact_trace
 
 
@@ -39,10 +39,10 @@ class AgentBackend:
             params["memoryId"] = request.memory_id
         return params
 
-    def stream(self, request: TurnRequest) -> Iterator[BackendEvent]:
+    def stream(self, request: TurnRequest) -> Events:
         return guarded(lambda: self._client.invoke_agent(**self._params(request)), lambda r: self._read(r, request))
 
-    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Iterator[BackendEvent]:
+    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Events:
         completion = response["completion"]
         # A multi-byte character may straddle two chunks; decode incrementally.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -57,7 +57,8 @@ class AgentBackend:
                 elif "returnControl" in event:
                     control = event["returnControl"]
                     if not control.get("invocationId"):  # the client could never answer it
-                        yield Failure(AGENT_ERROR, "The agent asked for return of control without an invocation id.", False)
+                        reason = "The agent asked for return of control without an invocation id."
+                        yield Failure(ErrorCode.AGENT_ERROR, reason, False)
                         return
                     yield ReturnControl(control["invocationId"], control.get("invocationInputs", []))
                 elif "files" in event:

@@ -45,7 +45,7 @@ def _stage(part: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def _parameters(raw: Any) -> Dict[str, Any]:
-    return {p.get("name"): p.get("value") for p in raw or [] if isinstance(p, dict)}
+    return {str(p.get("name")): p.get("value") for p in raw or [] if isinstance(p, dict)}
 
 
 def _invocation(invocation: Dict[str, Any]) -> Dict[str, Any]:

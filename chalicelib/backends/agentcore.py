@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, Iterator, List
 
-from chalicelib.backends import BackendEvent, End, TextDelta, TurnRequest, guarded
+from chalicelib.backends import Events, End, TextDelta, TurnRequest, guarded
 
 _TEXT_KEYS = ("text", "delta", "data", "content", "output", "result", "response")
 
@@ -75,12 +75,12 @@ class AgentCoreBackend:
             params["qualifier"] = self._qualifier
         return params
 
-    def stream(self, request: TurnRequest) -> Iterator[BackendEvent]:
+    def stream(self, request: TurnRequest) -> Events:
         return guarded(
             lambda: self._client.invoke_agent_runtime(**self._params(request)), lambda r: self._read(r, request)
         )
 
-    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Iterator[BackendEvent]:
+    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Events:
         body = response["response"]
         try:
             if "text/event-stream" in (response.get("contentType") or ""):

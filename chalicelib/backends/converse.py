@@ -6,11 +6,11 @@ The client sends only the new prompt; the history of its conversation (per user 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
-from chalicelib import protocol
-from chalicelib.backends import BackendEvent, End, Failure, TextDelta, TurnRequest, guarded
-from chalicelib.history import History, Message
+from chalicelib.protocol import ErrorCode
+from chalicelib.backends import Events, End, Failure, TextDelta, TurnRequest, guarded
+from chalicelib.store.history import History, Message
 from chalicelib.logs import logger
 
 _GUARDRAIL_STOPS = ("guardrail_intervened", "content_filtered")
@@ -48,13 +48,13 @@ class ConverseBackend:
             params["performanceConfig"] = {"latency": model.latency}
         return params
 
-    def stream(self, request: TurnRequest) -> Iterator[BackendEvent]:
+    def stream(self, request: TurnRequest) -> Events:
         messages = self._history.load(request.session_id) + [{"role": "user", "content": [{"text": request.prompt}]}]
         return guarded(
             lambda: self._client.converse_stream(**self._params(messages)), lambda r: self._read(r, request)
         )
 
-    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Iterator[BackendEvent]:
+    def _read(self, response: Dict[str, Any], request: TurnRequest) -> Events:
         stream = response["stream"]
         parts: List[str] = []
         stop_reason: Optional[str] = None
@@ -73,7 +73,7 @@ class ConverseBackend:
         finally:
             stream.close()
         if stop_reason in _GUARDRAIL_STOPS:
-            yield Failure(protocol.GUARDRAIL, f"A guardrail stopped the answer ({stop_reason}).", False)
+            yield Failure(ErrorCode.GUARDRAIL, f"A guardrail stopped the answer ({stop_reason}).", False)
             return
         try:
             self._history.append(request.session_id, request.prompt, "".join(parts))

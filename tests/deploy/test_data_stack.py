@@ -16,7 +16,9 @@ TABLES = tuple(name for name, r in DATA["Resources"].items() if r["Type"] == "AW
 
 
 def test_tables_are_on_demand_encrypted_recoverable_and_expire():
-    store_source = (stack.ROOT / "chalicelib" / "store.py").read_text()
+    # The attribute each table's writer sets is the one TTL reads.
+    writers = ["store/connections.py", "store/ratelimits.py", "store/history.py", "turns/record.py"]
+    sources = [(stack.ROOT / "chalicelib" / path).read_text() for path in writers]
     for name in TABLES:
         table = DATA["Resources"][name]
         props = table["Properties"]
@@ -26,7 +28,7 @@ def test_tables_are_on_demand_encrypted_recoverable_and_expire():
         assert props["SSESpecification"]["SSEEnabled"] is True, name
         assert props["DeletionProtectionEnabled"] == {"Fn::If": ["ProtectTables", True, False]}, name
         assert table["UpdateReplacePolicy"] == "Retain", name  # a replacement never drops the old table's data
-    assert "expiresAt=" in store_source  # the attribute the app writes is the one TTL reads
+    assert all("expiresAt" in source for source in sources)
 
 
 def test_the_turn_queue_outlasts_the_worker_and_dead_letters_what_never_starts():
@@ -115,8 +117,8 @@ def data_stack():
 def test_the_data_stack_yields_the_tables_and_queue_the_app_uses(data_stack):
     from chalicelib.runtime import Runtime
     from chalicelib.settings import Settings
-    from chalicelib.store import Turn
-    from chalicelib.turnqueue import TurnMessage
+    from chalicelib.turns.record import Turn
+    from chalicelib.turns.queue import TurnMessage
 
     outputs, parameters = data_stack
     dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
@@ -135,11 +137,11 @@ def test_the_data_stack_yields_the_tables_and_queue_the_app_uses(data_stack):
     # The app, configured by the environment the stack's outputs give it, uses them.
     env = stack.app_environment(stack.context_from_outputs(parameters, outputs))
     runtime = Runtime(Settings.from_env({**env, "STAGE": "dev", "AWS_REGION": "us-east-1"}))
-    connection = runtime.store.put_connection("c1", "alice")
-    assert runtime.store.get_connection("c1") == connection
-    runtime.store.create_turn(Turn(turn_id="t1", user_id="alice", connection_id="c1", prompt="hi", session_id="s1"))
-    assert runtime.store.claim_turn("t1") is not None
-    assert runtime.store.take_token("alice", 1.0, 5).allowed
+    connection = runtime.connections.put("c1", "alice")
+    assert runtime.connections.get("c1") == connection
+    runtime.turns.create(Turn(turn_id="t1", user_id="alice", connection_id="c1", prompt="hi", session_id="s1"))
+    assert runtime.turns.claim("t1") is not None
+    assert runtime.rate_limits.take("alice", 1.0, 5).allowed
     runtime.queue.put(TurnMessage("t1", "api", "dev"))
     (message,) = sqs.receive_message(QueueUrl=outputs["TurnQueueUrl"])["Messages"]
     assert TurnMessage.from_json(message["Body"]) == TurnMessage("t1", "api", "dev")

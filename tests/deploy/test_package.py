@@ -54,7 +54,7 @@ def test_deployment_zip_holds_only_the_app_and_stays_small(packaged):
 def test_both_zips_carry_bytecode_lambda_could_not_write_itself(packaged, tmp_path):
     tag = sys.implementation.cache_tag
     for archive, expected in (
-        ("deployment.zip", ["app.py", "chalicelib/turns.py"]),
+        ("deployment.zip", ["app.py", "chalicelib/turns/run.py"]),
         ("layer-deployment.zip", ["python/lib/{py}/site-packages/botocore/client.py"]),
     ):
         with zipfile.ZipFile(packaged["dev"] / archive) as zipped:
@@ -67,9 +67,10 @@ def test_both_zips_carry_bytecode_lambda_could_not_write_itself(packaged, tmp_pa
     # The bytecode is what Python loads: unpacked, the app imports from it without its sources.
     with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as zipped:
         zipped.extractall(tmp_path)
-    (tmp_path / "chalicelib" / "sessions.py").unlink()
-    (tmp_path / "chalicelib" / "__pycache__" / f"sessions.{tag}.pyc").rename(tmp_path / "chalicelib" / "sessions.pyc")
-    probe = "import chalicelib.sessions as s; print(s.memory_id('x'))"
+    turns = tmp_path / "chalicelib" / "turns"
+    (turns / "ids.py").unlink()
+    (turns / "__pycache__" / f"ids.{tag}.pyc").rename(turns / "ids.pyc")
+    probe = "import chalicelib.turns.ids as s; print(s.memory_id('x'))"
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("m-"), result.stderr
 
@@ -207,8 +208,12 @@ def test_every_function_is_wired_to_the_stacks_resources_and_parameters(template
 
 
 def test_every_table_and_queue_the_settings_read_is_wired(templates):
-    source = (stack.ROOT / "chalicelib" / "settings.py").read_text()
-    resource_settings = set(re.findall(r'get\("([A-Z_]+(?:_TABLE|_QUEUE_URL))"', source))
+    from dataclasses import fields
+
+    from chalicelib.settings import Settings
+
+    variables = {name for setting in fields(Settings) for name in setting.metadata["env"]}
+    resource_settings = {name for name in variables if name.endswith(("_TABLE", "_QUEUE_URL"))}
     assert {"CONNECTIONS_TABLE", "TURNS_TABLE", "TURN_QUEUE_URL"} <= resource_settings
     env = _environment(templates["dev"], "TurnWorker")
     for name in sorted(resource_settings):

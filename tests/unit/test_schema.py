@@ -70,17 +70,8 @@ def test_importing_the_protocol_does_not_compile_the_schema():
 # ---- constants -------------------------------------------------------------------------------
 
 def _error_codes() -> Dict[str, str]:
-    """The error codes the server can send: protocol.py's constants (upper-case names holding a
-    lower-case word), and any ``protocol.NAME`` the rest of chalicelib uses as a code."""
-    codes = {
-        name: value
-        for name, value in vars(protocol).items()
-        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z_]+", value)
-    }
-    for source in (ROOT / "chalicelib").rglob("*.py"):
-        for name in re.findall(r"(?:Failure|error_event)\(\s*protocol\.([A-Z_]+)", source.read_text()):
-            codes.setdefault(name, getattr(protocol, name, name.lower()))
-    return codes
+    """The error codes the server can send: protocol.ErrorCode, the one list chalicelib uses."""
+    return {code.name: code.value for code in protocol.ErrorCode}
 
 
 def test_error_codes_are_the_schema_s():
@@ -139,8 +130,8 @@ BUILT = {
     "error_event": [
         *[protocol.error_event(code, "What happened, for people.", True) for code in _error_codes().values()],
         *[protocol.error_event(code, "m", False, "t1", 4) for code in _error_codes().values()],
-        protocol.error_event(protocol.RATE_LIMITED, "Too fast.", True, retryAfterMs=1500, requestId="r1"),
-        protocol.error_event(protocol.INTERRUPTED, "m", True, "t1"),  # turns._settle_redelivery: no seq
+        protocol.error_event(protocol.ErrorCode.RATE_LIMITED, "Too fast.", True, retryAfterMs=1500, requestId="r1"),
+        protocol.error_event(protocol.ErrorCode.INTERRUPTED, "m", True, "t1"),  # turns._settle_redelivery: no seq
         ProtocolError("bad", request_id="r1").event(),
     ],
     "pong_event": [protocol.pong_event()],
@@ -263,7 +254,7 @@ def test_the_schema_and_the_server_accept_the_same_messages(message, accepted):
     except ProtocolError as error:
         served = False
         event = error.event()
-        assert (event["code"], event["retryable"]) == (protocol.INVALID_REQUEST, False)
+        assert (event["code"], event["retryable"]) == (protocol.ErrorCode.INVALID_REQUEST, False)
         assert not error.message.startswith("The message does not follow the protocol"), "no words for this rule"
         assert valid_both_ways("ServerEvent", event)
     assert served is accepted

@@ -1,4 +1,4 @@
-"""The turn lifecycle: accepted at $default, run by the worker, ended by exactly one terminal event.
+"""The worker's side of a turn: claimed, run against the backend, relayed, ended by exactly one terminal event.
 
 A turn is claimed with a conditional write before the agent is called, so a redelivered SQS
 message never invokes the agent twice; a turn found claimed but unfinished (its worker died) is
@@ -14,26 +14,25 @@ import base64
 import contextvars
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from chalicelib import protocol
-from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest
-from chalicelib.coalesce import Outbox
-from chalicelib.gateway import ConnectionGone, Gateway
+from chalicelib.backends import End, Files, ReturnControl, TextDelta, Trace, TurnRequest
+from chalicelib.gateway import Gateway
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Event
-from chalicelib.relay import Relay
 from chalicelib.runtime import Runtime
-from chalicelib.store import DONE, ERROR, RUNNING, Turn, TurnState, now_ms
-from chalicelib.turnqueue import TurnMessage
+from chalicelib.store import now_ms
+from chalicelib.turns.lifecycle import interrupt_if_dead, leave_flight, post_quietly
+from chalicelib.turns.outbox import Outbox
+from chalicelib.turns.outcomes import CANCELLED, CRASHED, INTERRUPTED, NO_END, Failure, Status
+from chalicelib.turns.queue import TurnMessage
+from chalicelib.turns.record import Turn, TurnState
+from chalicelib.turns.relay import Relay
 
 Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
 MAX_INLINE_FILE_BYTES = 16 * 1024  # base64 of this still fits a 32 KB frame
-
-CRASHED = Failure(protocol.INTERNAL, "The turn failed inside agentstream; try again.", True)
-NO_END = Failure(protocol.INTERNAL, "The agent's stream ended without saying it was finished.", True)
-CANCELLED = Failure(protocol.CANCELLED, "The turn was cancelled.", False)
-INTERRUPTED = Failure(protocol.INTERRUPTED, "The turn was interrupted before it finished; ask again.", True)
 
 
 def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,7 +53,7 @@ class TurnBusy(Exception):
 def run_turn(runtime: Runtime, message: TurnMessage) -> None:
     """Run one queued turn to its terminal event. Raises only before the agent was called."""
     with log_context(turn_id=message.turn_id):
-        turn = runtime.store.claim_turn(message.turn_id)
+        turn = runtime.turns.claim(message.turn_id)
         gateway = runtime.gateway(message.api_id, message.stage)
         if turn is None:
             _settle_redelivery(runtime, gateway, message.turn_id)
@@ -103,7 +102,7 @@ class TurnRun:
         watcher.join()
         if self.relay.gone and not self._lost:
             logger.info("client gone; answer kept, connection record removed")
-            self.runtime.store.delete_connection(self.relay.connection_id)
+            self.runtime.connections.delete(self.relay.connection_id)
 
     def _request(self) -> TurnRequest:
         turn = self.turn
@@ -129,8 +128,7 @@ class TurnRun:
                     self.relay.text(event.text)
                 elif isinstance(event, Trace):
                     if self.turn.trace:
-                        turn_id = self.turn.turn_id
-                        self.relay.event(lambda seq, trace=event.trace: protocol.trace_event(turn_id, seq, trace))
+                        self.relay.event(partial(protocol.trace_event, self.turn.turn_id, trace=event.trace))
                 elif isinstance(event, Files):
                     self._files(event)
                 else:
@@ -154,25 +152,19 @@ class TurnRun:
         if isinstance(outcome, ReturnControl):
             self._pause(outcome, text)
             return
-        stats = self._stats(text)
+        stats = self._stats(text, outcome)
         failure = outcome if isinstance(outcome, Failure) else None
-        status = ERROR if failure else DONE
-        store = self.runtime.store
-        if not self._persist(lambda conn, resumed: store.finish_turn(self.turn, status, text, stats, failure, conn, resumed)):
+        status = Status.ERROR if failure else Status.DONE
+        turns = self.runtime.turns
+        if not self._persist(lambda conn, resumed: turns.finish(self.turn, status, text, stats, failure, conn, resumed)):
             return
         session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
         turn_id = self.turn.turn_id
-        if isinstance(outcome, End) and outcome.stop_reason not in (None, "end_turn"):
-            stats["stopReason"] = outcome.stop_reason  # e.g. max_tokens: the answer was cut short
-        if isinstance(outcome, End) and outcome.usage:
-            stats["usage"] = outcome.usage
-        if isinstance(outcome, End) and outcome.latency_ms is not None:
-            stats["modelLatencyMs"] = outcome.latency_ms
 
         def terminal(seq: int) -> Event:
             if failure is None:
                 return protocol.done_event(turn_id, seq, session_id, stats)
-            return protocol.error_event(failure.code, failure.message, failure.retryable, turn_id, seq)
+            return failure.event(turn_id, seq)
 
         self.relay.close(terminal)
         extra: Dict[str, Any] = {"outcome": failure.code if failure else "done", **stats}
@@ -183,8 +175,8 @@ class TurnRun:
     def _persist(self, write: Callable[[str, Optional[int]], bool]) -> bool:
         """Write the end of this run for the connection as last resumed; follow a last-moment resume."""
         while not write(self.relay.connection_id, self.resumed_at):
-            current = self.runtime.store.turn_state(self.turn.turn_id)
-            if current is None or current.status != RUNNING or current.claim_id != self.turn.claim_id:
+            current = self.runtime.turns.state(self.turn.turn_id)
+            if current is None or current.status != Status.RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("finished elsewhere")
                 return False
             self._follow(current)  # resumed at the last moment: replay there
@@ -199,7 +191,7 @@ class TurnRun:
     def _pause(self, control: ReturnControl, text: str) -> None:
         """The agent wants the client to run a tool: ask, and park the turn until it answers."""
         request = {"invocationId": control.invocation_id, "inputs": control.inputs}
-        if not self._persist(lambda conn, resumed: self.runtime.store.pause_turn(self.turn, text, request, conn, resumed)):
+        if not self._persist(lambda conn, resumed: self.runtime.turns.pause(self.turn, text, request, conn, resumed)):
             return
         self.paused = True
         turn_id = self.turn.turn_id
@@ -210,20 +202,27 @@ class TurnRun:
 
     def _files(self, files: Files) -> None:
         """Each file as its own event: inline when small enough for a frame, else described."""
-        turn_id = self.turn.turn_id
         for file in files.files:
-            described = describe_file(file)
-            self.relay.event(lambda seq, f=described: protocol.files_event(turn_id, seq, [f]))
+            self.relay.event(partial(protocol.files_event, self.turn.turn_id, files=[describe_file(file)]))
 
-    def _stats(self, text: str) -> Dict[str, Any]:
+    def _stats(self, text: str, outcome: Outcome) -> Dict[str, Any]:
+        """What ``done`` reports, and a replay reports again: computed once, persisted whole."""
         first = self.outbox.first_chunk_at
-        return {
+        stats: Dict[str, Any] = {
             "chunks": self.outbox.chunks,
             "characters": len(text),
             "firstTokenMs": None if first is None else round((first - self.started) * 1000),
             "durationMs": round((time.monotonic() - self.started) * 1000),
             "queueMs": max(0, self.claimed_at - self.turn.created_at),
         }
+        if isinstance(outcome, End):
+            if outcome.stop_reason not in (None, "end_turn"):
+                stats["stopReason"] = outcome.stop_reason  # e.g. max_tokens: the answer was cut short
+            if outcome.usage:
+                stats["usage"] = outcome.usage
+            if outcome.latency_ms is not None:
+                stats["modelLatencyMs"] = outcome.latency_ms
+        return stats
 
     def _lose(self, why: str) -> None:
         """Someone else owns the turn now (it was interrupted after we stalled): go quiet."""
@@ -240,7 +239,7 @@ class TurnRun:
         settings = self.runtime.settings
         control_s = settings.control_interval_ms / 1000
         checkpoint_s = settings.checkpoint_interval_ms / 1000
-        store = self.runtime.store
+        turns = self.runtime.turns
         saved_chars = 0
         last_write = time.monotonic()
         while not self._stop.wait(control_s):
@@ -251,16 +250,16 @@ class TurnRun:
                     with self._lock:
                         chars = sum(len(part) for part in self.answer)
                         answer = "".join(self.answer) if chars != saved_chars else None
-                    current = store.checkpoint(self.turn, connection_id, self.resumed_at, answer)
+                    current = turns.checkpoint(self.turn, connection_id, self.resumed_at, answer)
                     saved_chars = chars
                 else:
-                    current = store.turn_state(self.turn.turn_id)
+                    current = turns.state(self.turn.turn_id)
             except Exception:  # noqa: BLE001 - a failed look is retried next time
                 logger.exception("checkpoint failed")
                 continue
             if current is None or self._stop.is_set() or current.still(self.turn.claim_id, connection_id, self.resumed_at):
                 continue
-            if current.status != RUNNING or current.claim_id != self.turn.claim_id:
+            if current.status != Status.RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("taken over")
             elif current.cancel_requested:
                 logger.info("turn cancelled by the client")
@@ -273,14 +272,10 @@ class TurnRun:
         if self.outbox.terminal_queued or self._lost:
             return
         try:
-            self.runtime.store.finish_turn(self.turn, ERROR, "".join(self.answer), {}, CRASHED)
+            self.runtime.turns.finish(self.turn, Status.ERROR, "".join(self.answer), {}, CRASHED)
         except Exception:  # noqa: BLE001 - the record stays running; a redelivery will interrupt it
             logger.exception("could not record the failure")
-        post_quietly(self.gateway, self.relay.connection_id, _crash_event(self.turn, self.outbox.seq + 1))
-
-
-def _crash_event(turn: Turn, seq: int) -> Event:
-    return protocol.error_event(CRASHED.code, CRASHED.message, CRASHED.retryable, turn.turn_id, seq)
+        post_quietly(self.gateway, self.relay.connection_id, CRASHED.event(self.turn.turn_id, self.outbox.seq + 1))
 
 
 def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None:
@@ -291,37 +286,10 @@ def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None
     """
     turn = interrupt_if_dead(runtime, turn_id)
     if turn is None:
-        current = runtime.store.turn_state(turn_id)
-        if current is not None and current.status == RUNNING:
+        current = runtime.turns.state(turn_id)
+        if current is not None and current.status == Status.RUNNING:
             # Its worker is alive (a duplicate delivery): look again later, in case it dies.
             raise TurnBusy(turn_id)
         logger.info("duplicate delivery ignored")
         return
-    event = protocol.error_event(INTERRUPTED.code, INTERRUPTED.message, INTERRUPTED.retryable, turn_id)
-    post_quietly(gateway, turn.connection_id, event)
-
-
-def interrupt_if_dead(runtime: Runtime, turn_id: str) -> Optional[Turn]:
-    """End a running turn whose heartbeat went stale (its worker died); None if it was not one."""
-    stale_before = now_ms() - runtime.settings.heartbeat_timeout_ms
-    turn = runtime.store.interrupt(turn_id, INTERRUPTED, stale_before)
-    if turn is not None:
-        logger.warning("turn interrupted by a worker failure")
-        leave_flight(runtime, turn)
-    return turn
-
-
-def leave_flight(runtime: Runtime, turn: Turn) -> None:
-    try:
-        runtime.store.leave_flight(turn.origin_connection_id)
-    except Exception:  # noqa: BLE001 - the counter only limits; the connection's TTL resets it
-        logger.exception("could not update the connection's turns in flight")
-
-
-def post_quietly(gateway: Gateway, connection_id: str, event: Event) -> None:
-    try:
-        gateway.post(connection_id, event)
-    except ConnectionGone:
-        pass
-    except Exception:  # noqa: BLE001 - best effort on an already failing path
-        logger.exception("could not tell the client")
+    post_quietly(gateway, turn.connection_id, INTERRUPTED.event(turn_id))

@@ -1,4 +1,4 @@
-"""Bedrock session and memory ids, derived on the server from the verified user.
+"""Turn, Bedrock session and memory ids, derived on the server from the verified user.
 
 A client names a conversation, never a session: the session id is a keyed digest of the user and
 the conversation name, so one user can never continue, read or resume another user's session.
@@ -7,6 +7,7 @@ Both ids fit InvokeAgent's rule (2-100 characters of ``[0-9a-zA-Z._:-]``).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Optional
 
 
@@ -25,3 +26,10 @@ def session_id(user_id: str, conversation_id: Optional[str], connection_id: str)
 def memory_id(user_id: str) -> str:
     """One long-term memory per user, as Bedrock recommends."""
     return "m-" + _digest("memory", user_id)
+
+
+def turn_id(user_id: str, request_id: Optional[str]) -> str:
+    """A client's idempotency key names one turn per user; without one every ask is new."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"turn\0{user_id}\0{request_id}".encode()).hexdigest()[:32]

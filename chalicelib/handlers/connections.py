@@ -23,7 +23,7 @@ def connect(runtime: Runtime, event: ApiGatewayEvent) -> Dict[str, Any]:
         except AuthError as exc:
             logger.info("connect refused", extra={"reason": str(exc)})
             return {"statusCode": 401}
-        runtime.store.put_connection(connection_id, identity.user_id)
+        runtime.connections.put(connection_id, identity.user_id)
         logger.info("connected", extra={"user_id": identity.user_id})
         return {"statusCode": 200}
 
@@ -33,7 +33,7 @@ def disconnect(runtime: Runtime, event: ApiGatewayEvent) -> None:
     connection_id = event["requestContext"]["connectionId"]
     with log_context(connection_id=connection_id):
         try:
-            runtime.store.delete_connection(connection_id)
+            runtime.connections.delete(connection_id)
         except Exception:  # noqa: BLE001 - never fail a disconnect; TTL cleans up
             logger.exception("could not delete connection record")
         else:

@@ -10,8 +10,8 @@ from typing import Any, Dict, List
 
 from chalicelib.logs import log_context, logger
 from chalicelib.runtime import Runtime
-from chalicelib.turnqueue import TurnMessage
-from chalicelib.turns import TurnBusy, run_turn
+from chalicelib.turns.queue import TurnMessage
+from chalicelib.turns.run import TurnBusy, run_turn
 
 
 def handle_batch(runtime: Runtime, records: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -9,7 +9,7 @@ import base64
 import binascii
 from typing import Any, Dict, Optional
 
-from chalicelib import actions, protocol
+from chalicelib import protocol
 from chalicelib.gateway import ConnectionGone, Gateway
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import (
@@ -24,6 +24,8 @@ from chalicelib.protocol import (
     parse_client_message,
 )
 from chalicelib.runtime import Runtime
+from chalicelib.turns import actions
+from chalicelib.turns.outcomes import NOT_SIGNED_IN, UNSERVED
 
 
 def _body(event: Dict[str, Any]) -> Optional[str]:
@@ -61,7 +63,7 @@ def message(runtime: Runtime, event: Dict[str, Any]) -> None:
             _act(runtime, reply, gateway, connection_id, context, parsed)
         except Exception:  # noqa: BLE001 - the client must hear about it, never silence
             logger.exception("could not serve the request")
-            reply(protocol.error_event(protocol.INTERNAL, "The request could not be served; try again.", True))
+            reply(UNSERVED.event())
 
 
 def _act(
@@ -72,15 +74,9 @@ def _act(
     context: Dict[str, Any],
     message: ClientMessage,
 ) -> None:
-    connection = runtime.store.get_connection(connection_id)
+    connection = runtime.connections.get(connection_id)
     if connection is None:
-        reply(
-            protocol.error_event(
-                protocol.UNAUTHORIZED,
-                "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
-                False,
-            )
-        )
+        reply(NOT_SIGNED_IN.event())
         return
     with log_context(user_id=connection.user_id):
         if isinstance(message, Ask):

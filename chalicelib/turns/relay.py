@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from chalicelib.coalesce import EventBuilder, Outbox
+from chalicelib.turns.outbox import EventBuilder, Outbox
 from chalicelib.gateway import ConnectionGone
 from chalicelib.logs import logger
 from chalicelib.protocol import Event

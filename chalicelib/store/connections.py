@@ -1,0 +1,76 @@
+"""The connections table: who is on the other end of each WebSocket, and their turns in flight.
+
+A record lives as long as its WebSocket, plus a TTL for the ones whose $disconnect never ran.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from chalicelib.settings import CONNECTION_TTL_S
+from chalicelib.store.items import Table, from_item, now_ms, to_item
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    user_id: str
+    connected_at: int  # epoch ms
+    expires_at: int  # epoch s, the table's TTL attribute
+
+
+class ConnectionStore:
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._table = Table(dynamodb, table)
+
+    @staticmethod
+    def _key(connection_id: str) -> Any:
+        return {"connectionId": {"S": connection_id}}
+
+    def put(self, connection_id: str, user_id: str) -> Connection:
+        connected_at = now_ms()
+        conn = Connection(connection_id, user_id, connected_at, connected_at // 1000 + CONNECTION_TTL_S)
+        self._table.put(
+            to_item(
+                connectionId=conn.connection_id,
+                userId=conn.user_id,
+                connectedAt=conn.connected_at,
+                expiresAt=conn.expires_at,
+                inFlight=0,
+            )
+        )
+        return conn
+
+    def get(self, connection_id: str) -> Optional[Connection]:
+        item = self._table.get(self._key(connection_id))
+        if not item:
+            return None
+        data = from_item(item)
+        if data.get("expiresAt", 0) < time.time():
+            return None  # TTL deletion lags by up to days; an expired record is no record
+        return Connection(data["connectionId"], data["userId"], data["connectedAt"], data["expiresAt"])
+
+    def delete(self, connection_id: str) -> None:
+        self._table.delete(self._key(connection_id))
+
+    def enter_flight(self, connection_id: str, cap: int) -> bool:
+        """Count one more turn in flight on the connection, unless it already has ``cap``."""
+        return self._add_in_flight(connection_id, 1, "attribute_exists(connectionId) AND #inFlight < :cap", cap)
+
+    def leave_flight(self, connection_id: str) -> None:
+        """A turn ended: one fewer in flight (nothing to do if the connection is gone)."""
+        self._add_in_flight(connection_id, -1, "attribute_exists(connectionId) AND #inFlight > :cap", 0)
+
+    def _add_in_flight(self, connection_id: str, delta: int, condition: str, cap: int) -> bool:
+        return (
+            self._table.update(
+                self._key(connection_id),
+                condition,
+                {},
+                names={"#inFlight": "inFlight"},
+                values={":delta": {"N": str(delta)}, ":cap": {"N": str(cap)}},
+                update="ADD #inFlight :delta",
+            )
+            is not None
+        )

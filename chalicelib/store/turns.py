@@ -1,0 +1,241 @@
+"""The turns table: every change of a turn's state is a conditional write.
+
+A worker owns a turn through its claim id, so two workers can never both run it, and a worker
+that lost its turn (cancelled, taken over, interrupted) finds out on its next write. Attribute
+names come from the turn's record (``chalicelib.turns.record``), the one list of its fields.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import fields
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from chalicelib.store.items import Item, Table, decode, encode, now_ms
+from chalicelib.turns.outcomes import Failure, Status
+from chalicelib.turns.record import ATTRIBUTES, Turn, TurnState, failure_fields
+
+_FIELDS = {attribute: name for name, attribute in ATTRIBUTES.items()}
+_JSON_FIELDS = {f.name for f in fields(Turn) if f.default_factory is dict}
+_PLACEHOLDER = re.compile(r"#\w+")
+_UNFINISHED = {f":{status.value}": {"S": status.value} for status in (Status.QUEUED, Status.RUNNING, Status.WAITING)}
+
+
+class TurnExists(Exception):
+    """A turn with that id is already recorded (a repeated request id)."""
+
+
+def _attributes(values: Mapping[str, Any]) -> Item:
+    """Field values under their attribute names; None and empty dicts are not stored."""
+    return {ATTRIBUTES[name]: encode(value) for name, value in values.items() if value is not None and value != {}}
+
+
+def turn_item(turn: Turn) -> Item:
+    """The whole record as DynamoDB stores it."""
+    return _attributes({f.name: getattr(turn, f.name) for f in fields(Turn)})
+
+
+def _field_value(name: str, attr: Mapping[str, Any]) -> Any:
+    value = decode(attr)
+    if name in _JSON_FIELDS:
+        return json.loads(value) if value else {}
+    if name == "status":
+        return Status(value)
+    return value
+
+
+def turn_from_item(item: Item) -> Turn:
+    values = {_FIELDS[attr]: _field_value(_FIELDS[attr], value) for attr, value in item.items() if attr in _FIELDS}
+    turn = Turn(**values)
+    turn.origin_connection_id = turn.origin_connection_id or turn.connection_id
+    return turn
+
+
+def _resumed(resumed_at: Optional[int]) -> Tuple[str, Item]:
+    """The condition "last resumed at ``resumed_at``" (never, for None), and its value."""
+    if resumed_at is None:
+        return "attribute_not_exists(#resumedAt)", {}
+    return "#resumedAt = :resumedAt", {":resumedAt": {"N": str(resumed_at)}}
+
+
+class TurnStore:
+    def __init__(self, dynamodb: Any, table: str, ttl_s: int) -> None:
+        self._table = Table(dynamodb, table)
+        self._ttl_s = ttl_s
+
+    @staticmethod
+    def _key(turn_id: str) -> Item:
+        return {"turnId": {"S": turn_id}}
+
+    def _change(self, turn_id: str, condition: str, changes: Mapping[str, Any], values: Optional[Item] = None) -> Optional[Turn]:
+        """Set ``changes`` (field name -> value) if ``condition`` holds: the turn as now stored, or None.
+
+        ``condition`` names attributes as ``#attribute``; its values come in ``values``.
+        """
+        item = _attributes(changes)
+        names = {placeholder: placeholder[1:] for placeholder in _PLACEHOLDER.findall(condition)}
+        names.update({f"#{attr}": attr for attr in item})
+        written = self._table.update(
+            self._key(turn_id),
+            condition,
+            {},
+            names=names,
+            values={**{f":{attr}": value for attr, value in item.items()}, **(values or {})},
+            update="SET " + ", ".join(f"#{attr} = :{attr}" for attr in item),
+            ReturnValues="ALL_NEW",
+        )
+        return turn_from_item(written["Attributes"]) if written else None
+
+    # ---- reads
+
+    def get(self, turn_id: str) -> Optional[Turn]:
+        item = self._table.get(self._key(turn_id))
+        return turn_from_item(item) if item else None
+
+    def state(self, turn_id: str) -> Optional[TurnState]:
+        """The few attributes a worker polls (a projected read: cheaper than any write of the item)."""
+        names = [f.name for f in fields(TurnState)]
+        item = self._table.get(
+            self._key(turn_id),
+            ProjectionExpression=", ".join(f"#{ATTRIBUTES[name]}" for name in names),
+            ExpressionAttributeNames={f"#{ATTRIBUTES[name]}": ATTRIBUTES[name] for name in names},
+        )
+        if not item:
+            return None
+        return TurnState(**{_FIELDS[attr]: _field_value(_FIELDS[attr], value) for attr, value in item.items()})
+
+    # ---- $default's writes
+
+    def create(self, turn: Turn) -> None:
+        """Insert a new turn; ``TurnExists`` if its id is taken (the same request id again)."""
+        turn.created_at = turn.created_at or now_ms()
+        turn.expires_at = turn.expires_at or turn.created_at // 1000 + self._ttl_s
+        turn.origin_connection_id = turn.origin_connection_id or turn.connection_id
+        if not self._table.put(turn_item(turn), "attribute_not_exists(turnId)"):
+            raise TurnExists(turn.turn_id)
+
+    def attach(self, turn_id: str, user_id: str, connection_id: str) -> Optional[Turn]:
+        """Send an unfinished turn's events to this connection of its owner from now on."""
+        return self._change(
+            turn_id,
+            "#userId = :user AND #status IN (:queued, :running, :waiting)",
+            {"connection_id": connection_id, "resumed_at": now_ms()},
+            {":user": {"S": user_id}, **_UNFINISHED},
+        )
+
+    def request_cancel(self, turn_id: str, user_id: str) -> Optional[Turn]:
+        """Flag a running turn for its worker to stop."""
+        return self._change(
+            turn_id,
+            "#userId = :user AND #status = :running",
+            {"cancel_requested": True},
+            {":user": {"S": user_id}, ":running": _UNFINISHED[":running"]},
+        )
+
+    def end_unclaimed(self, turn_id: str, user_id: str, failure: Failure) -> Optional[Turn]:
+        """End a turn no worker holds (queued or waiting: cancelled, or never queued); workers then skip it."""
+        return self._change(
+            turn_id,
+            "#userId = :user AND #status IN (:queued, :waiting)",
+            {"status": Status.ERROR, **failure_fields(failure), "finished_at": now_ms()},
+            {":user": {"S": user_id}, ":queued": _UNFINISHED[":queued"], ":waiting": _UNFINISHED[":waiting"]},
+        )
+
+    def continue_with(
+        self, turn_id: str, user_id: str, invocation_id: str, results: Any, connection_id: str
+    ) -> Optional[Turn]:
+        """Queue a waiting turn again with the client's tool results, streaming to this connection."""
+        return self._change(
+            turn_id,
+            "#userId = :user AND #status = :waiting AND #controlInvocationId = :invocation",
+            {
+                "status": Status.QUEUED,
+                "control_results": {"invocationId": invocation_id, "results": results},
+                "connection_id": connection_id,
+            },
+            {":user": {"S": user_id}, ":waiting": _UNFINISHED[":waiting"], ":invocation": {"S": invocation_id}},
+        )
+
+    # ---- the worker's writes
+
+    def claim(self, turn_id: str) -> Optional[Turn]:
+        """Move a queued turn to running under a new claim id; None if it was not queued."""
+        now = now_ms()
+        return self._change(
+            turn_id,
+            "#status = :queued",
+            {"status": Status.RUNNING, "claim_id": uuid.uuid4().hex, "claimed_at": now, "checkpoint_at": now},
+            {":queued": _UNFINISHED[":queued"]},
+        )
+
+    def checkpoint(
+        self, turn: Turn, connection_id: str, resumed_at: Optional[int], answer: Optional[str]
+    ) -> Optional[TurnState]:
+        """Save progress (and the heartbeat) while this worker owns the turn and nothing was asked of it.
+
+        Returns None when all is as before; otherwise the current state, which says why:
+        the client resumed, asked to cancel, or the turn is no longer ours.
+        """
+        changes: Dict[str, Any] = {"checkpoint_at": now_ms()}
+        if answer is not None:
+            changes["answer"] = answer
+        condition, values = self._owned(turn, connection_id, resumed_at)
+        written = self._change(turn.turn_id, condition + " AND attribute_not_exists(#cancelRequested)", changes, values)
+        return None if written is not None else self.state(turn.turn_id)
+
+    def finish(
+        self,
+        turn: Turn,
+        status: Status,
+        answer: str,
+        stats: Dict[str, Any],
+        failure: Optional[Failure] = None,
+        connection_id: Optional[str] = None,
+        resumed_at: Optional[int] = None,
+    ) -> bool:
+        """Record the outcome of a running turn this worker owns (and, if given, on this connection).
+
+        False means the record changed underneath: look at it again.
+        """
+        changes: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finished_at": now_ms()}
+        if failure is not None:
+            changes.update(failure_fields(failure))
+        condition, values = self._owned(turn, connection_id, resumed_at)
+        return self._change(turn.turn_id, condition, changes, values) is not None
+
+    def pause(self, turn: Turn, answer: str, control: Dict[str, Any], connection_id: str, resumed_at: Optional[int]) -> bool:
+        """Park a running turn until its client answers the agent's return-of-control request."""
+        changes = {
+            "status": Status.WAITING,
+            "answer": answer,
+            "control": control,
+            "control_invocation_id": control["invocationId"],
+            "paused_at": now_ms(),
+        }
+        condition, values = self._owned(turn, connection_id, resumed_at)
+        return self._change(turn.turn_id, condition, changes, values) is not None
+
+    def interrupt(self, turn_id: str, failure: Failure, stale_before_ms: int) -> Optional[Turn]:
+        """End a running turn whose worker died: its heartbeat (``checkpointAt``) went stale.
+
+        A live worker checkpoints every control interval, so a fresh heartbeat means this is a
+        duplicate delivery of a turn still being served, and it is left alone (None).
+        """
+        return self._change(
+            turn_id,
+            "#status = :running AND #checkpointAt < :stale",
+            {"status": Status.ERROR, **failure_fields(failure), "finished_at": now_ms()},
+            {":running": _UNFINISHED[":running"], ":stale": {"N": str(stale_before_ms)}},
+        )
+
+    @staticmethod
+    def _owned(turn: Turn, connection_id: Optional[str], resumed_at: Optional[int]) -> Tuple[str, Item]:
+        """Running under this worker's claim (and, if given, streaming to that connection as last resumed)."""
+        condition = "#status = :running AND #claimId = :claim"
+        values: Item = {":running": _UNFINISHED[":running"], ":claim": {"S": turn.claim_id or ""}}
+        if connection_id is not None:  # else the client who resumed would miss the replay
+            resumed, resumed_values = _resumed(resumed_at)
+            condition += " AND #connectionId = :connection AND " + resumed
+            values.update({":connection": {"S": connection_id}, **resumed_values})
+        return condition, values
