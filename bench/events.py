@@ -1,11 +1,12 @@
-"""Lambda events for the app's handlers, shaped by the API Gateway emulator's own builders."""
+"""Lambda events for the app's handlers, built by the local stack's own builders (``devserver.apigw.events``,
+``devserver.sqs_events``), with the bench's ids and names."""
 from __future__ import annotations
 
 import json
 import time
 from typing import Any, Dict
 
-from devserver import apigw_events
+from devserver.apigw import events as apigw_events
 from devserver.lambda_context import LambdaContext
 
 API_ID = "local"
@@ -20,40 +21,27 @@ FUNCTIONS = {
 
 
 def _facts(connection_id: str) -> apigw_events.ConnectionFacts:
-    return apigw_events.ConnectionFacts(
-        connection_id=connection_id,
-        api_id=API_ID,
-        stage=STAGE,
-        domain_name="127.0.0.1",
-        source_ip="127.0.0.1",
-        user_agent="bench",
-        connected_at=apigw_events.epoch_ms(),
-    )
+    return apigw_events.ConnectionFacts(connection_id, API_ID, STAGE, "127.0.0.1", user_agent="bench")
 
 
 def connect(connection_id: str, token: str) -> Dict[str, Any]:
-    return apigw_events.connect_event(
-        _facts(connection_id), apigw_events.new_id(), [("Host", "127.0.0.1")], [("token", token)]
-    )
+    return apigw_events.connect_event(_facts(connection_id), [("Host", "127.0.0.1")], [("token", token)])
 
 
 def message(connection_id: str, body: Dict[str, Any]) -> Dict[str, Any]:
-    return apigw_events.message_event(
-        _facts(connection_id), apigw_events.new_id(), apigw_events.new_id(), json.dumps(body), False,
-        apigw_events.epoch_ms(),
-    )
+    return apigw_events.message_event(_facts(connection_id), json.dumps(body))
 
 
 def disconnect(connection_id: str) -> Dict[str, Any]:
-    return apigw_events.disconnect_event(
-        _facts(connection_id), apigw_events.new_id(), 1000, "Bye", apigw_events.epoch_ms()
-    )
+    return apigw_events.disconnect_event(_facts(connection_id), 1000, "Bye")
 
 
 def sqs(messages: list, queue_arn: str, region: str) -> Dict[str, Any]:
-    from devserver.poller import sqs_record
+    """The turn worker's event for messages received from the queue (imported late: the cold-start
+    probe imports this module and should load no more of devserver than it needs)."""
+    from devserver.sqs_events import sqs_event
 
-    return {"Records": [sqs_record(m, queue_arn, region) for m in messages]}
+    return sqs_event(messages, queue_arn, region)
 
 
 def context(handler: str, memory_mb: int = 128) -> LambdaContext:

@@ -131,7 +131,7 @@ class Edge:
 
     @staticmethod
     def find_connection(gateway: Any, tag: str, timeout: float = 5.0) -> str:
-        from devserver.apigw_connection import State
+        from devserver.apigw.connection import State
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

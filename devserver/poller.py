@@ -7,35 +7,20 @@ back after the visibility timeout, and so to the dead-letter queue after ``maxRe
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from devserver.lambda_context import LambdaContext
+from devserver.sqs_events import sqs_event
 
 log = logging.getLogger("devserver.poller")
 
 Handler = Callable[[Dict[str, Any], Any], Any]
-
-
-def sqs_record(message: Dict[str, Any], queue_arn: str, region: str) -> Dict[str, Any]:
-    """One received message in the shape Lambda's SQS event source gives the handler."""
-    body = message["Body"]
-    return {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": body,
-        "attributes": message.get("Attributes", {}),
-        "messageAttributes": message.get("MessageAttributes", {}),
-        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    }
 
 
 class SqsPoller:
@@ -68,6 +53,8 @@ class SqsPoller:
         self.invocations = 0
         self.killed = 0
         self._kill_after: Optional[float] = None
+        self._doomed: Set[Any] = set()  # worker processes running under the kill fault
+        self._doomed_lock = threading.Lock()
 
     def kill_next_invocation(self, after_s: float) -> None:
         """Fault: run the next batch in its own process and SIGKILL it after ``after_s`` seconds.
@@ -76,6 +63,18 @@ class SqsPoller:
         its own runs afterwards, and its messages come back after the visibility timeout.
         """
         self._kill_after = after_s
+
+    def kill_now(self) -> int:
+        """Fault: SIGKILL now the invocations running under ``kill_next_invocation``; returns how many.
+
+        A test arms the fault with a long delay and strikes at a point of the turn it has seen
+        (its first chunk arrived), so the worker dies mid-turn however busy the machine is.
+        """
+        with self._doomed_lock:
+            doomed = list(self._doomed)
+        for child in doomed:
+            child.kill()  # a no-op for one that has just ended
+        return len(doomed)
 
     def start(self) -> "SqsPoller":
         self._thread.start()
@@ -108,7 +107,7 @@ class SqsPoller:
 
     def _invoke(self, messages: List[Dict[str, Any]]) -> None:
         try:
-            event = {"Records": [sqs_record(m, self._queue_arn, self._region) for m in messages]}
+            event = sqs_event(messages, self._queue_arn, self._region)
             context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
             self.invocations += 1
             kill_after, self._kill_after = self._kill_after, None
@@ -135,12 +134,19 @@ class SqsPoller:
             target=_invoke_in_child, args=(self._function_name, json.dumps(event), self._timeout), daemon=True
         )
         child.start()
-        child.join(after_s)
-        if child.is_alive():
-            child.kill()
+        with self._doomed_lock:
+            self._doomed.add(child)
+        try:
+            child.join(after_s)
+            if child.is_alive():
+                child.kill()
             child.join()
+        finally:
+            with self._doomed_lock:
+                self._doomed.discard(child)
+        if child.exitcode == -signal.SIGKILL:
             self.killed += 1
-            log.warning("%s killed after %.1f s (injected fault)", self._function_name, after_s)
+            log.warning("%s killed (injected fault)", self._function_name)
 
 
 def _invoke_in_child(function_name: str, event_json: str, timeout_s: float) -> None:

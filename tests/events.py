@@ -1,20 +1,21 @@
-"""Lambda events shaped like API Gateway's and SQS's: the one place tests build them."""
+"""Lambda events for unit tests: thin wrappers over the builders the local stack itself uses.
+
+The shapes live in ``devserver/apigw/events.py`` (API Gateway WebSocket routes) and
+``devserver/sqs_events.py`` (Lambda's SQS event source); here are only the defaults tests share.
+"""
 from __future__ import annotations
 
 import base64
-import itertools
-import time
 from typing import Any, Dict, List, Optional
+
+from devserver.apigw import events as apigw_events
+from devserver.sqs_events import received_message
+from devserver.sqs_events import sqs_event as _sqs_event
 
 API_ID = "abc123"
 STAGE = "dev"
-_ids = itertools.count(1)
-
-_ROUTES = {
-    "$connect": "CONNECT",
-    "$default": "MESSAGE",
-    "$disconnect": "DISCONNECT",
-}
+REGION = "us-east-1"
+QUEUE_ARN = f"arn:aws:sqs:{REGION}:123456789012:agentstream-turns"
 
 
 def ws_event(
@@ -25,63 +26,28 @@ def ws_event(
     headers: Optional[Dict[str, str]] = None,
     binary: bool = False,
 ) -> Dict[str, Any]:
-    """A WebSocket route event as API Gateway sends it to a Lambda proxy integration."""
-    now = int(time.time() * 1000)
-    request_id = f"req-{next(_ids)}"
-    event: Dict[str, Any] = {
-        "requestContext": {
-            "routeKey": route,
-            "eventType": _ROUTES.get(route, "MESSAGE"),
-            "extendedRequestId": request_id,
-            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-            "messageDirection": "IN",
-            "stage": STAGE,
-            "connectedAt": now,
-            "requestTimeEpoch": now,
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": "pytest"},
-            "requestId": request_id,
-            "domainName": f"{API_ID}.execute-api.us-east-1.amazonaws.com",
-            "connectionId": connection_id,
-            "apiId": API_ID,
-        },
-        "isBase64Encoded": binary,
-    }
+    """A WebSocket route event as API Gateway sends it to a Lambda proxy integration.
+
+    ``body`` is the text the client sent; with ``binary`` it arrives as a binary frame
+    (base64 in the event, as API Gateway passes it on).
+    """
+    facts = apigw_events.ConnectionFacts(
+        connection_id, API_ID, STAGE, f"{API_ID}.execute-api.{REGION}.amazonaws.com", user_agent="pytest"
+    )
     if route == "$connect":
-        headers = {"Host": "example", "Sec-WebSocket-Version": "13", **(headers or {})}
-        event["headers"] = headers
-        event["multiValueHeaders"] = {key: [value] for key, value in headers.items()}
-        if query:
-            event["queryStringParameters"] = query
-            event["multiValueQueryStringParameters"] = {key: [value] for key, value in query.items()}
-    if route == "$default":
-        event["requestContext"]["messageId"] = f"msg-{next(_ids)}"
-        event["body"] = base64.b64encode(body.encode()).decode() if binary and body is not None else body
+        handshake = {"Host": "example", "Sec-WebSocket-Version": "13", **(headers or {})}
+        return apigw_events.connect_event(facts, handshake.items(), (query or {}).items())
     if route == "$disconnect":
-        event["requestContext"]["disconnectStatusCode"] = 1000
-        event["requestContext"]["disconnectReason"] = "Client-side close frame status code '1000'"
-    return event
+        return apigw_events.disconnect_event(facts, 1000, "Client-side close frame status code '1000'")
+    if binary and body is not None:
+        body = base64.b64encode(body.encode()).decode()
+    return apigw_events.message_event(facts, body, is_base64=binary, route_key=route)
 
 
 def sqs_event(bodies: List[str], receive_count: int = 1) -> Dict[str, Any]:
-    """An SQS batch as Lambda's event source mapping delivers it (distinct message ids)."""
-    return {
-        "Records": [
-            {
-                "messageId": f"m-{index}",
-                "receiptHandle": f"rh-{index}",
-                "body": body,
-                "attributes": {
-                    "ApproximateReceiveCount": str(receive_count),
-                    "SentTimestamp": str(int(time.time() * 1000)),
-                    "SenderId": "AIDAEXAMPLE",
-                    "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:agentstream-turns",
-                "awsRegion": "us-east-1",
-            }
-            for index, body in enumerate(bodies)
-        ]
-    }
+    """An SQS batch as Lambda's event source mapping delivers it (message ids ``m-0``, ``m-1``, ...)."""
+    messages = [
+        received_message(body, message_id=f"m-{index}", receipt_handle=f"rh-{index}", receive_count=receive_count)
+        for index, body in enumerate(bodies)
+    ]
+    return _sqs_event(messages, QUEUE_ARN, REGION)

@@ -7,7 +7,7 @@ import zlib
 import pytest
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-from devserver.eventstream import encode_message, event, exception
+from devserver.bedrock.eventstream import encode_message, event, exception
 
 
 def decode_all(data: bytes) -> list:

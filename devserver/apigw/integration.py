@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from devserver.apigw_events import status_of
+from devserver.apigw.events import status_of
 from devserver.lambda_context import LambdaContext
 
 log = logging.getLogger("devserver.apigw")
@@ -91,7 +91,7 @@ class LambdaIntegration:
         except TimeoutError:
             outcome.timed_out = True
             future.add_done_callback(lambda f: _log_late(route_key, request_id, started, f))
-        except Exception as exc:  # the function failed: API Gateway answers 500
+        except Exception as exc:  # noqa: BLE001 - whatever the function raised, API Gateway answers 500
             outcome.error = exc
             log.error("%s handler raised (requestId %s)", route_key, request_id, exc_info=exc)
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000

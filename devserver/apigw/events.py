@@ -1,8 +1,10 @@
 """The event dicts API Gateway passes to a WebSocket route's Lambda proxy integration.
 
-Pure functions, no I/O: the emulator builds every event here so the shapes live in
-one place and can be compared with AWS's by reading one file. Ids look like AWS's
-(15 base64 characters and a ``=``); times use API Gateway's formats.
+Pure functions, no I/O, and the only builder of these events in the repo: the emulator,
+``tests/events.py`` and ``bench/events.py`` all call them, so the shapes live in one place and
+can be compared with AWS's by reading one file. Ids look like AWS's (15 base64 characters and
+a ``=``); times use API Gateway's formats. Ids and times default to fresh ones, so a caller
+without a live connection passes only what it cares about.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,9 +67,9 @@ class ConnectionFacts:
     api_id: str
     stage: str
     domain_name: str
-    source_ip: str
-    user_agent: str
-    connected_at: int  # epoch ms
+    source_ip: str = "127.0.0.1"
+    user_agent: str = ""
+    connected_at: int = field(default_factory=epoch_ms)  # epoch ms
 
 
 def _request_context(facts: ConnectionFacts, route_key: str, event_type: str,
@@ -101,14 +103,14 @@ def _headers(raw: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, 
     return single, multi
 
 
-def connect_event(facts: ConnectionFacts, request_id: str,
-                  raw_headers: Iterable[tuple[str, str]],
-                  query: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """The ``$connect`` event: the handshake's headers and query string.
+def connect_event(facts: ConnectionFacts, raw_headers: Iterable[tuple[str, str]],
+                  query: Iterable[tuple[str, str]] = (), *,
+                  request_id: str | None = None) -> dict[str, Any]:
+    """The ``$connect`` event: the handshake's headers and query string (name, value pairs).
 
     As on AWS, ``queryStringParameters`` and ``multiValueQueryStringParameters`` are
     absent when the URL has no query string, and the last value of a repeated
-    name wins in the single-value forms.
+    name wins in the single-value forms. Its time is ``facts.connected_at``.
     """
     headers, multi_headers = _headers(raw_headers)
     event: dict[str, Any] = {
@@ -123,25 +125,29 @@ def connect_event(facts: ConnectionFacts, request_id: str,
             multi_query.setdefault(k, []).append(v)
         event["multiValueQueryStringParameters"] = multi_query
     event["requestContext"] = _request_context(
-        facts, "$connect", "CONNECT", request_id, facts.connected_at)
+        facts, "$connect", "CONNECT", request_id or new_id(), facts.connected_at)
     event["isBase64Encoded"] = False
     return event
 
 
-def message_event(facts: ConnectionFacts, request_id: str, message_id: str,
-                  body: str, is_base64: bool, now_ms: int) -> dict[str, Any]:
-    """A ``$default`` event: one client message, its body as sent (base64 if binary)."""
-    context = _request_context(facts, "$default", "MESSAGE", request_id, now_ms)
-    context["messageId"] = message_id
+def message_event(facts: ConnectionFacts, body: str | None, *, is_base64: bool = False,
+                  route_key: str = "$default", request_id: str | None = None,
+                  message_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+    """A message event (``$default`` or a custom route): one client message, its body as
+    sent, already base64-encoded when ``is_base64`` (a binary frame)."""
+    context = _request_context(facts, route_key, "MESSAGE", request_id or new_id(),
+                               epoch_ms() if now_ms is None else now_ms)
+    context["messageId"] = message_id or new_id()
     # API Gateway's message events carry only the source IP as identity.
     context["identity"] = {"sourceIp": facts.source_ip}
     return {"requestContext": context, "body": body, "isBase64Encoded": is_base64}
 
 
-def disconnect_event(facts: ConnectionFacts, request_id: str, status_code: int,
-                     reason: str, now_ms: int) -> dict[str, Any]:
+def disconnect_event(facts: ConnectionFacts, status_code: int, reason: str, *,
+                     request_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
     """The ``$disconnect`` event, with the close code and reason API Gateway saw."""
-    context = _request_context(facts, "$disconnect", "DISCONNECT", request_id, now_ms)
+    context = _request_context(facts, "$disconnect", "DISCONNECT", request_id or new_id(),
+                               epoch_ms() if now_ms is None else now_ms)
     context["disconnectStatusCode"] = status_code
     context["disconnectReason"] = reason
     headers = {"Host": facts.domain_name, "x-api-key": "",

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from devserver.apigw_connection import Connection, GoneError, State
-from devserver.apigw_events import iso8601
+from devserver.apigw.connection import Connection, GoneError, State
+from devserver.apigw.events import iso8601
 
 log = logging.getLogger("devserver.apigw")
 

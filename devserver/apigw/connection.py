@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devserver.apigw_events import ConnectionFacts, epoch_ms
+from devserver.apigw.events import ConnectionFacts, epoch_ms
 
 log = logging.getLogger("devserver.apigw")
 
@@ -118,7 +118,7 @@ class Connection:
             except asyncio.CancelledError:
                 _settle(item.future, GoneError(self.connection_id))
                 raise
-            except Exception as exc:  # a write to a closing socket: the client is gone
+            except Exception as exc:  # noqa: BLE001 - a write to a closing socket fails many ways: the client is gone
                 log.debug("delivery to %s failed: %r", self.connection_id, exc)
                 _settle(item.future, GoneError(self.connection_id))
             else:

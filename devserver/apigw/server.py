@@ -22,12 +22,14 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_websocket import WebSocketError
 
-from devserver import apigw_events as events
-from devserver.apigw_connection import Connection, DeliveryLog, State
-from devserver.apigw_integration import LambdaIntegration
-from devserver.apigw_management import Faults, ManagementApi
+from devserver import redact
+from devserver.apigw import events
+from devserver.apigw.connection import Connection, DeliveryLog, State
+from devserver.apigw.integration import LambdaIntegration
+from devserver.apigw.management import Faults, ManagementApi
 
 log = logging.getLogger("devserver.apigw")
 
@@ -84,6 +86,7 @@ class ApiGatewayEmulator:
         """Serve on a daemon thread's own event loop; return once listening."""
         if self._thread is not None:
             raise RuntimeError("already started")
+        redact.install_log_filters()  # aiohttp logs bad request lines, ?token= included
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
@@ -97,7 +100,7 @@ class ApiGatewayEmulator:
             asyncio.set_event_loop(self._loop)
             try:
                 self._loop.run_until_complete(self._serve(sock))
-            except BaseException as exc:  # report to start(), do not die silently
+            except BaseException as exc:  # noqa: BLE001 - report it to start(), do not die silently
                 failure.append(exc)
                 sock.close()
                 started.set()
@@ -119,8 +122,9 @@ class ApiGatewayEmulator:
         server = web.Application(client_max_size=max(self.message_limit * 2, 1024 ** 2))
         server.add_routes(self._management.routes())
         server.router.add_get("/{tail:.*}", self._handle_get)
-        self._runner = web.AppRunner(server, handle_signals=False, access_log=None,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(server, handle_signals=False,
+                                     access_log=logging.getLogger("aiohttp.access"),
+                                     access_log_class=_AccessLogger, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
@@ -304,8 +308,8 @@ class ApiGatewayEmulator:
                          ("X-Forwarded-For", facts.source_ip),
                          ("X-Forwarded-Port", str(self.port)), ("X-Forwarded-Proto", "http")]
         request_id = events.new_id()
-        event = events.connect_event(facts, request_id, raw_headers + proxy_headers,
-                                     request.rel_url.query.items())
+        event = events.connect_event(facts, raw_headers + proxy_headers,
+                                     request.rel_url.query.items(), request_id=request_id)
         outcome = await self._integration.invoke("$connect", event, request_id)
         status = outcome.status if outcome is not None else 200
         log.info("CONNECT %s -> %d (%.1f ms)", facts.connection_id, status,
@@ -368,8 +372,8 @@ class ApiGatewayEmulator:
     async def _route_message(self, conn: Connection, body: str, is_b64: bool) -> None:
         """$default: call the handler; tell the client if the integration fails or times out."""
         request_id = events.new_id()
-        event = events.message_event(conn.facts, request_id, events.new_id(), body,
-                                     is_b64, events.epoch_ms())
+        event = events.message_event(conn.facts, body, is_base64=is_b64,
+                                     request_id=request_id)
         outcome = await self._integration.invoke("$default", event, request_id)
         if outcome is None:
             log.info("MESSAGE %s: no $default route", conn.connection_id)
@@ -394,14 +398,30 @@ class ApiGatewayEmulator:
         code, reason = conn.server_close or conn.client_close or \
             (WSCloseCode.ABNORMAL_CLOSURE, "Connection closed abnormally")
         request_id = events.new_id()
-        event = events.disconnect_event(conn.facts, request_id, int(code), reason,
-                                        events.epoch_ms())
+        event = events.disconnect_event(conn.facts, int(code), reason,
+                                        request_id=request_id)
         outcome = await self._integration.invoke("$disconnect", event, request_id)
         lifetime = time.time() - conn.facts.connected_at / 1000
         log.info("DISCONNECT %s code=%d reason=%r after %.1f s -> %s (%.1f ms)",
                  conn.connection_id, code, reason, lifetime,
                  outcome.status if outcome else "no handler",
                  outcome.elapsed_ms if outcome else 0.0)
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path, status, size, time, and never the query string.
+
+    aiohttp's default format (``%r``, the request line) would log ``?token=JWT``. Written to
+    ``aiohttp.access`` at INFO, which ``python -m devserver`` silences; off when not enabled.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s -> %d (%d bytes, %.1f ms)", request.remote, request.method,
+                         request.path, response.status, response.body_length, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
 
 def _subprotocols(response: Any) -> tuple[str, ...]:
