@@ -9,7 +9,7 @@ PORT   ?= 8000
 STAGE  ?= dev
 user   ?= alice
 
-.PHONY: install test unit integration loadtest run token chat clean
+.PHONY: install lint test unit integration loadtest run token chat clean
 
 install: $(STAMP)
 
@@ -19,9 +19,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## Every test: unit, local-stack integration, emulators, deploy artefacts, CLI and the web page in
-## Debian's chromium (installed by apt the first time). pytest's "no tests ran" (exit 5) fails too.
-test: install chromium
+## ruff (pyflakes, bugbear, blind excepts) and mypy over the app, the local stack, the clients and
+## infra; settings in pyproject.toml. Zero findings.
+lint: install
+	$(BIN)/ruff check app.py chalicelib devserver client infra
+	$(BIN)/mypy
+
+## Lint, then every test: unit, local-stack integration, emulators, deploy artefacts, CLI and the web
+## page in Debian's chromium (installed by apt the first time). pytest's "no tests ran" (exit 5) fails too.
+test: lint chromium
 	$(BIN)/python -m pytest
 
 unit: install
