@@ -14,6 +14,7 @@ from chalicelib.settings import Settings
 
 HMAC_ALGORITHMS = ["HS256"]
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
+MAX_USER_ID_BYTES = 1024  # DynamoDB keys hold 2,048 bytes; identities are keys and parts of keys
 
 
 class AuthError(Exception):
@@ -37,6 +38,24 @@ def token_from_request(query: Optional[Mapping[str, str]], headers: Optional[Map
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip()
     return None
+
+
+def usable_user_id(sub: Any) -> str:
+    """The ``sub`` claim, if it can be stored and keyed on: else the token is refused (401).
+
+    Every id derived from a user encodes it unambiguously (``turns.ids``), so any string is safe
+    to derive from; what cannot be stored is text that is not UTF-8 (unpaired surrogates) or
+    that is longer than a DynamoDB key may be, with room for the prefixes the stores add.
+    """
+    if not isinstance(sub, str) or not sub:
+        raise AuthError("token has no usable 'sub' claim")
+    try:
+        size = len(sub.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise AuthError("token refused: the 'sub' claim is not valid Unicode") from None
+    if size > MAX_USER_ID_BYTES:
+        raise AuthError(f"token refused: the 'sub' claim is longer than {MAX_USER_ID_BYTES} bytes")
+    return sub
 
 
 class TokenVerifier:
@@ -77,10 +96,11 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"token refused: {exc}") from None
-        user_id = claims.get("sub")
-        if not isinstance(user_id, str) or not user_id:
-            raise AuthError("token has no usable 'sub' claim")
-        return Identity(user_id=user_id, claims=claims)
+        for name in ("exp", "nbf", "iat"):  # NumericDate is a JSON number (RFC 7519), never a string
+            value = claims.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise AuthError(f"token refused: the {name!r} claim must be a number")
+        return Identity(user_id=usable_user_id(claims.get("sub")), claims=claims)
 
     def _hmac_secret(self) -> str:
         if self._secret is None and self._secret_loader is not None and self._settings.jwt_secret_parameter:

@@ -19,3 +19,10 @@ class Gateway:
             self._client.post_to_connection(ConnectionId=connection_id, Data=encode(event))
         except self._client.exceptions.GoneException as exc:
             raise ConnectionGone(connection_id) from exc
+
+    def close(self, connection_id: str) -> None:
+        """Close the connection (its client sees the socket close and can resume elsewhere)."""
+        try:
+            self._client.delete_connection(ConnectionId=connection_id)
+        except self._client.exceptions.GoneException as exc:
+            raise ConnectionGone(connection_id) from exc

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 # The limits the schema sets; tests/unit/test_schema.py checks that the two agree.
 MAX_PROMPT_CHARS = 25_000  # InvokeAgent's inputText limit
 MAX_ID_CHARS = 128
+MAX_DEPTH = 32  # nesting of objects and lists in one frame (tool results are a few levels deep)
 
 
 
@@ -34,6 +35,7 @@ class ErrorCode(StrEnum):
     AGENT_ERROR = "agent_error"
     GUARDRAIL = "guardrail"
     INTERRUPTED = "interrupted"
+    SUPERSEDED = "superseded"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
 
@@ -77,6 +79,7 @@ class Ping:
 @dataclass(frozen=True)
 class Resume:
     turn_id: str
+    from_seq: int = 0  # the last seq the client has: only later events are sent again
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,13 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
         raise ProtocolError("The message is empty; send a JSON object such as {\"prompt\": \"Hello\"}.")
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise ProtocolError(_TOO_DEEP) from None
     except ValueError:
         raise ProtocolError("The message is not valid JSON; send a JSON object such as {\"prompt\": \"Hello\"}.") from None
+    _check_shape(data)
+    if isinstance(data, dict):  # a field given as null is the same as an absent one
+        data = {key: value for key, value in data.items() if value is not None}
     check = validator("ClientMessage")
     from fastjsonschema import JsonSchemaValueException  # imported with the validator: free by now
 
@@ -163,7 +171,7 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
     if action == "ping":
         return Ping()
     if action == "resume":
-        return Resume(data["turnId"])
+        return Resume(data["turnId"], data.get("fromSeq", 0))
     if action == "cancel":
         return Cancel(data["turnId"])
     if action == "return_control":
@@ -177,6 +185,33 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
         request_id=data.get("requestId"),
         trace=data.get("trace", False),
     )
+
+
+_TOO_DEEP = f"The message is nested too deeply (more than {MAX_DEPTH} levels of objects and lists)."
+def _check_shape(data: Any) -> None:
+    """Refuse what would fail later, far from here: deep nesting (recursion in every consumer) and
+    unpaired surrogates (``"\\ud800"`` parses, but can be neither stored nor sent as UTF-8).
+    Walks iteratively, so a hostile frame cannot exhaust the stack here either."""
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(_TOO_DEEP)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    _check_text(key)
+                pending.append((item, depth + 1))
+        elif isinstance(value, str):
+            _check_text(value)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("The message holds text that is not valid Unicode (an unpaired surrogate such as \\ud800).") from None
 
 
 def explain(exc: Any, data: Any) -> str:
@@ -205,9 +240,11 @@ def explain(exc: Any, data: Any) -> str:
             return "\"prompt\" must be a string."
         if rule == "maxLength":
             return _too_long(value, MAX_PROMPT_CHARS)
-        return "\"prompt\" is empty; ask a question."
+        return "\"prompt\" is empty (or only spaces and invisible characters); ask a question."
     if field == "trace":
         return "\"trace\" must be true or false."
+    if field == "fromSeq":
+        return "\"fromSeq\" must be a whole number, 0 or more: the last seq of the turn you already have."
     if field in _ID_FIELDS:
         return f"\"{field}\" must be a non-empty string of at most {MAX_ID_CHARS} characters."
     # A rule added to the schema without words here: still say what and where.
@@ -271,6 +308,11 @@ def error_event(
     return _without_none(
         type="error", turnId=turn_id, seq=seq, code=code, message=message, retryable=retryable, **extra
     )
+
+
+def progress_event(turn_id: str, elapsed_ms: int, phase: Optional[str] = None) -> Event:
+    """The turn is still running (nothing was sent for a while). Not numbered, not replayed."""
+    return _without_none(type="progress", turnId=turn_id, elapsedMs=elapsed_ms, phase=phase)
 
 
 def pong_event() -> Event:

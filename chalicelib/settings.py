@@ -88,14 +88,27 @@ class Settings:
     # How often a running turn looks for cancel/resume requests, and saves its answer so far.
     control_interval_ms: int = env("CONTROL_INTERVAL_MS", default=500)
     checkpoint_interval_ms: int = env("CHECKPOINT_INTERVAL_MS", default=2000)
+    # A running turn that has sent nothing for this long sends a `progress` event (0: never); it
+    # also keeps the connection clear of API Gateway's 10-minute idle timeout.
+    progress_interval_s: float = env("PROGRESS_INTERVAL_S", default=10.0)
     # Per-user token bucket, and a cap on one connection's turns in flight.
     rate_limits_table: str = env("RATE_LIMITS_TABLE", default="agentstream-rate-limits")
     rate_per_s: float = env("RATE_LIMIT_PER_S", default=0.5)
     rate_burst: int = env("RATE_LIMIT_BURST", default=10)
     max_turns_in_flight: int = env("MAX_TURNS_IN_FLIGHT", default=3)
+    # ... and on all of one user's connections together, so one user cannot hold every worker.
+    max_user_turns_in_flight: int = env("MAX_USER_TURNS_IN_FLIGHT", default=4)
+    # Every other frame (ping, resume, cancel, return_control, invalid ones): at most this many
+    # per connection and window, so floods cost neither DynamoDB reads nor replayed answers.
+    frame_limit: int = env("FRAME_LIMIT", default=30)
+    frame_window_s: int = env("FRAME_WINDOW_S", default=10)
     # Attempts (first try included) botocore makes before an error reaches the app.
     bedrock_max_attempts: int = env("BEDROCK_MAX_ATTEMPTS", default=4)
     post_max_attempts: int = env("POST_MAX_ATTEMPTS", default=5)
+    # The relay's own tries of one event (each one botocore's attempts), and its first pause,
+    # before it closes a connection that keeps refusing the answer (its client then resumes).
+    relay_post_attempts: int = env("RELAY_POST_ATTEMPTS", default=6)
+    relay_retry_base_ms: int = env("RELAY_RETRY_BASE_MS", default=250)
     turn_ttl_s: int = env("TURN_TTL_S", default=7 * 24 * 3600)
     log_content: bool = env("LOG_CONTENT", default=False)
 

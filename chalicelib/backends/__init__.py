@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Protocol, Union
 
 from chalicelib.protocol import ErrorCode
+from chalicelib.retry import backoff_s
 from chalicelib.turns.outcomes import Failure
 
 
@@ -32,6 +33,7 @@ class TextDelta:
 @dataclass(frozen=True)
 class Trace:
     trace: Dict[str, Any]
+    phase: Optional[str] = None  # what the agent is doing, without the trace's content
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,6 @@ def classify_error(code: str, message: str) -> Failure:
     message = message.strip().rstrip(".")
     reason = f"{code}: {message}" if message else code
     return Failure(ErrorCode.AGENT_ERROR, f"The agent failed ({reason}).", key in _TRANSIENT)
-
-
-def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
-    """Exponential backoff with jitter (half fixed, half random), as AWS recommends."""
-    import random  # only on a retry, not on every cold start
-
-    ceiling = min(cap_s, base_s * 2**attempt)
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def guarded(

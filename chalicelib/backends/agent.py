@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 from chalicelib.backends import Events, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
 from chalicelib.protocol import ErrorCode
-from chalicelib.backends.agent_trace import compact_trace
+from chalicelib.backends.agent_trace import compact_trace, phase_of
 
 
 class AgentBackend:
@@ -25,7 +25,9 @@ class AgentBackend:
             "agentId": self._agent_id,
             "agentAliasId": self._agent_alias_id,
             "sessionId": request.session_id,
-            "enableTrace": request.trace,
+            # Always: the trace says what a silent agent is doing (progress events); it is
+            # forwarded to the client only when the ask set ``trace``.
+            "enableTrace": True,
             "streamingConfigurations": {"streamFinalResponse": True},
         }
         if request.control_results is not None:
@@ -53,7 +55,8 @@ class AgentBackend:
                     if text:
                         yield TextDelta(text)
                 elif "trace" in event:
-                    yield Trace(compact_trace(event["trace"].get("trace", {})))
+                    compact = compact_trace(event["trace"].get("trace", {}))
+                    yield Trace(compact, phase_of(compact))
                 elif "returnControl" in event:
                     control = event["returnControl"]
                     if not control.get("invocationId"):  # the client could never answer it

@@ -78,3 +78,18 @@ def _observation(observation: Dict[str, Any]) -> Dict[str, Any]:
     if "finalResponse" in observation:
         return {"kind": "observation", "type": kind or "FINISH", "text": (observation["finalResponse"] or {}).get("text", "")}
     return {"kind": "observation", "type": kind}
+
+
+_PHASES = {
+    "rationale": "planning the answer",
+    "action": "calling an action group",
+    "knowledge_base": "searching the knowledge base",
+    "guardrail": "checking the guardrails",
+}
+
+
+def phase_of(compact: Dict[str, Any]) -> Optional[str]:
+    """What the agent is doing, in a few words and without the trace's content (for ``progress``)."""
+    if compact.get("kind") == "observation" and compact.get("type") == "FINISH":
+        return "writing the answer"
+    return _PHASES.get(str(compact.get("kind")))

@@ -25,7 +25,7 @@ from chalicelib.protocol import (
 )
 from chalicelib.runtime import Runtime
 from chalicelib.turns import actions
-from chalicelib.turns.outcomes import NOT_SIGNED_IN, UNSERVED
+from chalicelib.turns.outcomes import NOT_SIGNED_IN, UNSERVED, rate_limited
 
 
 def _body(event: Dict[str, Any]) -> Optional[str]:
@@ -54,7 +54,10 @@ def message(runtime: Runtime, event: Dict[str, Any]) -> None:
             parsed = parse_client_message(_body(event))
         except ProtocolError as exc:
             logger.info("invalid request", extra={"reason": exc.message})
-            reply(exc.event())
+            if not _over_frame_limit(runtime, reply, connection_id):
+                reply(exc.event())
+            return
+        if not isinstance(parsed, Ask) and _over_frame_limit(runtime, reply, connection_id):
             return
         if isinstance(parsed, Ping):
             reply(protocol.pong_event())
@@ -64,6 +67,21 @@ def message(runtime: Runtime, event: Dict[str, Any]) -> None:
         except Exception:  # noqa: BLE001 - the client must hear about it, never silence
             logger.exception("could not serve the request")
             reply(UNSERVED.event())
+
+
+def _over_frame_limit(runtime: Runtime, reply: actions.Reply, connection_id: str) -> bool:
+    """Every frame but an ask (which has its own token bucket) counts against the connection's
+    allowance; over it, the frame is answered ``rate_limited`` and not served."""
+    settings = runtime.settings
+    try:
+        retry_after_ms = runtime.connections.count_frame(connection_id, settings.frame_window_s, settings.frame_limit)
+    except Exception:  # noqa: BLE001 - a limiter that cannot count lets the frame through
+        logger.exception("could not count the frame")
+        return False
+    if retry_after_ms:
+        reason = f"This connection sent more than {settings.frame_limit} messages in {settings.frame_window_s} s."
+        reply(rate_limited(reason, retry_after_ms).event())
+    return retry_after_ms > 0
 
 
 def _act(
@@ -82,7 +100,7 @@ def _act(
         if isinstance(message, Ask):
             actions.ask(runtime, reply, connection, message, context["apiId"], context["stage"])
         elif isinstance(message, Resume):
-            actions.resume(runtime, reply, connection, message.turn_id)
+            actions.resume(runtime, reply, connection, message.turn_id, message.from_seq)
         elif isinstance(message, Cancel):
             actions.cancel(runtime, reply, gateway, connection, message.turn_id)
         elif isinstance(message, ReturnControlResults):

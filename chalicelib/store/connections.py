@@ -74,3 +74,32 @@ class ConnectionStore:
             )
             is not None
         )
+
+    def count_frame(self, connection_id: str, window_s: int, limit: int) -> int:
+        """Count a frame against the connection's allowance (``limit`` per ``window_s`` window).
+
+        Returns 0 when the frame is allowed, else the milliseconds until the next window: a cheap
+        fixed-window counter (one conditional write per frame) on the connection's own record.
+        """
+        now = now_ms()
+        window = now // (window_s * 1000)
+        names = {"#frameWindow": "frameWindow", "#frames": "frames"}
+        counted = self._table.update(
+            self._key(connection_id),
+            "#frameWindow = :window AND #frames < :limit",
+            {},
+            names=names,
+            values={":window": {"N": str(window)}, ":limit": {"N": str(limit)}, ":one": {"N": "1"}},
+            update="ADD #frames :one",
+        )
+        if counted is not None:
+            return 0
+        opened = self._table.update(
+            self._key(connection_id),
+            "attribute_exists(connectionId) AND (attribute_not_exists(#frameWindow) OR #frameWindow < :window)",
+            {"frameWindow": window, "frames": 1},
+            values={":window": {"N": str(window)}},
+        )
+        if opened is not None or self._table.get(self._key(connection_id)) is None:
+            return 0  # a new window; or no record, which the handler answers for itself
+        return (window + 1) * window_s * 1000 - now

@@ -25,6 +25,8 @@ def encode(value: Any) -> Dict[str, Any]:
         return {"N": repr(value)}
     if isinstance(value, dict):
         return {"S": json.dumps(value, separators=(",", ":"))}
+    if isinstance(value, list):
+        return {"L": [encode(item) for item in value]}
     return {"S": str(value)}
 
 
@@ -36,6 +38,8 @@ def decode(attr: Mapping[str, Any]) -> Any:
         return float(number) if any(c in number for c in ".eE") else int(number)
     if "BOOL" in attr:
         return attr["BOOL"]
+    if "L" in attr:
+        return [decode(item) for item in attr["L"]]
     return None
 
 
@@ -59,11 +63,21 @@ class Table:
         item: Optional[Item] = self.db.get_item(TableName=self.name, Key=key, ConsistentRead=True, **kwargs).get("Item")
         return item
 
-    def put(self, item: Item, condition: Optional[str] = None) -> bool:
+    def put(
+        self,
+        item: Item,
+        condition: Optional[str] = None,
+        names: Optional[Mapping[str, str]] = None,
+        values: Optional[Item] = None,
+    ) -> bool:
         """Put the item (if ``condition`` holds); False if it did not."""
         params: Dict[str, Any] = {"TableName": self.name, "Item": item}
         if condition:
             params["ConditionExpression"] = condition
+        if names:
+            params["ExpressionAttributeNames"] = dict(names)
+        if values:
+            params["ExpressionAttributeValues"] = dict(values)
         try:
             self.db.put_item(**params)
         except self.db.exceptions.ConditionalCheckFailedException:

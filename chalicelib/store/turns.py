@@ -10,11 +10,11 @@ import json
 import re
 import uuid
 from dataclasses import fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from chalicelib.store.items import Item, Table, decode, encode, now_ms
 from chalicelib.turns.outcomes import Failure, Status
-from chalicelib.turns.record import ATTRIBUTES, Turn, TurnState, failure_fields
+from chalicelib.turns.record import ATTRIBUTES, Turn, TurnState, failure_fields, resumer
 
 _FIELDS = {attribute: name for name, attribute in ATTRIBUTES.items()}
 _JSON_FIELDS = {f.name for f in fields(Turn) if f.default_factory is dict}
@@ -28,7 +28,11 @@ class TurnExists(Exception):
 
 def _attributes(values: Mapping[str, Any]) -> Item:
     """Field values under their attribute names; None and empty dicts are not stored."""
-    return {ATTRIBUTES[name]: encode(value) for name, value in values.items() if value is not None and value != {}}
+    return {ATTRIBUTES[name]: encode(value) for name, value in values.items() if value is not None and not _empty(value)}
+
+
+def _empty(value: Any) -> bool:
+    return isinstance(value, (dict, list)) and not value
 
 
 def turn_item(turn: Turn) -> Item:
@@ -52,11 +56,11 @@ def turn_from_item(item: Item) -> Turn:
     return turn
 
 
-def _resumed(resumed_at: Optional[int]) -> Tuple[str, Item]:
-    """The condition "last resumed at ``resumed_at``" (never, for None), and its value."""
-    if resumed_at is None:
-        return "attribute_not_exists(#resumedAt)", {}
-    return "#resumedAt = :resumedAt", {":resumedAt": {"N": str(resumed_at)}}
+def _resumed(resumes: int) -> Tuple[str, Item]:
+    """The condition "resumed exactly ``resumes`` times", and its value."""
+    if resumes == 0:
+        return "attribute_not_exists(#resumers)", {}
+    return "size(#resumers) = :resumes", {":resumes": {"N": str(resumes)}}
 
 
 class TurnStore:
@@ -68,21 +72,33 @@ class TurnStore:
     def _key(turn_id: str) -> Item:
         return {"turnId": {"S": turn_id}}
 
-    def _change(self, turn_id: str, condition: str, changes: Mapping[str, Any], values: Optional[Item] = None) -> Optional[Turn]:
+    def _change(
+        self,
+        turn_id: str,
+        condition: str,
+        changes: Mapping[str, Any],
+        values: Optional[Item] = None,
+        also: str = "",
+        remove: Sequence[str] = (),
+    ) -> Optional[Turn]:
         """Set ``changes`` (field name -> value) if ``condition`` holds: the turn as now stored, or None.
 
-        ``condition`` names attributes as ``#attribute``; its values come in ``values``.
+        ``condition`` and ``also`` (more SET clauses) name attributes as ``#attribute``, their
+        values come in ``values``; ``remove`` lists fields to delete.
         """
         item = _attributes(changes)
-        names = {placeholder: placeholder[1:] for placeholder in _PLACEHOLDER.findall(condition)}
-        names.update({f"#{attr}": attr for attr in item})
+        sets = [f"#{attr} = :{attr}" for attr in item] + ([also] if also else [])
+        update = "SET " + ", ".join(sets)
+        if remove:
+            update += " REMOVE " + ", ".join(f"#{ATTRIBUTES[name]}" for name in remove)
+        names = {placeholder: placeholder[1:] for placeholder in _PLACEHOLDER.findall(condition + " " + update)}
         written = self._table.update(
             self._key(turn_id),
             condition,
             {},
             names=names,
             values={**{f":{attr}": value for attr, value in item.items()}, **(values or {})},
-            update="SET " + ", ".join(f"#{attr} = :{attr}" for attr in item),
+            update=update,
             ReturnValues="ALL_NEW",
         )
         return turn_from_item(written["Attributes"]) if written else None
@@ -115,13 +131,34 @@ class TurnStore:
         if not self._table.put(turn_item(turn), "attribute_not_exists(turnId)"):
             raise TurnExists(turn.turn_id)
 
-    def attach(self, turn_id: str, user_id: str, connection_id: str) -> Optional[Turn]:
-        """Send an unfinished turn's events to this connection of its owner from now on."""
+    def replace_failed(self, failed: Turn, turn: Turn) -> bool:
+        """Record ``turn`` in place of ``failed``, a turn with its id that ended in a retryable failure
+        (the same request id asked again); False if the record changed meanwhile."""
+        turn.created_at = now_ms()
+        turn.expires_at = turn.created_at // 1000 + self._ttl_s
+        turn.origin_connection_id = turn.connection_id
+        condition = "#status = :error AND #finishedAt = :finished"
+        return self._table.put(
+            turn_item(turn),
+            condition,
+            names={"#status": "status", "#finishedAt": "finishedAt"},
+            values={":error": {"S": Status.ERROR.value}, ":finished": {"N": str(failed.finished_at or 0)}},
+        )
+
+    def admit(self, turn_id: str) -> Optional[Turn]:
+        """The ask passed the rate limits: its duplicates may now be told it is accepted."""
+        return self._change(turn_id, "#status = :queued", {"admitted_at": now_ms()}, {":queued": _UNFINISHED[":queued"]})
+
+    def attach(self, turn_id: str, user_id: str, connection_id: str, from_seq: int = 0) -> Optional[Turn]:
+        """Send an unfinished turn's events to this connection of its owner from now on (after
+        ``from_seq``, which it has); the turn's worker sees the resume and acts on it."""
         return self._change(
             turn_id,
             "#userId = :user AND #status IN (:queued, :running, :waiting)",
-            {"connection_id": connection_id, "resumed_at": now_ms()},
-            {":user": {"S": user_id}, **_UNFINISHED},
+            {"connection_id": connection_id},
+            {":user": {"S": user_id}, **_UNFINISHED, ":empty": {"L": []},
+             ":resumer": {"L": [{"S": resumer(connection_id, from_seq)}]}},
+            also="#resumers = list_append(if_not_exists(#resumers, :empty), :resumer)",
         )
 
     def request_cancel(self, turn_id: str, user_id: str) -> Optional[Turn]:
@@ -155,6 +192,7 @@ class TurnStore:
                 "connection_id": connection_id,
             },
             {":user": {"S": user_id}, ":waiting": _UNFINISHED[":waiting"], ":invocation": {"S": invocation_id}},
+            remove=["resumers"],  # served by $default while it waited; the next run starts afresh
         )
 
     # ---- the worker's writes
@@ -169,51 +207,49 @@ class TurnStore:
             {":queued": _UNFINISHED[":queued"]},
         )
 
-    def checkpoint(
-        self, turn: Turn, connection_id: str, resumed_at: Optional[int], answer: Optional[str]
-    ) -> Optional[TurnState]:
-        """Save progress (and the heartbeat) while this worker owns the turn and nothing was asked of it.
+    def checkpoint(self, turn: Turn, resumes: int, progress: Optional[Mapping[str, Any]] = None) -> Optional[TurnState]:
+        """Save the heartbeat (and ``progress``: the answer so far and its numbering) while this
+        worker owns the turn and nothing was asked of it since ``resumes`` resumes.
 
         Returns None when all is as before; otherwise the current state, which says why:
         the client resumed, asked to cancel, or the turn is no longer ours.
         """
-        changes: Dict[str, Any] = {"checkpoint_at": now_ms()}
-        if answer is not None:
-            changes["answer"] = answer
-        condition, values = self._owned(turn, connection_id, resumed_at)
-        written = self._change(turn.turn_id, condition + " AND attribute_not_exists(#cancelRequested)", changes, values)
+        changes: Dict[str, Any] = {"checkpoint_at": now_ms(), **(progress or {})}
+        condition, values = self._owned(turn, resumes)
+        not_cancelled = " AND (attribute_not_exists(#cancelRequested) OR #cancelRequested = :false)"
+        written = self._change(turn.turn_id, condition + not_cancelled, changes, {**values, ":false": {"BOOL": False}})
         return None if written is not None else self.state(turn.turn_id)
 
     def finish(
         self,
         turn: Turn,
         status: Status,
-        answer: str,
         stats: Dict[str, Any],
         failure: Optional[Failure] = None,
-        connection_id: Optional[str] = None,
-        resumed_at: Optional[int] = None,
+        resumes: Optional[int] = None,
+        progress: Optional[Mapping[str, Any]] = None,
     ) -> bool:
-        """Record the outcome of a running turn this worker owns (and, if given, on this connection).
+        """Record the outcome (and ``progress``) of a running turn this worker owns, if it was
+        resumed exactly ``resumes`` times (None: whatever happened).
 
         False means the record changed underneath: look at it again.
         """
-        changes: Dict[str, Any] = {"status": status, "answer": answer, "stats": stats, "finished_at": now_ms()}
+        changes: Dict[str, Any] = {"status": status, "stats": stats, "finished_at": now_ms(), **(progress or {})}
         if failure is not None:
             changes.update(failure_fields(failure))
-        condition, values = self._owned(turn, connection_id, resumed_at)
+        condition, values = self._owned(turn, resumes)
         return self._change(turn.turn_id, condition, changes, values) is not None
 
-    def pause(self, turn: Turn, answer: str, control: Dict[str, Any], connection_id: str, resumed_at: Optional[int]) -> bool:
+    def pause(self, turn: Turn, control: Dict[str, Any], resumes: int, progress: Mapping[str, Any]) -> bool:
         """Park a running turn until its client answers the agent's return-of-control request."""
         changes = {
             "status": Status.WAITING,
-            "answer": answer,
             "control": control,
             "control_invocation_id": control["invocationId"],
             "paused_at": now_ms(),
+            **progress,
         }
-        condition, values = self._owned(turn, connection_id, resumed_at)
+        condition, values = self._owned(turn, resumes)
         return self._change(turn.turn_id, condition, changes, values) is not None
 
     def interrupt(self, turn_id: str, failure: Failure, stale_before_ms: int) -> Optional[Turn]:
@@ -230,12 +266,13 @@ class TurnStore:
         )
 
     @staticmethod
-    def _owned(turn: Turn, connection_id: Optional[str], resumed_at: Optional[int]) -> Tuple[str, Item]:
-        """Running under this worker's claim (and, if given, streaming to that connection as last resumed)."""
+    def _owned(turn: Turn, resumes: Optional[int]) -> Tuple[str, Item]:
+        """Running under this worker's claim (and, if given, resumed exactly ``resumes`` times:
+        else a client who resumed meanwhile would miss its replay)."""
         condition = "#status = :running AND #claimId = :claim"
         values: Item = {":running": _UNFINISHED[":running"], ":claim": {"S": turn.claim_id or ""}}
-        if connection_id is not None:  # else the client who resumed would miss the replay
-            resumed, resumed_values = _resumed(resumed_at)
-            condition += " AND #connectionId = :connection AND " + resumed
-            values.update({":connection": {"S": connection_id}, **resumed_values})
+        if resumes is not None:
+            resumed, resumed_values = _resumed(resumes)
+            condition += " AND " + resumed
+            values.update(resumed_values)
         return condition, values

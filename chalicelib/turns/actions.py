@@ -6,6 +6,7 @@ reveal nothing.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 from chalicelib import protocol
@@ -13,10 +14,10 @@ from chalicelib.gateway import Gateway
 from chalicelib.logs import logger
 from chalicelib.protocol import Ask, Event, ReturnControlResults
 from chalicelib.runtime import Runtime
-from chalicelib.store import Connection, TurnExists
+from chalicelib.store import Connection, TurnExists, now_ms
 from chalicelib.turns import ids
 from chalicelib.turns.lifecycle import interrupt_if_dead, leave_flight, post_quietly
-from chalicelib.turns.outbox import replay
+from chalicelib.turns.outbox import decode_ends, replay
 from chalicelib.turns.outcomes import ALREADY_FINISHED, CANCELLED, CRASHED, NOT_YOURS, Failure, Status, rate_limited
 from chalicelib.turns.queue import TurnMessage
 from chalicelib.turns.record import Turn
@@ -27,7 +28,9 @@ Reply = Callable[[Event], None]  # sends one event to the client that acted
 def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, api_id: str, stage: str) -> None:
     """Record the turn, tell the client it is accepted, then queue it (so `accepted` comes first).
 
-    A repeated request id names the turn it already started instead.
+    With a request id the turn is recorded first and charged to the rate limits only if it is new,
+    so asks repeated at the same moment (a retrying client, two tabs) are all answered as the one
+    turn, never rate-limited by each other, and spend one token and one slot between them.
     """
     settings = runtime.settings
     turn = Turn(
@@ -41,24 +44,23 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
         memory_id=ids.memory_id(connection.user_id) if settings.agent_memory else None,
         trace=message.trace,
     )
-    duplicate = _duplicate(runtime, turn)
-    if duplicate:
-        reply(duplicate)
-        return
-    decision = runtime.rate_limits.take(connection.user_id, settings.rate_per_s, settings.rate_burst)
-    if not decision.allowed:
-        reply(_rate_limited("You are sending questions too fast.", decision.retry_after_ms, message.request_id))
-        return
-    if not runtime.connections.enter_flight(connection.connection_id, settings.max_turns_in_flight):
-        text = f"This connection already has {settings.max_turns_in_flight} turns in flight."
-        reply(_rate_limited(text, 1000, message.request_id))
+    if message.request_id is not None:
+        settled = _record_idempotent(runtime, turn)
+        if settled is not None:  # the request id names a turn that is not this ask's to start
+            reply(settled)
+            return
+    refusal = _charge(runtime, turn)
+    if refusal is not None:
+        if message.request_id is not None:  # duplicates waiting on this ask get the same answer
+            runtime.turns.end_unclaimed(turn.turn_id, turn.user_id, refusal)
+        reply(refusal.event(requestId=message.request_id))
         return
     try:
-        runtime.turns.create(turn)
-    except TurnExists:  # the same request id, a moment ago
-        leave_flight(runtime, turn)
-        reply(_duplicate(runtime, turn) or protocol.accepted_event(turn.turn_id, message.request_id))
-        return
+        if message.request_id is None:
+            turn.admitted_at = now_ms()
+            runtime.turns.create(turn)
+        else:
+            runtime.turns.admit(turn.turn_id)
     except Exception:
         leave_flight(runtime, turn)
         raise
@@ -71,17 +73,69 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
     _queue(runtime, reply, turn, api_id, stage)
 
 
-def _duplicate(runtime: Runtime, turn: Turn) -> Optional[Event]:
-    if turn.request_id is None:
-        return None
-    existing = runtime.turns.get(turn.turn_id)
-    if existing is None:
-        return None
-    return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
+ADMISSION_WAIT_S = 3.0  # how long a duplicate waits for the first ask to pass the rate limits
+_ADMISSION_POLL_S = 0.02
 
 
-def _rate_limited(reason: str, retry_after_ms: int, request_id: Optional[str]) -> Event:
-    return rate_limited(reason, retry_after_ms).event(retryAfterMs=retry_after_ms, requestId=request_id)
+def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
+    """Record a turn named by a request id; None if this ask is to start it, else the reply.
+
+    The turn already exists: a duplicate, answered ``accepted`` with ``duplicate: true`` once the
+    first ask was admitted (or with the refusal it got); unless it ended in a retryable failure,
+    which the same request id may run again.
+    """
+    deadline = time.monotonic() + ADMISSION_WAIT_S
+    while True:
+        try:
+            runtime.turns.create(turn)
+            return None
+        except TurnExists:
+            pass
+        existing = runtime.turns.get(turn.turn_id)
+        if existing is None:
+            continue  # gone meanwhile (its TTL): record it again
+        if existing.status == Status.ERROR and existing.error_retryable:
+            if runtime.turns.replace_failed(existing, turn):
+                logger.info("a retryable failure asked again: the turn runs again")
+                return None
+            continue
+        if existing.admitted_at is not None or existing.status != Status.QUEUED:
+            if existing.admitted_at is None and existing.status == Status.ERROR:
+                return existing.failure.event(requestId=turn.request_id)  # refused, not retryable
+            return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
+        if time.monotonic() >= deadline:  # the first ask stalled before its admission
+            return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
+        time.sleep(_ADMISSION_POLL_S)
+
+
+def _charge(runtime: Runtime, turn: Turn) -> Optional[Failure]:
+    """Take a token from the user's bucket and a slot on the connection and the user, or say why not."""
+    settings = runtime.settings
+    decision = runtime.rate_limits.take(turn.user_id, settings.rate_per_s, settings.rate_burst)
+    if not decision.allowed:
+        return rate_limited("You are sending questions too fast.", decision.retry_after_ms)
+    if not runtime.connections.enter_flight(turn.connection_id, settings.max_turns_in_flight):
+        return rate_limited(f"This connection already has {settings.max_turns_in_flight} turns in flight.", 1000)
+    if not _enter_user_flight(runtime, turn):
+        runtime.connections.leave_flight(turn.connection_id)
+        cap = settings.max_user_turns_in_flight
+        return rate_limited(f"You already have {cap} turns in flight; wait for one to finish.", 1000)
+    return None
+
+
+def _enter_user_flight(runtime: Runtime, turn: Turn) -> bool:
+    """A slot among the user's turns in flight; a slot held by a turn that has ended is given back."""
+    cap = runtime.settings.max_user_turns_in_flight
+    rate_limits = runtime.rate_limits
+    if rate_limits.enter_flight(turn.user_id, turn.turn_id, cap):
+        return True
+    freed = False
+    for turn_id in rate_limits.in_flight(turn.user_id):
+        held = runtime.turns.get(turn_id)
+        if held is None or held.finished:
+            rate_limits.leave_flight(turn.user_id, turn_id)
+            freed = True
+    return freed and rate_limits.enter_flight(turn.user_id, turn.turn_id, cap)
 
 
 def _owned(runtime: Runtime, connection: Connection, turn_id: str) -> Optional[Turn]:
@@ -89,23 +143,37 @@ def _owned(runtime: Runtime, connection: Connection, turn_id: str) -> Optional[T
     return turn if turn is not None and turn.user_id == connection.user_id else None
 
 
-def resume(runtime: Runtime, reply: Reply, connection: Connection, turn_id: str) -> None:
-    """Attach this connection to an unfinished turn, or re-send a finished one from seq 1."""
+def resume(runtime: Runtime, reply: Reply, connection: Connection, turn_id: str, from_seq: int = 0) -> None:
+    """Send a turn again to this connection: the events after ``from_seq``, numbered as they were.
+
+    A finished (or waiting) turn is read back here, after ``accepted``. A running or queued one is
+    attached: its worker sends ``accepted`` and the replay itself, in order with what it streams,
+    so no event of the old stream lands between them, and tells any connection it stops serving.
+    """
     turn = _owned(runtime, connection, turn_id)
     if turn is None:
         reply(NOT_YOURS.event(turn_id))
         return
-    reply(protocol.accepted_event(turn.turn_id, turn.request_id))
     if turn.status == Status.RUNNING:
         # A turn whose worker died and whose message is gone would otherwise run "forever".
         turn = interrupt_if_dead(runtime, turn_id) or turn
     if not turn.finished:
-        attached = runtime.turns.attach(turn_id, connection.user_id, connection.connection_id)
+        attached = runtime.turns.attach(turn_id, connection.user_id, connection.connection_id, from_seq)
         if attached is not None and attached.status != Status.WAITING:
-            return  # its worker sends the answer so far, then the rest, here
+            return  # its worker answers
         turn = attached or runtime.turns.get(turn_id) or turn  # waiting for tools, or finished meanwhile
+    reply(protocol.accepted_event(turn.turn_id, turn.request_id))
     last = turn
-    for event in replay(turn.turn_id, turn.answer, lambda seq: _last_event(last, seq), runtime.settings.max_frame_bytes):
+    events = replay(
+        turn.turn_id,
+        turn.answer,
+        lambda seq: _last_event(last, seq),
+        runtime.settings.max_frame_bytes,
+        decode_ends(turn.seq_ends),
+        turn.extras,
+        from_seq,
+    )
+    for event in events:
         reply(event)
 
 

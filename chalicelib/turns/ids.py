@@ -11,9 +11,18 @@ import uuid
 from typing import Optional
 
 
+def encode_parts(*parts: str) -> str:
+    """Join parts so that no two different tuples give the same string.
+
+    Each part has its backslashes and NULs escaped before the parts are NUL-joined, so a part
+    that holds a NUL (a ``sub`` claim may) cannot pass for a separator. Parts without either
+    character join exactly as before, so existing session ids do not change.
+    """
+    return "\0".join(part.replace("\\", "\\\\").replace("\0", "\\0") for part in parts)
+
+
 def _digest(*parts: str) -> str:
-    # NUL-separated so ("ab", "c") and ("a", "bc") never collide.
-    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:48]
+    return hashlib.sha256(encode_parts(*parts).encode("utf-8")).hexdigest()[:48]
 
 
 def session_id(user_id: str, conversation_id: Optional[str], connection_id: str) -> str:
@@ -32,4 +41,4 @@ def turn_id(user_id: str, request_id: Optional[str]) -> str:
     """A client's idempotency key names one turn per user; without one every ask is new."""
     if request_id is None:
         return uuid.uuid4().hex
-    return hashlib.sha256(f"turn\0{user_id}\0{request_id}".encode()).hexdigest()[:32]
+    return _digest("turn", user_id, request_id)[:32]

@@ -30,11 +30,15 @@ def interrupt_if_dead(runtime: Runtime, turn_id: str) -> Optional[Turn]:
 
 
 def leave_flight(runtime: Runtime, turn: Turn) -> None:
-    """Give back the asking connection's in-flight slot (best effort)."""
+    """Give back the turn's in-flight slots, its asking connection's and its user's (best effort)."""
     try:
         runtime.connections.leave_flight(turn.origin_connection_id)
     except Exception:  # noqa: BLE001 - the counter only limits; the connection's TTL resets it
         logger.exception("could not update the connection's turns in flight")
+    try:
+        runtime.rate_limits.leave_flight(turn.user_id, turn.turn_id)
+    except Exception:  # noqa: BLE001 - an ended turn's slot is given back when the user next needs it
+        logger.exception("could not update the user's turns in flight")
 
 
 def post_quietly(gateway: Gateway, connection_id: str, event: Event) -> None:

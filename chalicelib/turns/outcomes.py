@@ -34,10 +34,11 @@ class Failure:
     code: ErrorCode
     message: str
     retryable: bool
+    retry_after_ms: Optional[int] = None  # sent as retryAfterMs: wait at least this long
 
     def event(self, turn_id: Optional[str] = None, seq: Optional[int] = None, **extra: Any) -> Event:
         """The ``error`` event that tells a client about this failure."""
-        return error_event(self.code, self.message, self.retryable, turn_id, seq, **extra)
+        return error_event(self.code, self.message, self.retryable, turn_id, seq, retryAfterMs=self.retry_after_ms, **extra)
 
 
 CRASHED = Failure(ErrorCode.INTERNAL, "The turn failed inside agentstream; try again.", True)
@@ -51,9 +52,14 @@ NOT_SIGNED_IN = Failure(
     "This connection is not signed in (it expired or was never authenticated); reconnect with a token.",
     False,
 )
+SUPERSEDED = Failure(
+    ErrorCode.SUPERSEDED,
+    "This turn is now delivered to another connection (it was resumed there); this one gets no more of it.",
+    False,
+)
 UNSERVED = Failure(ErrorCode.INTERNAL, "The request could not be served; try again.", True)
 
 
 def rate_limited(reason: str, retry_after_ms: int) -> Failure:
     """Too many requests: the client should wait ``retry_after_ms`` (sent as ``retryAfterMs``)."""
-    return Failure(ErrorCode.RATE_LIMITED, f"{reason} Try again in {retry_after_ms / 1000:.1f} s.", True)
+    return Failure(ErrorCode.RATE_LIMITED, f"{reason} Try again in {retry_after_ms / 1000:.1f} s.", True, retry_after_ms)

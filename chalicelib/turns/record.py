@@ -7,7 +7,7 @@ answer can be read back (resumed) after a drop, until the record's TTL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from chalicelib.protocol import ErrorCode
 from chalicelib.turns.outcomes import Failure, Status
@@ -33,14 +33,22 @@ class Turn:
     memory_id: Optional[str] = field(default=None, metadata=_attr("memoryId"))
     trace: bool = field(default=False, metadata=_attr("trace"))
     created_at: int = field(default=0, metadata=_attr("createdAt"))  # epoch ms
+    # When the ask was let through the rate limits (epoch ms); until then its duplicates wait.
+    admitted_at: Optional[int] = field(default=None, metadata=_attr("admittedAt"))
     expires_at: int = field(default=0, metadata=_attr("expiresAt"))  # epoch s, the table's TTL
     claim_id: Optional[str] = field(default=None, metadata=_attr("claimId"))  # the worker that owns it
     claimed_at: Optional[int] = field(default=None, metadata=_attr("claimedAt"))
     checkpoint_at: Optional[int] = field(default=None, metadata=_attr("checkpointAt"))  # the heartbeat
     cancel_requested: bool = field(default=False, metadata=_attr("cancelRequested"))
-    # The last resume (epoch ms): its client wants the turn again from seq 1.
-    resumed_at: Optional[int] = field(default=None, metadata=_attr("resumedAt"))
+    # Every resume of the unfinished turn, in order, as "<fromSeq>:<connectionId>": the last one
+    # gets the turn from then on; the others are told it went elsewhere. Its length is the
+    # version a worker's writes are conditional on.
+    resumers: List[str] = field(default_factory=list, metadata=_attr("resumers"))
     answer: str = field(default="", metadata=_attr("answer"))
+    # How the answer was numbered: per seq, where that chunk ends ("-" for another event), and
+    # the other events as a replay re-sends them (chalicelib.turns.outbox).
+    seq_ends: str = field(default="", metadata=_attr("seqEnds"))
+    extras: Dict[str, Any] = field(default_factory=dict, metadata=_attr("extras"))
     error_code: Optional[str] = field(default=None, metadata=_attr("errorCode"))
     error_message: Optional[str] = field(default=None, metadata=_attr("errorMessage"))
     error_retryable: bool = field(default=False, metadata=_attr("errorRetryable"))
@@ -71,22 +79,31 @@ def failure_fields(failure: Failure) -> Dict[str, Any]:
     return {"error_code": failure.code, "error_message": failure.message, "error_retryable": failure.retryable}
 
 
+def resumer(connection_id: str, from_seq: int) -> str:
+    return f"{from_seq}:{connection_id}"
+
+
+def parse_resumer(entry: str) -> Tuple[str, int]:
+    """(connection id, fromSeq) of one resume."""
+    from_seq, _, connection_id = entry.partition(":")
+    return connection_id, int(from_seq or 0)
+
+
 @dataclass(frozen=True)
 class TurnState:
-    """What a running turn's worker watches: who owns it, where its events go, whether to stop."""
+    """What a running turn's worker watches: who owns it, whether to stop, who resumed it."""
 
     status: Status
     claim_id: Optional[str]
     connection_id: str
     cancel_requested: bool = False
-    resumed_at: Optional[int] = None
+    resumers: List[str] = field(default_factory=list)
 
-    def still(self, claim_id: Optional[str], connection_id: str, resumed_at: Optional[int]) -> bool:
-        """Running, owned by that claim, streaming to that connection as last resumed, not cancelled."""
+    def still(self, claim_id: Optional[str], resumes: int) -> bool:
+        """Running, owned by that claim, with no resume since the ``resumes`` seen, not cancelled."""
         return (
             self.status == Status.RUNNING
             and self.claim_id == claim_id
-            and self.connection_id == connection_id
-            and self.resumed_at == resumed_at
+            and len(self.resumers) == resumes
             and not self.cancel_requested
         )

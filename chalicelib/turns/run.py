@@ -22,17 +22,21 @@ from chalicelib.backends import End, Files, ReturnControl, TextDelta, Trace, Tur
 from chalicelib.gateway import Gateway
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Event
+from chalicelib.retry import retrying
 from chalicelib.runtime import Runtime
 from chalicelib.store import now_ms
 from chalicelib.turns.lifecycle import interrupt_if_dead, leave_flight, post_quietly
-from chalicelib.turns.outbox import Outbox
-from chalicelib.turns.outcomes import CANCELLED, CRASHED, INTERRUPTED, NO_END, Failure, Status
+from chalicelib.turns.outbox import Outbox, decode_ends, encode_ends
+from chalicelib.turns.outcomes import CANCELLED, CRASHED, INTERRUPTED, NO_END, SUPERSEDED, Failure, Status
 from chalicelib.turns.queue import TurnMessage
-from chalicelib.turns.record import Turn, TurnState
-from chalicelib.turns.relay import Relay
+from chalicelib.turns.record import Turn, parse_resumer
+from chalicelib.turns.relay import PostRetries, Relay
 
 Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
 MAX_INLINE_FILE_BYTES = 16 * 1024  # base64 of this still fits a 32 KB frame
+# Claims retried here (each after botocore's own attempts) before the message goes back to the
+# queue, whose visibility timeout would keep the client waiting for many minutes.
+CLAIM_ATTEMPTS = 5
 
 
 def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
@@ -46,6 +50,10 @@ def describe_file(file: Dict[str, Any]) -> Dict[str, Any]:
     return described
 
 
+def _claim_retried(exc: BaseException, attempt: int) -> None:
+    logger.warning("claim failed; retrying", extra={"error": type(exc).__name__, "attempt": attempt + 1})
+
+
 class TurnBusy(Exception):
     """Another worker is serving this turn right now; the message should come back later."""
 
@@ -53,7 +61,7 @@ class TurnBusy(Exception):
 def run_turn(runtime: Runtime, message: TurnMessage) -> None:
     """Run one queued turn to its terminal event. Raises only before the agent was called."""
     with log_context(turn_id=message.turn_id):
-        turn = runtime.turns.claim(message.turn_id)
+        turn = retrying(lambda: runtime.turns.claim(message.turn_id), CLAIM_ATTEMPTS, _claim_retried)
         gateway = runtime.gateway(message.api_id, message.stage)
         if turn is None:
             _settle_redelivery(runtime, gateway, message.turn_id)
@@ -78,7 +86,8 @@ class TurnRun:
         self.gateway = gateway
         self.turn = turn
         self.outbox = Outbox(turn.turn_id, settings.flush_interval_ms / 1000, settings.max_frame_bytes)
-        self.relay = Relay(gateway.post, self.outbox, turn.connection_id)
+        retries = PostRetries(settings.relay_post_attempts, settings.relay_retry_base_ms / 1000)
+        self.relay = Relay(gateway.post, self.outbox, turn.connection_id, close=gateway.close, retries=retries)
         self.answer: List[str] = []
         self.started = time.monotonic()
         self.claimed_at = now_ms()
@@ -87,7 +96,8 @@ class TurnRun:
         self._stop = threading.Event()  # set when the turn ends, by the reader or the watcher
         self._lost = False  # the turn is no longer ours: write and post nothing more
         self.paused = False  # waiting for the client's tool results
-        self.resumed_at = turn.resumed_at  # the resume whose connection gets the events
+        self.resumes = 0  # the turn's resumes acted on so far (its record lists every one)
+        self.phase: Optional[str] = None  # what the agent is doing, as its trace last said
 
     # ---- the reader (the invocation's own thread)
 
@@ -95,6 +105,8 @@ class TurnRun:
         # The watcher logs with this thread's ids (connection, turn, user).
         watcher = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,), name="watcher", daemon=True)
         with self.relay:
+            if self.turn.resumers:  # resumed while it was queued: the last resume gets it
+                self._follow(self.turn.resumers, self.turn.origin_connection_id)
             watcher.start()
             outcome = self._read()
             self.conclude(outcome)
@@ -115,9 +127,11 @@ class TurnRun:
 
     def _read(self) -> Outcome:
         request = self._request()
-        if self.turn.answer:  # continuing: the answer so far first, from seq 1 (like a resume)
-            self.answer.append(self.turn.answer)
-            self.relay.text(self.turn.answer)
+        turn = self.turn
+        if turn.answer or turn.seq_ends:  # continuing: the turn so far first, from seq 1 (like a resume)
+            self.answer.append(turn.answer)
+            self.relay.restore(turn.answer, decode_ends(turn.seq_ends), turn.extras)
+            self.relay.attach(self.relay.connection_id)
         try:
             for event in self.runtime.backend.stream(request):
                 if self._stop.is_set():
@@ -127,6 +141,7 @@ class TurnRun:
                         self.answer.append(event.text)
                     self.relay.text(event.text)
                 elif isinstance(event, Trace):
+                    self.phase = event.phase or self.phase
                     if self.turn.trace:
                         self.relay.event(partial(protocol.trace_event, self.turn.turn_id, trace=event.trace))
                 elif isinstance(event, Files):
@@ -156,7 +171,7 @@ class TurnRun:
         failure = outcome if isinstance(outcome, Failure) else None
         status = Status.ERROR if failure else Status.DONE
         turns = self.runtime.turns
-        if not self._persist(lambda conn, resumed: turns.finish(self.turn, status, text, stats, failure, conn, resumed)):
+        if not self._persist(lambda resumes: turns.finish(self.turn, status, stats, failure, resumes, self._progress(text))):
             return
         session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
         turn_id = self.turn.turn_id
@@ -172,26 +187,45 @@ class TurnRun:
             extra["answer"] = text
         logger.info("turn finished", extra=extra)
 
-    def _persist(self, write: Callable[[str, Optional[int]], bool]) -> bool:
-        """Write the end of this run for the connection as last resumed; follow a last-moment resume."""
-        while not write(self.relay.connection_id, self.resumed_at):
+    def _persist(self, write: Callable[[int], bool]) -> bool:
+        """Write the end of this run as of the resumes acted on; follow a last-moment resume."""
+        while not write(self.resumes):
             current = self.runtime.turns.state(self.turn.turn_id)
             if current is None or current.status != Status.RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("finished elsewhere")
                 return False
-            self._follow(current)  # resumed at the last moment: replay there
+            self._follow(current.resumers, self.relay.connection_id)  # resumed at the last moment
         return True
 
-    def _follow(self, current: TurnState) -> None:
-        """The client resumed (maybe on the same connection): the answer again from seq 1, there."""
-        logger.info("client resumed", extra={"to": current.connection_id})
-        self.resumed_at = current.resumed_at
-        self.relay.attach(current.connection_id)
+    def _progress(self, text: str) -> Dict[str, Any]:
+        """The answer so far and how it was numbered, as persisted for replays and continuations."""
+        ends, extras = self.relay.numbering()
+        return {"answer": text, "seq_ends": encode_ends(ends), "extras": extras}
+
+    def _follow(self, resumers: List[str], serving: str) -> None:
+        """Act on the resumes not yet acted on: the last one's connection gets ``accepted`` and the
+        turn again after its fromSeq, then the rest; every other connection that was following
+        the turn (``serving`` included) is told it went elsewhere, as its terminal event."""
+        new = resumers[self.resumes:]
+        if not new:
+            return
+        self.resumes = len(resumers)
+        connection_id, from_seq = parse_resumer(new[-1])
+        others = [serving] + [parse_resumer(entry)[0] for entry in new[:-1]]
+        displaced = [c for index, c in enumerate(others) if c != connection_id and c not in others[:index]]
+        turn_id = self.turn.turn_id
+        logger.info("client resumed", extra={"to": connection_id, "from_seq": from_seq, "displaced": len(displaced)})
+        self.relay.follow(
+            connection_id,
+            from_seq,
+            protocol.accepted_event(turn_id, self.turn.request_id),
+            [(other, SUPERSEDED.event(turn_id)) for other in displaced],
+        )
 
     def _pause(self, control: ReturnControl, text: str) -> None:
         """The agent wants the client to run a tool: ask, and park the turn until it answers."""
         request = {"invocationId": control.invocation_id, "inputs": control.inputs}
-        if not self._persist(lambda conn, resumed: self.runtime.turns.pause(self.turn, text, request, conn, resumed)):
+        if not self._persist(lambda resumes: self.runtime.turns.pause(self.turn, request, resumes, self._progress(text))):
             return
         self.paused = True
         turn_id = self.turn.turn_id
@@ -240,24 +274,28 @@ class TurnRun:
         control_s = settings.control_interval_ms / 1000
         checkpoint_s = settings.checkpoint_interval_ms / 1000
         turns = self.runtime.turns
-        saved_chars = 0
+        saved: Any = None  # what the last checkpoint saved: (characters, numbered events)
         last_write = time.monotonic()
         while not self._stop.wait(control_s):
-            connection_id = self.relay.connection_id
+            self._progress_if_quiet()
+            resumes = self.resumes
             try:
                 if time.monotonic() - last_write >= checkpoint_s:
                     last_write = time.monotonic()
                     with self._lock:
-                        chars = sum(len(part) for part in self.answer)
-                        answer = "".join(self.answer) if chars != saved_chars else None
-                    current = turns.checkpoint(self.turn, connection_id, self.resumed_at, answer)
-                    saved_chars = chars
+                        text = "".join(self.answer)
+                    progress: Optional[Dict[str, Any]] = self._progress(text)
+                    mark = (len(text), progress["seq_ends"] if progress else "")
+                    if mark == saved:
+                        progress = None  # unchanged: only the heartbeat is written
+                    current = turns.checkpoint(self.turn, resumes, progress)
+                    saved = mark
                 else:
                     current = turns.state(self.turn.turn_id)
             except Exception:  # noqa: BLE001 - a failed look is retried next time
                 logger.exception("checkpoint failed")
                 continue
-            if current is None or self._stop.is_set() or current.still(self.turn.claim_id, connection_id, self.resumed_at):
+            if current is None or self._stop.is_set() or current.still(self.turn.claim_id, resumes):
                 continue
             if current.status != Status.RUNNING or current.claim_id != self.turn.claim_id:
                 self._lose("taken over")
@@ -265,14 +303,21 @@ class TurnRun:
                 logger.info("turn cancelled by the client")
                 self.conclude(CANCELLED)
             else:
-                self._follow(current)
+                self._follow(current.resumers, self.relay.connection_id)
+
+    def _progress_if_quiet(self) -> None:
+        """Nothing was sent for a while: say the turn is alive (and, if known, what the agent does)."""
+        interval = self.runtime.settings.progress_interval_s
+        if interval > 0 and not self._stop.is_set() and self.relay.quiet_for() >= interval:
+            elapsed_ms = round((time.monotonic() - self.started) * 1000)
+            self.relay.aside(protocol.progress_event(self.turn.turn_id, elapsed_ms, self.phase))
 
     def end_after_crash(self) -> None:
         """A bug or an outage outside the stream: end the turn unless its client already has its end."""
         if self.outbox.terminal_queued or self._lost:
             return
         try:
-            self.runtime.turns.finish(self.turn, Status.ERROR, "".join(self.answer), {}, CRASHED)
+            self.runtime.turns.finish(self.turn, Status.ERROR, {}, CRASHED, progress={"answer": "".join(self.answer)})
         except Exception:  # noqa: BLE001 - the record stays running; a redelivery will interrupt it
             logger.exception("could not record the failure")
         post_quietly(self.gateway, self.relay.connection_id, CRASHED.event(self.turn.turn_id, self.outbox.seq + 1))
@@ -292,4 +337,6 @@ def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None
             raise TurnBusy(turn_id)
         logger.info("duplicate delivery ignored")
         return
-    post_quietly(gateway, turn.connection_id, INTERRUPTED.event(turn_id))
+    # The last seq its client was sent, as far as the last checkpoint knows: it may resume from there.
+    last_seq = len(decode_ends(turn.seq_ends)) or None
+    post_quietly(gateway, turn.connection_id, INTERRUPTED.event(turn_id, lastSeq=last_seq))
