@@ -3,10 +3,12 @@
  *
  * The wire protocol is docs/protocol.md. One turn is in flight at a time. Every ask carries a
  * requestId, so after a dropped connection the page reconnects with backoff and either re-sends the
- * ask (same requestId: the server names the same turn) or resumes the turn it knows; a resume
- * replays the turn from seq 1, so the page drops what it had of that turn's text and takes the
- * replay. Events are applied in seq order, once; a gap means frames were lost, and the page
- * reconnects and resumes to get the turn whole again.
+ * ask (same requestId: the server names the same turn) or resumes the turn it knows. A turn's
+ * events keep the seq they were first sent with, so a resume names the last seq the page has
+ * (fromSeq) and gets only what came after it: the text so far stays and the rest is appended.
+ * Events are applied in seq order, once; a gap means frames were lost, and the page reconnects and
+ * resumes to get the rest. While the agent is silent, `progress` events show in the turn's bubble;
+ * a turn resumed in another tab (`superseded`) ends here and is not resumed again.
  */
 (function () {
   "use strict";
@@ -28,6 +30,7 @@
     not_found: "That turn was not found",
     agent_error: "The agent failed to answer",
     interrupted: "The answer was interrupted before it finished",
+    superseded: "Continued in another window or tab",
     cancelled: "Cancelled",
     internal: "Something went wrong inside agentstream",
   };
@@ -95,6 +98,15 @@
 
   function codePoints(text) {
     return Array.from(text).length;
+  }
+
+  // A character the server counts as visible (AskMessage.prompt in chalicelib/protocol.schema.json):
+  // a question of only spaces and zero-width or control characters is refused.
+  var VISIBLE = /[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]/;
+
+  function seconds(ms) {
+    var s = ms / 1000;
+    return (s >= 10 ? Math.round(s) : s.toFixed(1)) + " s";
   }
 
   // ---- settings --------------------------------------------------------------------------------
@@ -323,9 +335,12 @@
     this.turnId = null;
     this.sent = false;
     this.resuming = false;
+    this.resumeFrom = 0; // the fromSeq of the resume in flight
+    this.resumeTimer = null; // a resume the server refused for now, sent again when it says
     this.resumes = 0;
-    this.lastSeq = 0;
+    this.lastSeq = 0; // the last seq applied: a resume asks for the events after it
     this.text = "";
+    this.progress = null; // "still working · 12 s · …" while the agent is silent; cleared by text
     this.traces = [];
     this.toolForms = {};
     this.finished = false;
@@ -357,8 +372,12 @@
   }
 
   function resume(t) {
+    // Only the events after the last one applied come: what they added stays.
+    clearTimeout(t.resumeTimer);
+    t.resumeTimer = null;
     t.resuming = true;
-    if (send({ action: "resume", turnId: t.turnId })) setTurnStatus(t, "Resuming…");
+    t.resumeFrom = t.lastSeq;
+    if (send({ action: "resume", turnId: t.turnId, fromSeq: t.resumeFrom })) setTurnStatus(t, "Resuming…");
   }
 
   function cancel() {
@@ -406,12 +425,16 @@
       resume(t);
       return;
     }
+    var resumedFrom = t.resuming ? t.resumeFrom : 0;
     if (t.resuming) t.resumes += 1;
     t.resuming = false;
-    // After every `accepted` the turn's events start again at seq 1: the whole answer so far, then
-    // the rest. Traces and files are not repeated, so those are kept.
-    t.lastSeq = 0;
-    t.text = "";
+    clearTimeout(t.resumeTimer);
+    t.resumeTimer = null;
+    // A resume's events are those after its fromSeq, numbered as they were first sent: the text so
+    // far stays. After any other `accepted` (the ask's, tool results', a resume from 0) they start
+    // again at seq 1 with the whole answer so far. Traces and files are not repeated: those stay.
+    t.lastSeq = resumedFrom;
+    if (!resumedFrom) t.text = "";
     renderAnswer(t);
     if (!again) setTurnStatus(t, "Accepted; waiting for the agent…");
     else setTurnStatus(t, t.resumes ? "Resumed after a reconnect…" : "Going on…");
@@ -421,7 +444,17 @@
 
   function onTurnEvent(event) {
     var t = turn;
-    if (t === null || t.finished || event.turnId !== t.turnId || t.resuming) return;
+    if (t === null || t.finished || event.turnId !== t.turnId) return;
+    // Until a resume's `accepted`, events are the old stream's; but a resume in another tab ends
+    // the turn here even then.
+    if (t.resuming && !(event.type === "error" && event.code === "superseded")) return;
+    if (event.type === "progress") {
+      // Not numbered, never replayed: the agent is still at it, though silent for a while.
+      t.progress = ["still working", seconds(Number(event.elapsedMs) || 0)]
+        .concat(typeof event.phase === "string" && event.phase ? [event.phase] : []).join(" · ");
+      renderAnswer(t);
+      return;
+    }
     // Events are applied in seq order, once; an error ends the turn even when its seq repeats
     // one (a cancel of a turn waiting for tool results numbers its error 1 again).
     if (typeof event.seq === "number") {
@@ -436,6 +469,7 @@
     switch (event.type) {
       case "chunk":
         t.text += event.text;
+        t.progress = null;
         setTurnStatus(t, t.resumes ? "Resumed after a reconnect; streaming…" : "Streaming…");
         scheduleRender(t);
         break;
@@ -444,6 +478,7 @@
         renderTraces(t);
         break;
       case "return_control":
+        t.progress = null;
         renderToolForm(t, event);
         break;
       case "files":
@@ -475,6 +510,17 @@
       finish(t, { error: event });
       return;
     }
+    if (event.code === "rate_limited" && t !== null && !t.finished && t.resuming) {
+      // Too many messages on this connection: resume once more when the server says, not in a loop.
+      var wait = typeof event.retryAfterMs === "number" ? event.retryAfterMs : 1000;
+      clearTimeout(t.resumeTimer);
+      t.resumeTimer = setTimeout(function () {
+        t.resumeTimer = null;
+        if (turn === t && !t.finished && t.resuming) resume(t);
+      }, wait);
+      setTurnStatus(t, "Too many messages for now; resuming in " + seconds(wait) + "…");
+      return;
+    }
     showNotice(describe(event), "error");
   }
 
@@ -499,12 +545,16 @@
 
   function finish(t, outcome) {
     t.finished = true;
+    t.progress = null;
+    clearTimeout(t.resumeTimer);
+    t.resumeTimer = null;
     renderAnswer(t);
     var box = t.view.outcome;
     box.replaceChildren();
     if (outcome.error) {
       var error = outcome.error;
-      t.view.root.setAttribute("data-state", error.code === "cancelled" ? "cancelled" : "error");
+      // Cancelled or continued elsewhere (superseded) are not failures; the rest are.
+      t.view.root.setAttribute("data-state", error.code === "cancelled" || error.code === "superseded" ? error.code : "error");
       var line = el("div", "error-box");
       line.setAttribute("role", "alert");
       line.appendChild(el("strong", "error-title", ERRORS[error.code] || "Error"));
@@ -522,7 +572,9 @@
         line.appendChild(retry);
       }
       box.appendChild(line);
-      setTurnStatus(t, error.code === "cancelled" ? "Cancelled" : "Ended with an error");
+      setTurnStatus(t, error.code === "cancelled" ? "Cancelled"
+        : error.code === "superseded" ? "Resumed in another window or tab; the answer goes on there"
+        : "Ended with an error");
     } else {
       t.view.root.setAttribute("data-state", "done");
       setTurnStatus(t, statsLine(outcome.stats, t));
@@ -567,9 +619,11 @@
     var answer = el("div", "answer markdown");
     var typing = el("div", "typing");
     typing.setAttribute("aria-label", "waiting for the answer");
-    typing.appendChild(el("span"));
-    typing.appendChild(el("span"));
-    typing.appendChild(el("span"));
+    typing.appendChild(el("span", "dot"));
+    typing.appendChild(el("span", "dot"));
+    typing.appendChild(el("span", "dot"));
+    var typingLabel = el("span", "typing-label", "");
+    typing.appendChild(typingLabel);
     var traces = el("details", "traces");
     traces.hidden = true;
     var summary = el("summary", "", "Trace");
@@ -592,7 +646,7 @@
     root.appendChild(assistant);
     els.transcript.appendChild(root);
     keepScrolled(true);
-    return { root: root, answer: answer, typing: typing, traces: traces, summary: summary, traceList: traceList, tool: tool, files: files, outcome: outcome, meta: meta };
+    return { root: root, answer: answer, typing: typing, typingLabel: typingLabel, traces: traces, summary: summary, traceList: traceList, tool: tool, files: files, outcome: outcome, meta: meta };
   }
 
   var renderPending = null;
@@ -612,7 +666,11 @@
   function renderAnswer(t) {
     var wasNear = nearBottom();
     t.view.answer.replaceChildren(window.AgentMarkdown.render(t.text));
-    t.view.typing.hidden = t.finished || t.text.length > 0;
+    // The dots while nothing has come yet, and with a "still working" label while the agent is
+    // silent (before its first text or between two parts of it).
+    t.view.typing.hidden = t.finished || (t.text.length > 0 && !t.progress);
+    t.view.typingLabel.textContent = t.progress || "";
+    t.view.typing.setAttribute("aria-label", t.progress || "waiting for the answer");
     keepScrolled(wasNear);
   }
 
@@ -714,6 +772,9 @@
         return { functionResult: result };
       });
       if (send({ action: "return_control", turnId: t.turnId, invocationId: event.invocationId, results: results })) {
+        // The request for tools is not part of what a replay keeps (the events after the results
+        // are numbered from its seq on); should the results be lost, a resume asks again.
+        if (typeof event.seq === "number") t.lastSeq = Math.min(t.lastSeq, event.seq - 1);
         Array.prototype.forEach.call(form.elements, function (field) { field.disabled = true; });
         setTurnStatus(t, "Results sent; waiting for the agent…");
       } else {
@@ -795,6 +856,10 @@
     e.preventDefault();
     var prompt = els.prompt.value;
     if (!prompt.trim() || (turn !== null && !turn.finished)) return;
+    if (!VISIBLE.test(prompt)) {
+      showNotice("The question has only invisible characters (such as zero-width spaces); type a question.", "error");
+      return;
+    }
     if (codePoints(prompt) > MAX_PROMPT_CHARS) {
       showNotice("The question is " + codePoints(prompt) + " characters long; the limit is " + MAX_PROMPT_CHARS + ".", "error");
       return;
@@ -832,7 +897,8 @@
   window.agentstream = {
     connected: isOpen,
     turn: function () {
-      return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq };
+      return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq,
+        progress: turn.progress };
     },
   };
 

@@ -1,17 +1,43 @@
 """The chat page (client/web/) as a person uses it, in Debian's Chromium, against the local stack."""
 from __future__ import annotations
 
-import time
-from typing import List
+import json
+import re
+from typing import Any, Dict, Iterator, List
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import WAIT_MS, keep_screenshot
-from tests.client.support import connection_ids, drop, unique_user
-from tests.integration.conftest import start_stack, stop_stack
+from tests.support.browser import WAIT_MS, Page, keep_screenshot
+from tests.support.faults import connection_ids, drop, unique_user
+from tests.support.stack import Stack, answer_of, receive_turn, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
+
+# The streaming turn once its text is no longer ``length`` characters long, or it finished.
+NEXT_LENGTH = """(length) => {
+    const turn = window.agentstream.turn();
+    return turn && (turn.finished || turn.text.length !== length) ? turn : null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def progress_stack() -> Iterator[Stack]:
+    """A stack whose running turns send ``progress`` after half a second of silence (not 10 s)."""
+    stack = start_stack(CONTROL_INTERVAL_MS="100", PROGRESS_INTERVAL_S="0.5")
+    yield stack
+    stop_stack(stack)
+
+
+def record_sent_frames(web: Page) -> List[Dict[str, Any]]:
+    """Every message the page sends on any of its WebSockets from now on, decoded, in order."""
+    sent: List[Dict[str, Any]] = []
+
+    def watch(socket: Any) -> None:
+        socket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    web.page.on("websocket", watch)
+    return sent
 
 
 def test_a_streamed_answer_appears_progressively(web, web_stack, shots):
@@ -30,17 +56,15 @@ def test_a_streamed_answer_appears_progressively(web, web_stack, shots):
     )
     web.ask(prompt)
     seen: List[int] = []
-    deadline = time.monotonic() + WAIT_MS / 1000
     screenshot = shots / "streaming.png"
-    while time.monotonic() < deadline:
-        turn = web.turn()
-        if turn and turn["text"] and (not seen or len(turn["text"]) != seen[-1]):
+    while True:  # every length the answer shows on its way, as the page changes (no polling by the clock)
+        turn = web.page.wait_for_function(NEXT_LENGTH, arg=seen[-1] if seen else 0, timeout=WAIT_MS).json_value()
+        if turn["text"] and (not seen or len(turn["text"]) != seen[-1]):
             seen.append(len(turn["text"]))
             if not screenshot.exists() and "answer text, in order" in turn["text"]:
                 web.page.screenshot(path=str(screenshot))
-        if turn and turn["finished"]:
+        if turn["finished"]:
             break
-        time.sleep(0.05)
     web.wait_state("done")
     expected = f"You said: {prompt}"
     assert web.turn()["text"] == expected
@@ -92,6 +116,82 @@ def test_a_dropped_connection_reconnects_and_the_answer_completes(web, web_stack
     assert "resumed 1×" in web.last_turn().locator(".meta").inner_text()
     assert web.last_turn().locator(".answer").inner_text() == f"You said: {prompt}"
     assert dropped not in connection_ids(web_stack, user)
+
+
+def test_a_drop_mid_answer_resumes_after_the_last_seq_and_the_answer_appears_once(web, web_stack):
+    sent = record_sent_frames(web)
+    user = unique_user("from-seq")
+    web.open(token=web_stack.token(user))
+    web.page.wait_for_selector("#status[data-state=open]")
+    prompt = "!slow 5 " + " ".join(f"w{i}" for i in range(30))
+    web.ask(prompt)
+    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w3 ')")
+    had = web.turn()["lastSeq"]  # at least this much; more may arrive before the drop lands
+    drop(web_stack, user)
+    web.wait_state("done")
+    resumes = [frame for frame in sent if frame.get("action") == "resume"]
+    assert len(resumes) == 1 and resumes[0].get("fromSeq", 0) >= had > 0, resumes
+    turn = web.turn()
+    assert turn["text"] == f"You said: {prompt}" and turn["resumes"] == 1  # appended, not replayed: once
+    assert web.last_turn().locator(".answer").inner_text() == f"You said: {prompt}"
+
+
+def test_a_silent_agent_shows_progress_in_the_bubble_until_text_arrives(web, progress_stack, shots):
+    web.page.goto(f"http://127.0.0.1:{progress_stack.info['port']}/#token={progress_stack.token(unique_user('progress'))}")
+    web.page.wait_for_selector("#status[data-state=open]")
+    web.ask("!slow 4 x")  # 0.8 s before each of its five chunks: a progress event in every gap
+    typing = web.last_turn().locator(".typing")
+    expect(typing.locator(".typing-label")).to_contain_text("still working", timeout=WAIT_MS)
+    assert typing.is_visible()
+    assert re.fullmatch(r"still working · \d+(\.\d)? s( · .+)?", typing.locator(".typing-label").inner_text())
+    web.page.screenshot(path=str(shots / "progress.png"))
+    # Text that arrives clears it (until the agent is silent long enough again).
+    web.page.wait_for_function(
+        """() => {
+            const turn = window.agentstream.turn();
+            const label = document.querySelector('#transcript .turn:last-child .typing-label');
+            return turn.text.length > 0 && turn.progress === null && label.textContent === '';
+        }"""
+    )
+    web.wait_state("done")
+    assert web.turn()["text"] == "You said: !slow 4 x"
+    assert not typing.is_visible() and typing.locator(".typing-label").inner_text() == ""
+
+
+def test_a_turn_resumed_in_another_tab_ends_here_and_is_not_resumed_again(web, web_stack):
+    sent = record_sent_frames(web)
+    user = unique_user("superseded")
+    web.open(token=web_stack.token(user))
+    web.page.wait_for_selector("#status[data-state=open]")
+    prompt = "!slow 5 " + " ".join(f"w{i}" for i in range(30))
+    web.ask(prompt)
+    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w1 ')")
+    with web_stack.connect(user) as other:  # the same user, in another tab
+        other.send(json.dumps({"action": "resume", "turnId": web.turn()["turnId"]}))
+        web.wait_state("superseded")
+        elsewhere = receive_turn(other)
+    assert answer_of(elsewhere) == f"You said: {prompt}"  # it went on there
+    box = web.last_turn().locator(".error-box")
+    assert box.locator(".error-title").inner_text() == "Continued in another window or tab"
+    assert box.locator(".error-code").inner_text() == "superseded"
+    assert box.locator(".retry").count() == 0
+    assert "another window or tab" in web.last_turn().locator(".meta").inner_text()
+    # A drop now reconnects the page, but the turn stays where it went: the next frame is a new ask.
+    drop(web_stack, user)
+    web.page.wait_for_selector("#status[data-state=reconnecting]")
+    web.page.wait_for_selector("#status[data-state=open]")
+    web.ask("and now?")
+    web.wait_state("done")
+    assert [frame.get("action") for frame in sent] == ["ask", "ask"]
+
+
+def test_a_question_of_only_invisible_characters_is_not_sent(web, web_stack):
+    sent = record_sent_frames(web)
+    web.open(token=web_stack.token(unique_user("invisible")))
+    web.page.wait_for_selector("#status[data-state=open]")
+    web.ask("\u200b\u2060 \ufeff")
+    expect(web.page.locator("#notice-text")).to_contain_text("only invisible characters", timeout=WAIT_MS)
+    assert web.turn() is None and sent == []
 
 
 def test_an_idle_connection_closed_by_the_server_reopens_when_you_ask(web):
