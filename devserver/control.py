@@ -4,8 +4,13 @@ Tests (and curious people) use it to make AWS misbehave the way it does in produ
 
     {"fail_posts": 3}                management API posts fail with LimitExceededException (429)
     {"fail_posts": 1, "status": 410, "error": "GoneException"}
+    {"fail_posts": 1000, "status": 403, "error": "ForbiddenException", "connection": "<connectionId>"}
+                                     ... only posts to that connection
     {"throttle_dynamodb": 2}         the next DynamoDB requests are throttled
+    {"throttle_dynamodb": 6, "matching": "claimId"}   ... only requests whose body holds that text
     {"kill_worker_after_s": 2.5}     the next worker invocation is killed (SIGKILL) after 2.5 s
+    {"kill_worker": true}            ... or now, at a point of its turn the caller chose: arm it with a
+                                     long kill_worker_after_s, strike once a chunk arrived ("killed": n)
     {"drop": "<connectionId>"}       the client's connection is cut, no close frame
 """
 from __future__ import annotations
@@ -48,6 +53,7 @@ class ControlServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def start(self) -> "ControlServer":

@@ -161,7 +161,8 @@ class LocalStack:
 
     def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
         """Inject the faults ``devserver/control.py`` documents; answers what was applied."""
-        known = {"fail_posts", "status", "error", "throttle_dynamodb", "kill_worker_after_s", "drop"}
+        known = {"fail_posts", "status", "error", "connection", "throttle_dynamodb", "matching", "kill_worker_after_s",
+                 "kill_worker", "drop"}
         unknown = set(faults) - known
         if unknown:
             raise ValueError(f"unknown faults: {sorted(unknown)}")
@@ -170,14 +171,16 @@ class LocalStack:
                 int(faults["fail_posts"]),
                 status=int(faults.get("status", 429)),
                 error=str(faults.get("error", "LimitExceededException")),
+                connection_id=faults.get("connection"),
             )
         if "throttle_dynamodb" in faults:
-            self.moto.throttle_dynamodb(int(faults["throttle_dynamodb"]))
+            self.moto.throttle_dynamodb(int(faults["throttle_dynamodb"]), str(faults.get("matching") or ""))
         if "kill_worker_after_s" in faults:
             self.poller.kill_next_invocation(float(faults["kill_worker_after_s"]))
+        killed = self.poller.kill_now() if faults.get("kill_worker") else None
         if "drop" in faults:
             self.gateway.drop(str(faults["drop"]))
-        return {"applied": sorted(faults)}
+        return {"applied": sorted(faults), **({} if killed is None else {"killed": killed})}
 
     def stop(self) -> None:
         while self._started:

@@ -35,14 +35,14 @@ def resources():
 
 @pytest.fixture
 def management():
-    from tests.fakes import FakeManagementApi
+    from tests.support.fakes import FakeManagementApi
 
     return FakeManagementApi()
 
 
 @pytest.fixture
 def agent():
-    from tests.fakes import FakeAgentRuntime
+    from tests.support.fakes import FakeAgentRuntime
 
     return FakeAgentRuntime()
 
@@ -50,7 +50,7 @@ def agent():
 @pytest.fixture
 def settings(resources):
     from chalicelib.settings import Settings
-    from tests.tokens import SECRET
+    from tests.support.tokens import SECRET
 
     return Settings(
         stage="local",
@@ -63,13 +63,14 @@ def settings(resources):
         agent_alias_id="ALIAS12345",
         jwt_secret=SECRET,
         flush_interval_ms=20,
+        relay_retry_base_ms=1,
     )
 
 
 @pytest.fixture
 def runtime(settings, management, agent) -> Iterator:
     from chalicelib.runtime import Runtime, set_runtime
-    from tests.fakes import FakeClients
+    from tests.support.fakes import FakeClients
 
     rt = Runtime(settings, FakeClients(settings, management, agent))
     set_runtime(rt)

@@ -1,7 +1,7 @@
 """The event dicts API Gateway passes to a WebSocket route's Lambda proxy integration.
 
 Pure functions, no I/O, and the only builder of these events in the repo: the emulator,
-``tests/events.py`` and ``bench/events.py`` all call them, so the shapes live in one place and
+``tests/support/events.py`` and ``bench/events.py`` all call them, so the shapes live in one place and
 can be compared with AWS's by reading one file. Ids look like AWS's (15 base64 characters and
 a ``=``); times use API Gateway's formats. Ids and times default to fresh ones, so a caller
 without a live connection passes only what it cares about.

@@ -5,11 +5,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.conftest import Stack, start_stack, stop_stack
-
-# A short visibility timeout, watcher interval and checkpoint interval (the heartbeat): a killed
-# worker's turn is interrupted in seconds, and a resumed turn is re-attached within 0.1 s.
-FAST = {"VISIBILITY_TIMEOUT_S": "3", "CONTROL_INTERVAL_MS": "100", "CHECKPOINT_INTERVAL_MS": "300"}
+from tests.support.stack import FAST, Stack, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from typing import Any, Dict, List
 import pytest
 
 from chalicelib import protocol
-from tests.client.conftest import FAST
-from tests.client.support import check_frame, connection_ids, dynamodb, inject, unique_user
-from tests.integration.conftest import start_stack, stop_stack
+from tests.support.faults import arm_worker_kill, connection_ids, dynamodb, kill_worker, table_named, unique_user
+from tests.support.frames import check_frame
+from tests.support.stack import FAST, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_a_big_answer_comes_in_frames_within_32_kb(connect):
     assert kinds(frames)[-1] == "done"
 
 
-@pytest.mark.parametrize("prompt, code", [("!stream-error", protocol.AGENT_ERROR), ("!stream-throttle", protocol.THROTTLED)])
+@pytest.mark.parametrize("prompt, code", [("!stream-error", protocol.ErrorCode.AGENT_ERROR), ("!stream-throttle", protocol.ErrorCode.THROTTLED)])
 def test_agent_failures_end_the_turn_with_a_documented_error(connect, prompt, code):
     _, ws = connect()
     frames = ask(ws, prompt)
@@ -102,7 +102,7 @@ def test_return_of_control_then_the_answer_goes_on_from_seq_1(connect):
     assert [f["seq"] for f in going_on[1:]] == list(range(1, len(going_on)))
     assert going_on[-1]["type"] == "done"
     ws.send(json.dumps(answer))  # the same results again: the turn is no longer waiting for them
-    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.INVALID_REQUEST
+    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.ErrorCode.INVALID_REQUEST
 
 
 def test_files_the_agent_made(connect):
@@ -128,7 +128,7 @@ def test_ping_resume_and_cancel(connect):
     ws.send('{"action": "ping"}')
     assert check_frame(ws.recv(timeout=RECV_S)) == {"type": "pong"}
     ws.send(json.dumps({"action": "resume", "turnId": "no-such-turn"}))
-    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.NOT_FOUND
+    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.ErrorCode.NOT_FOUND
     finished = ask(ws, "brief")
     ws.send(json.dumps({"action": "resume", "turnId": finished[0]["turnId"]}))
     replayed = frames_until_terminal(ws)
@@ -138,9 +138,9 @@ def test_ping_resume_and_cancel(connect):
     check_frame(ws.recv(timeout=RECV_S))  # the first chunk: it is running
     ws.send(json.dumps({"action": "cancel", "turnId": turn_id}))
     frames = frames_until_terminal(ws)
-    assert frames[-1]["code"] == protocol.CANCELLED
+    assert frames[-1]["code"] == protocol.ErrorCode.CANCELLED
     ws.send(json.dumps({"action": "cancel", "turnId": turn_id}))
-    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.INVALID_REQUEST  # already finished
+    assert check_frame(ws.recv(timeout=RECV_S))["code"] == protocol.ErrorCode.INVALID_REQUEST  # already finished
 
 
 def test_too_many_turns_in_flight_is_rate_limited_with_a_hint(connect):
@@ -148,7 +148,7 @@ def test_too_many_turns_in_flight_is_rate_limited_with_a_hint(connect):
     for index in range(4):
         ws.send(json.dumps({"prompt": "!slow 2 busy", "requestId": f"busy-{index}"}))
     frames = [check_frame(ws.recv(timeout=RECV_S)) for _ in range(4)]
-    (limited,) = [f for f in frames if f.get("code") == protocol.RATE_LIMITED]  # whichever came fourth
+    (limited,) = [f for f in frames if f.get("code") == protocol.ErrorCode.RATE_LIMITED]  # whichever came fourth
     assert limited["retryAfterMs"] > 0 and limited["requestId"].startswith("busy-")
     for _ in range(3):  # let the three turns finish so they do not leak into other tests
         frames_until_terminal(ws)
@@ -157,21 +157,24 @@ def test_too_many_turns_in_flight_is_rate_limited_with_a_hint(connect):
 def test_a_connection_whose_record_is_gone_is_unauthorized(local_stack, connect):
     user, ws = connect("forgotten")
     db = dynamodb(local_stack)
-    (table,) = [name for name in db.list_tables()["TableNames"] if "connection" in name.lower()]
     (connection_id,) = connection_ids(local_stack, user)
-    db.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
+    db.delete_item(TableName=table_named(db, "connections"), Key={"connectionId": {"S": connection_id}})
     ws.send(json.dumps({"prompt": "who am I?"}))
     frame = check_frame(ws.recv(timeout=RECV_S))
-    assert (frame["code"], frame["retryable"]) == (protocol.UNAUTHORIZED, False)
+    assert (frame["code"], frame["retryable"]) == (protocol.ErrorCode.UNAUTHORIZED, False)
 
 
 def test_a_killed_worker_ends_its_turn_interrupted():
-    # A stack of its own: the fault kills the next worker invocation, whichever turn it serves.
+    # A stack of its own: the fault arms the next worker invocation, whichever turn it serves.
     stack = start_stack(**FAST)
     try:
         with stack.connect(unique_user("killed")) as ws:
-            inject(stack, kill_worker_after_s=0.5)
-            frames = ask(ws, "!slow 6 " + "word " * 20)
-        assert frames[-1]["code"] == protocol.INTERRUPTED and frames[-1]["retryable"] is True
+            arm_worker_kill(stack)
+            ws.send(json.dumps({"prompt": "!slow 6 " + "word " * 20}))
+            frames = frames_until_terminal(ws, until=("chunk", "done", "error"))
+            assert kinds(frames) == ["accepted", "chunk"]  # its worker claimed the turn and is answering
+            kill_worker(stack)  # so it dies mid-turn, however long it took to get here
+            frames += frames_until_terminal(ws)
+        assert frames[-1]["code"] == protocol.ErrorCode.INTERRUPTED and frames[-1]["retryable"] is True
     finally:
         stop_stack(stack)

@@ -111,7 +111,9 @@ def test_the_first_render_leaves_out_only_what_needs_the_api_id(project, tmp_pat
         assert "Fn::" not in text and "${" not in text and '"Ref"' not in text, path.name
     worker = json.loads((chalice_dir / "policy-turn_worker.json").read_text())
     by_sid = {s["Sid"]: s for s in worker["Statement"]}
-    assert by_sid["StreamToClients"]["Resource"] == f"arn:aws:execute-api:{REGION}:{ACCOUNT}:a1b2c3d4e5/dev/POST/@connections/*"
+    assert by_sid["StreamToClients"]["Resource"] == [  # post the answer; close a connection that refuses it
+        f"arn:aws:execute-api:{REGION}:{ACCOUNT}:a1b2c3d4e5/dev/{method}/@connections/*" for method in ("POST", "DELETE")
+    ]
     assert by_sid["InvokeTheAgent"]["Resource"] == f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"
     env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
     assert env["TURN_QUEUE_URL"] == _outputs()["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == _outputs()["TurnQueueArn"]
@@ -224,7 +226,8 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
             for resource in statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]:
                 assert f":{ACCOUNT}:" in resource, resource
                 if "execute-api" in resource:
-                    assert resource == f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/dev/POST/@connections/*"
+                    allowed = ("POST",) if function == "websocket_message" else ("POST", "DELETE")
+                    assert resource in [f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/dev/{m}/@connections/*" for m in allowed]
         variables = awslambda.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
         assert variables["CONNECTIONS_TABLE"] == result["ConnectionsTableName"]
         assert variables["TURN_QUEUE_URL"] == result["TurnQueueUrl"] and variables["STAGE"] == "dev"

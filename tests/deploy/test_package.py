@@ -255,6 +255,7 @@ def test_parameters_cover_every_backend_and_sign_in_and_hold_no_secret(templates
 
 ALLOWED_WILDCARD_SUFFIXES = (
     "/<Stage>/POST/@connections/*",  # a connection id: known only at run time
+    "/<Stage>/DELETE/@connections/*",  # ... (the worker closes a connection that refuses its posts)
     ":*",  # a log group's log streams
 )
 
@@ -335,9 +336,10 @@ def test_the_agent_and_the_api_are_named_exactly(templates):
     assert by_sid["InvokeTheAgent"]["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:agent-alias/${AgentId}/${AgentAliasId}"
     }
-    connections = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebsocketAPI}/${Stage}/POST/@connections/*"
-    assert by_sid["StreamToClients"]["Resource"] == {"Fn::Sub": connections}
-    assert by_sid["ReplyToClients"]["Resource"] == {"Fn::Sub": connections}
+    connections = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebsocketAPI}/${Stage}/%s/@connections/*"
+    # The worker posts and closes (a connection that keeps refusing posts); $default only replies.
+    assert by_sid["StreamToClients"]["Resource"] == [{"Fn::Sub": connections % "POST"}, {"Fn::Sub": connections % "DELETE"}]
+    assert by_sid["ReplyToClients"]["Resource"] == {"Fn::Sub": connections % "POST"}
     # The API stage those ARNs name is the Chalice stage (the Stage parameter).
     for stage in STAGES:
         assert stack.chalice_config(stage).api_gateway_stage == stage
@@ -449,7 +451,7 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "InvokeTheAgentRuntime": (["bedrock-agentcore:InvokeAgentRuntime"], [RUNTIME_ARN, f"{ENDPOINT}/production"], None),
     },
 }
-SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "StreamToClients"}
+SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "ReleaseUsersTurnsInFlight", "StreamToClients"}
 
 
 def test_every_backend_scenario_is_checked():

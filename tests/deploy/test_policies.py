@@ -10,7 +10,7 @@ grants less breaks a deploy, one that grants more is not least privilege.
 
 How each Bedrock call is recorded:
 
-* ``InvokeAgent``: moto has no Bedrock, so the worker talks to a fake (``tests/fakes.py``), wrapped here.
+* ``InvokeAgent``: moto has no Bedrock, so the worker talks to a fake (``tests/support/fakes.py``), wrapped here.
 * ``ConverseStream`` and ``InvokeAgentRuntime``: the app's real boto3 clients call the local Bedrock
   emulator (``devserver/bedrock.py``, botocore's own request serializer and response parsers), and
   botocore's ``provide-client-params`` event records each call before it is sent. Which IAM checks a
@@ -45,8 +45,8 @@ from tests.deploy.support import (
     isolated_env,
     wired_names,
 )
-from tests.events import API_ID, STAGE, sqs_event, ws_event
-from tests.tokens import SECRET, make_token
+from tests.support.events import API_ID, STAGE, sqs_event, ws_event
+from tests.support.tokens import SECRET, make_token
 
 SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
 # Granted for someone other than the app's code: Lambda's SQS poller, and the runtime's logging.
@@ -98,7 +98,17 @@ class Recorder:
             self.calls.append(("bedrock:InvokeAgent", f"arn:aws:bedrock:{REGION}:{ACCOUNT}:{alias}", ()))
             return invoke(**params)
 
+        close = management.delete_connection
+
+        def delete_connection(ConnectionId: str) -> Any:
+            endpoint = urlparse(management.endpoints[-1])
+            api_id, stage = endpoint.hostname.split(".")[0], endpoint.path.strip("/")
+            self.calls.append(("execute-api:ManageConnections",
+                               f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/{stage}/DELETE/@connections/{ConnectionId}", ()))
+            return close(ConnectionId=ConnectionId)
+
         management.post_to_connection = post_to_connection
+        management.delete_connection = delete_connection
         agent.invoke_agent = invoke_agent
 
     def _aws_call(self, params: Dict[str, Any], model: Any, **_: Any) -> None:
@@ -147,7 +157,7 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return message["Body"]
 
-    for connection_id in ("c1", "c2", "c3"):
+    for connection_id in ("c1", "c2", "c3", "c4"):
         answer = invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token("alice")}))
         assert answer["statusCode"] == 200
     assert [e["type"] for e in say("c1", action="ping")] == ["pong"]
@@ -168,11 +178,17 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
     management.gone.add("c3")  # the client leaves while the answer streams
     assert invoke("turn_worker", sqs_event([third])) == {"batchItemFailures": []}
 
+    say("c4", prompt="are you there?")
+    fifth = queued()
+    management.refusing["c4"] = -1  # every post refused: the worker closes the connection
+    assert invoke("turn_worker", sqs_event([fifth])) == {"batchItemFailures": []}
+    assert "c4" in management.closed
+
     assert invoke("turn_worker", sqs_event(["not a turn"])) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
 
     say("c1", prompt="one more")
     fourth = queued()
-    assert runtime.store.claim_turn(json.loads(fourth)["turnId"]) is not None  # a worker that then died
+    assert runtime.turns.claim(json.loads(fourth)["turnId"]) is not None  # a worker that then died
     invoke("turn_worker", sqs_event([fourth], receive_count=2))  # how it settles is tests/unit's business
 
     for connection_id in ("c1", "c2"):
@@ -191,7 +207,7 @@ def recorded(request: pytest.FixtureRequest):
     from chalicelib.settings import Settings
     from devserver.bedrock import BedrockEmulator
     from devserver.resources import provision
-    from tests.fakes import FakeAgentRuntime, FakeClients, FakeManagementApi
+    from tests.support.fakes import FakeAgentRuntime, FakeClients, FakeManagementApi
 
     scenario = request.param
     with pytest.MonkeyPatch.context() as patch, BedrockEmulator(chunk_delay=0.001) as bedrock:
@@ -206,7 +222,8 @@ def recorded(request: pytest.FixtureRequest):
             boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")
             parameters, context = _configure(scenario, resources)
             # The app configured by exactly the environment the template gives every function.
-            env = {**stack.app_environment(context), "STAGE": STAGE, "AWS_REGION": REGION, "FLUSH_INTERVAL_MS": "20"}
+            env = {**stack.app_environment(context), "STAGE": STAGE, "AWS_REGION": REGION, "FLUSH_INTERVAL_MS": "20",
+                   "RELAY_RETRY_BASE_MS": "1"}
             settings = Settings.from_env(env)
             management, agent = FakeManagementApi(), FakeAgentRuntime()
             runtime = Runtime(settings, FakeClients(settings, management, agent))
@@ -259,7 +276,7 @@ def test_the_worker_calls_only_its_backend(recorded):
 @pytest.mark.parametrize("scenario", sorted(name for name, given in BACKENDS.items() if "InferenceProfileModelArns" in given))
 def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
     parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
-    context = stack.Context(parameters=parameters, attributes={f"{t}.Arn": f"arn:{t}" for t in ("TurnQueue", "TurnsTable", "ConnectionsTable", "HistoryTable")},
+    context = stack.Context(parameters=parameters, attributes={f"{t}.Arn": f"arn:{t}" for t in ("TurnQueue", "TurnsTable", "ConnectionsTable", "HistoryTable", "RateLimitsTable")},
                             resources={"WebsocketAPI": API_ID}, conditions=stack.all_conditions(),
                             pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT})
     worker = stack.render_policy(stack.policy_documents(STAGE)["turn_worker"][1], context)[0]

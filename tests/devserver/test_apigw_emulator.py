@@ -34,6 +34,10 @@ app.experimental_feature_flags.update(["WEBSOCKETS"])
 
 EVENTS: dict[str, list[dict[str, Any]]] = defaultdict(list)
 _events_changed = threading.Condition()
+# A slow handler is one that waits for the test to let it go (never for a time): GATE holds
+# ?hold=1 connects and {"hold": ...} messages; MEET gathers {"meet": ...} messages and the test.
+GATE = threading.Event()
+MEET = threading.Barrier(3, timeout=10)
 _endpoint: dict[str, str] = {}
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
@@ -64,22 +68,24 @@ def on_connect(event: Any) -> Any:
     query = event.to_dict().get("queryStringParameters") or {}
     if query.get("token") == "bad":
         return Response(body="", status_code=401)
-    if query.get("slow"):
-        time.sleep(float(query["slow"]))
+    if query.get("hold"):
+        GATE.wait(10)
     return None
 
 
 @app.on_ws_message()
 def on_message(event: Any) -> None:
-    """Commands: {"echo": text}, {"sleep": s, "then": text}, {"fail": true}."""
+    """Commands: {"echo": text}, {"hold": true, "then": text}, {"meet": true, "then": text}, {"fail": true}."""
     _record("message", event)
     if event.to_dict()["isBase64Encoded"]:
         return
     command = json.loads(event.body)
     if command.get("fail"):
         raise RuntimeError("handler failed")
-    if "sleep" in command:
-        time.sleep(command["sleep"])
+    if command.get("hold"):
+        GATE.wait(10)
+    if command.get("meet"):
+        MEET.wait()
     reply = command.get("echo", command.get("then"))
     if reply is not None:
         management_client().post_to_connection(
@@ -113,7 +119,10 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     EVENTS.clear()
+    GATE.clear()
+    MEET.reset()
     yield
+    GATE.set()  # nothing stays held after its test
     EVENTS.clear()
 
 
@@ -193,21 +202,26 @@ def test_a_401_from_connect_refuses_the_handshake(start: Start) -> None:
         ws(emulator, "/?token=bad")
     assert refused.value.response.status_code == 401
     assert len(EVENTS["connect"]) == 1
-    time.sleep(0.2)
-    assert EVENTS["disconnect"] == [] and emulator.connections == {}
+    with ws(emulator):  # a connection that does disconnect: its $disconnect is recorded after
+        pass           # anything the refused one could have caused
+    wait_for(lambda: EVENTS["disconnect"])
+    assert len(EVENTS["disconnect"]) == 1 and EVENTS["disconnect"][0]["requestContext"]["connectionId"] != (
+        EVENTS["connect"][0]["requestContext"]["connectionId"])
+    assert emulator.connections == {}
 
 
 def test_connect_timeout_refuses_with_504(start: Start) -> None:
     emulator = start(integration_timeout=0.3)
     with pytest.raises(InvalidStatus) as refused:
-        ws(emulator, "/?slow=0.8")
+        ws(emulator, "/?hold=1")  # $connect answers only after the test let it go
+    GATE.set()
     assert refused.value.response.status_code == 504
 
 
 def test_posting_before_connect_returns_is_gone(start: Start) -> None:
     emulator = start()
     def open_slowly() -> None:
-        with ws(emulator, "/?slow=0.5"):
+        with ws(emulator, "/?hold=1"):
             pass
 
     opener = threading.Thread(target=open_slowly)
@@ -217,6 +231,7 @@ def test_posting_before_connect_returns_is_gone(start: Start) -> None:
     with pytest.raises(client.exceptions.GoneException):
         client.post_to_connection(ConnectionId=event["requestContext"]["connectionId"],
                                   Data=b"too early")
+    GATE.set()
     opener.join()
 
 
@@ -304,7 +319,7 @@ def test_a_post_whose_body_arrives_in_pieces_is_delivered_whole(start: Start) ->
         with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
             for part in (head, body[:40_000], body[40_000:70_000], body[70_000:]):
                 sock.sendall(part)
-                time.sleep(0.05)
+                time.sleep(0.05)  # lets each piece leave as its own segment; the result holds either way
             assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         assert client.recv(timeout=5) == body.decode()
 
@@ -312,10 +327,9 @@ def test_a_post_whose_body_arrives_in_pieces_is_delivered_whole(start: Start) ->
 def test_integration_timeout_frame_then_the_handler_still_posts(start: Start) -> None:
     emulator = start(integration_timeout=0.3)
     with ws(emulator) as client:
-        client.send(json.dumps({"sleep": 1.0, "then": "late answer"}))
-        started = time.monotonic()
-        frame = json.loads(client.recv(timeout=5))
-        assert time.monotonic() - started < 0.9
+        client.send(json.dumps({"hold": True, "then": "late answer"}))
+        frame = json.loads(client.recv(timeout=5))  # the handler is still held: the timeout came first
+        GATE.set()
         cid = connection_id(emulator)
         assert frame["message"] == "Endpoint request timed out"
         assert frame["connectionId"] == cid
@@ -367,7 +381,7 @@ def test_maximum_connection_duration_closes_with_1001(start: Start) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             while time.monotonic() < deadline:  # keep it busy: not idle
                 client.send(json.dumps({"noop": 1}))
-                time.sleep(0.1)
+                time.sleep(0.1)  # paces the keep-alive frames; orders nothing
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert wait_for(lambda: EVENTS["disconnect"])
 
@@ -396,13 +410,14 @@ def test_dropped_connection_reports_1006(start: Start) -> None:
 def test_handlers_run_concurrently_on_one_connection(start: Start) -> None:
     emulator = start()
     with ws(emulator) as client:
-        started = time.monotonic()
-        client.send(json.dumps({"sleep": 0.6, "then": "slow-1"}))
-        client.send(json.dumps({"sleep": 0.6, "then": "slow-2"}))
+        # Both slow handlers wait at MEET with the test: run one after the other, the first would
+        # wait alone until its barrier broke, and "fast" would never come first.
+        client.send(json.dumps({"meet": True, "then": "slow-1"}))
+        client.send(json.dumps({"meet": True, "then": "slow-2"}))
         client.send(json.dumps({"echo": "fast"}))
         assert client.recv(timeout=5) == "fast"
+        MEET.wait()
         assert {client.recv(timeout=5), client.recv(timeout=5)} == {"slow-1", "slow-2"}
-        assert time.monotonic() - started < 1.1
 
 
 def test_posts_are_delivered_in_order_after_the_latency(start: Start) -> None:

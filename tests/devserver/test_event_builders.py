@@ -6,7 +6,7 @@ import re
 
 from devserver.apigw import events
 from devserver.sqs_events import received_message, sqs_event
-from tests import events as unit_events
+from tests.support import events as unit_events
 
 ID = re.compile(r"^[A-Za-z0-9+]{15}=$")
 FACTS = events.ConnectionFacts("c1", "api", "dev", "api.example", user_agent="ua/1")

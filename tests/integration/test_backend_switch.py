@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
+from tests.support.stack import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,11 @@ def client_session(stack) -> list:
     return [first, second, pong, replay, bad]
 
 
+def _terminal(events: list) -> dict:
+    """The turn's last event without what differs by delivery (its seq, the frame's size)."""
+    return {key: value for key, value in events[-1].items() if key not in ("seq", "_bytes")}
+
+
 @pytest.mark.parametrize("backend, suffix", [("agent", ""), ("converse", " (turn {n})"), ("agentcore", "")])
 def test_the_same_client_session_works_against_each_backend(backend, suffix):
     stack = start_stack(BACKEND=backend)
@@ -37,6 +42,10 @@ def test_the_same_client_session_works_against_each_backend(backend, suffix):
     assert answer_of(first) == "You said: hello there" + suffix.format(n=1)
     assert answer_of(second) == "You said: and again" + suffix.format(n=2)  # converse: history kept
     assert answer_of(replay) == answer_of(first)
+    # A resume replays the very terminal event the live turn ended with (stats included).
+    assert _terminal(replay) == _terminal(first)
+    if backend == "converse":
+        assert {"usage", "modelLatencyMs"} <= set(first[-1]["stats"])
     assert pong == {"type": "pong"}
     assert [(e["type"], e["code"]) for e in bad] == [("error", "invalid_request")]
 

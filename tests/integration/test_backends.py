@@ -10,7 +10,7 @@ from chalicelib.backends.agent import AgentBackend
 from chalicelib.backends.agentcore import AgentCoreBackend
 from chalicelib.backends.converse import ConverseBackend, ModelConfig
 from devserver.bedrock import BedrockEmulator
-from tests.fakes import MemoryHistory
+from tests.support.fakes import MemoryHistory
 
 RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/local_agent-abc123"
 

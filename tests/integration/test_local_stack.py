@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from devserver.tokens import issue_token
-from tests.integration.conftest import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
+from tests.support.stack import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 

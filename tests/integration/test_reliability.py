@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import boto3
 import pytest
 
-from tests.integration.conftest import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
+from tests.support.faults import arm_worker_kill, inject, kill_worker, wait_for_no_connection, wait_for_turn_status
+from tests.support.stack import answer_of, ask, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
+from tests.support.timing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +26,6 @@ def faulty():
     )
     yield stack
     stop_stack(stack)
-
-
-def inject(stack, **faults):
-    request = urllib.request.Request(
-        stack.info["control_url"] + "/faults", data=json.dumps(faults).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200
 
 
 def sqs(stack):
@@ -54,8 +47,8 @@ def test_drop_mid_stream_then_resume_gives_the_whole_answer_exactly_once(faulty)
         accepted = json.loads(ws.recv(timeout=10))
         first = json.loads(ws.recv(timeout=10))
         assert first["type"] == "chunk"
-    # The connection is gone: the worker's posts get 410 while the agent keeps answering.
-    time.sleep(0.5)
+    # The connection is gone ($disconnect ran): the worker's posts get 410 while the agent keeps answering.
+    wait_for_no_connection(faulty, "resumer")
     with faulty.connect("resumer") as ws:
         ws.send(json.dumps({"action": "resume", "turnId": accepted["turnId"]}))
         events = receive_turn(ws, timeout=20)
@@ -68,7 +61,7 @@ def test_resume_after_the_turn_finished_replays_it(faulty):
     with faulty.connect("late") as ws:
         ws.send(json.dumps({"prompt": "!slow 1 brief"}))
         turn_id = json.loads(ws.recv(timeout=10))["turnId"]
-    time.sleep(2.5)
+    wait_for_turn_status(faulty, turn_id, "done", "error")  # finished; the replay says how
     with faulty.connect("late") as ws:
         ws.send(json.dumps({"action": "resume", "turnId": turn_id}))
         events = receive_turn(ws)
@@ -97,9 +90,12 @@ def test_dynamodb_throttling_is_retried_and_when_it_persists_the_client_is_told(
 
 
 def test_a_worker_killed_mid_turn_ends_in_one_interrupted_and_no_second_answer(faulty):
-    inject(faulty, kill_worker_after_s=2.0)
+    arm_worker_kill(faulty)
     with faulty.connect("doomed") as ws:
-        events = ask(ws, "!slow 8 a b c d e f g h i j k l m n o p", timeout=30)
+        ws.send(json.dumps({"prompt": "!slow 8 a b c d e f g h i j k l m n o p"}))
+        events = [json.loads(ws.recv(timeout=30)), json.loads(ws.recv(timeout=30))]
+        kill_worker(faulty)  # at a point of the turn: its first chunk arrived
+        events += receive_turn(ws, timeout=30)
         assert events[0]["type"] == "accepted"
         assert any(event["type"] == "chunk" for event in events)  # it was mid-turn
         terminal = events[-1]
@@ -172,15 +168,13 @@ def test_another_users_resume_and_cancel_are_refused(faulty, action):
 def test_a_poison_message_goes_to_the_dead_letter_queue(faulty):
     client = sqs(faulty)
     client.send_message(QueueUrl=faulty.info["queue_url"], MessageBody="not a turn")
-    deadline = time.monotonic() + 25
-    while time.monotonic() < deadline:
+
+    def dead_letters() -> int:
         attributes = client.get_queue_attributes(
             QueueUrl=faulty.info["dead_letter_queue_url"], AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
-        if int(attributes["ApproximateNumberOfMessages"]) == 1:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the poison message never reached the dead-letter queue")
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    wait_until(lambda: dead_letters() == 1, 25, "the poison message never reached the dead-letter queue")
     with faulty.connect("after-poison") as ws:
         assert answer_of(ask(ws, "still working")) == "You said: still working"

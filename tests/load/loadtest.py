@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List
 
-from tests.integration.conftest import start_stack, stop_stack
+from tests.support.stack import start_stack, stop_stack
 
 
 @dataclass

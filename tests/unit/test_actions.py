@@ -1,14 +1,16 @@
 """Ask (idempotency, rate limits), resume and cancel through the handlers, against moto."""
 import base64
 import json
+import threading
 from dataclasses import replace
 
 import boto3
 import pytest
 
-from tests.events import sqs_event, ws_event
-from tests.fakes import agent_stream, sleeper
-from tests.tokens import make_token
+from tests.support.events import sqs_event, ws_event
+from chalicelib.turns.outcomes import CANCELLED
+from tests.support.fakes import agent_stream, client_error, until
+from tests.support.tokens import make_token
 
 
 @pytest.fixture
@@ -102,7 +104,8 @@ def test_resume_of_a_queued_turn_moves_it_to_the_new_connection(conn, management
     turn_id = management.events("c1")[0]["turnId"]
     conn("c2")(action="resume", turnId=turn_id)
     work(client, settings)
-    assert [e["type"] for e in management.events("c1")] == ["accepted"]
+    # The asking connection is told, as its terminal event, that the turn went elsewhere.
+    assert [(e["type"], e.get("code")) for e in management.events("c1")] == [("accepted", None), ("error", "superseded")]
     assert [e["type"] for e in management.events("c2")] == ["accepted", "chunk", "done"]
 
 
@@ -148,19 +151,22 @@ def test_cancel_of_a_running_turn_is_picked_up_by_its_worker(conn, management, c
     def cancel_midway():
         send(action="cancel", turnId=turn_id)
 
-    agent.script = [{"chunk": {"bytes": b"one "}}, cancel_midway, sleeper(0.3), {"chunk": {"bytes": b"two"}}]
+    def cancelled():  # the watcher saw the cancel and ended the turn
+        return any(e.get("code") == "cancelled" for e in management.events("c1"))
+
+    agent.script = [{"chunk": {"bytes": b"one "}}, cancel_midway, until(cancelled), {"chunk": {"bytes": b"two"}}]
     work(client, settings)
     events = [e for e in management.events("c1") if e["type"] != "accepted"]
     assert events[-1]["code"] == "cancelled"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "two" not in "".join(e.get("text", "") for e in events)
-    assert runtime.store.get_turn(turn_id).error_code == "cancelled"
+    assert runtime.turns.get(turn_id).error_code == "cancelled"
 
 
 def test_resume_of_a_turn_whose_worker_died_ends_it_as_interrupted(conn, management, runtime, settings):
     conn("c1")(prompt="hi")
     turn_id = management.events("c1")[0]["turnId"]
-    runtime.store.claim_turn(turn_id)
+    runtime.turns.claim(turn_id)
     boto3.client("dynamodb").update_item(
         TableName=settings.turns_table,
         Key={"turnId": {"S": turn_id}},
@@ -202,7 +208,7 @@ def test_return_control_round_trip(paused, management, client, settings, agent, 
     request = events[-1]
     assert (request["invocationId"], request["seq"]) == ("inv-1", 2)
     assert request["inputs"][0]["functionInvocationInput"]["function"] == "lookup"
-    assert runtime.store.get_turn(turn_id).status == "waiting"
+    assert runtime.turns.get(turn_id).status == "waiting"
 
     agent.script = agent_stream("The answer is 42.")
     send(action="return_control", turnId=turn_id, invocationId="inv-1", results=RESULTS)
@@ -216,7 +222,7 @@ def test_return_control_round_trip(paused, management, client, settings, agent, 
     second_call = agent.calls[-1]
     assert second_call["sessionState"] == {"invocationId": "inv-1", "returnControlInvocationResults": RESULTS}
     assert second_call["sessionId"] == agent.calls[0]["sessionId"]
-    assert runtime.store.get_turn(turn_id).answer == "Let me check. The answer is 42."
+    assert runtime.turns.get(turn_id).answer == "Let me check. The answer is 42."
 
 
 def test_results_for_another_invocation_are_refused(paused, management, client, settings, agent):
@@ -246,7 +252,7 @@ def test_cancel_of_a_waiting_turn(paused, management, runtime):
     send(action="cancel", turnId=turn_id)
     cancelled = management.events("c1")[-1]
     assert cancelled["code"] == "cancelled" and "seq" not in cancelled  # its numbering was the client's
-    assert runtime.store.get_turn(turn_id).status == "error"
+    assert runtime.turns.get(turn_id).status == "error"
 
 
 def test_resume_on_the_same_connection_replays_a_running_turn(conn, management, client, settings, agent, runtime):
@@ -258,7 +264,10 @@ def test_resume_on_the_same_connection_replays_a_running_turn(conn, management, 
     def resume_here():  # the client heard nothing for a while (a post failed) and asks again
         send(action="resume", turnId=turn_id)
 
-    agent.script = [{"chunk": {"bytes": b"one "}}, sleeper(0.1), resume_here, sleeper(0.2), {"chunk": {"bytes": b"two"}}]
+    def posted(n):  # n chunks reached c1 (the replay's first is the second)
+        return lambda: len([e for e in management.events("c1") if e["type"] == "chunk"]) >= n
+
+    agent.script = [{"chunk": {"bytes": b"one "}}, until(posted(1)), resume_here, until(posted(2)), {"chunk": {"bytes": b"two"}}]
     work(client, settings)
     events = management.events("c1")
     again = max(i for i, e in enumerate(events) if e["type"] == "accepted")
@@ -283,3 +292,85 @@ def test_files_are_delivered_inline_or_described(conn, management, client, setti
     assert (first["name"], first["size"], base64.b64decode(first["content"])) == ("small.csv", len(small), small)
     assert second["size"] == len(big) and "content" not in second and "Too large" in second["note"]
     assert all(len(data) <= 32 * 1024 for _, data in management.posts)
+
+
+def test_concurrent_asks_with_one_request_id_are_one_turn_one_token_one_slot(conn, management, runtime, settings):
+    """Ten asks with one requestId at the same moment, on two connections: all answered as the
+    one turn (never rate_limited by each other), one token spent, one slot held, one message queued."""
+    from chalicelib.handlers import messages
+
+    runtime.settings = replace(runtime.settings, rate_burst=1, rate_per_s=0.001, max_turns_in_flight=1)
+    conn("c1")
+    conn("c2")
+    body = json.dumps({"prompt": "hi", "requestId": "same"})
+    start = threading.Barrier(10)
+
+    def ask(connection_id):
+        start.wait()
+        messages.message(runtime, ws_event("$default", connection_id, body=body))
+
+    threads = [threading.Thread(target=ask, args=(f"c{1 + index % 2}",)) for index in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = management.events()
+    assert [e["type"] for e in events] == ["accepted"] * 10, events
+    assert len({e["turnId"] for e in events}) == 1
+    assert sum(1 for e in events if not e.get("duplicate")) == 1
+    assert len(drain_queue(settings)) == 1
+    assert runtime.rate_limits.take("alice", 0.001, 1).allowed is False  # the one token was spent once
+    assert runtime.rate_limits.in_flight("alice") == [events[0]["turnId"]]
+    in_flight = [int(runtime.clients.dynamodb.get_item(TableName=settings.connections_table,
+                                                        Key={"connectionId": {"S": c}})["Item"]["inFlight"]["N"])
+                 for c in ("c1", "c2")]
+    assert sum(in_flight) == 1
+
+
+def test_a_request_id_whose_turn_failed_retryably_runs_again(conn, management, client, settings, agent, runtime):
+    send = conn()
+    agent.script = client_error("InternalServerException", status=500)
+    send(prompt="hi", requestId="r-again")
+    work(client, settings)
+    assert management.events("c1")[-1]["code"] == "agent_error" and management.events("c1")[-1]["retryable"] is True
+    agent.script = agent_stream("second ", "time")
+    send(prompt="hi", requestId="r-again")
+    accepted = management.events("c1")[-1]
+    assert accepted["type"] == "accepted" and not accepted.get("duplicate")
+    work(client, settings)
+    assert management.events("c1")[-1]["type"] == "done"
+    assert runtime.turns.get(accepted["turnId"]).answer == "second time"
+
+
+def test_a_request_id_whose_turn_failed_for_good_is_answered_as_that_turn(conn, management, client, settings, agent):
+    send = conn()
+    agent.script = client_error("ValidationException")
+    send(prompt="hi", requestId="r-final")
+    work(client, settings)
+    assert management.events("c1")[-1]["retryable"] is False
+    send(prompt="hi", requestId="r-final")
+    assert management.events("c1")[-1].get("duplicate") is True
+    assert drain_queue(settings) == []
+
+
+def test_a_user_has_a_cap_on_turns_in_flight_across_connections(conn, management, runtime, client, settings):
+    runtime.settings = replace(runtime.settings, max_user_turns_in_flight=2, max_turns_in_flight=5)
+    for connection_id, prompt in (("c1", "q1"), ("c2", "q2"), ("c3", "q3")):
+        conn(connection_id)(prompt=prompt)
+    third = management.events("c3")[-1]
+    assert (third["type"], third["code"]) == ("error", "rate_limited") and "turns in flight" in third["message"]
+    assert runtime.connections.enter_flight("c3", 1)  # the refused ask gave its connection slot back
+    runtime.connections.leave_flight("c3")
+    work(client, settings)  # both finish: the user has room again
+    conn("c3")(prompt="q4")
+    assert management.events("c3")[-1]["type"] == "accepted"
+
+
+def test_a_slot_held_by_a_turn_that_ended_without_giving_it_back_is_reclaimed(conn, management, runtime, settings):
+    runtime.settings = replace(runtime.settings, max_user_turns_in_flight=1)
+    send = conn()
+    send(prompt="q1")
+    first = management.events("c1")[-1]["turnId"]
+    runtime.turns.end_unclaimed(first, "alice", CANCELLED)  # ended, but its slot was never released
+    send(prompt="q2")
+    assert management.events("c1")[-1]["type"] == "accepted"

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chalicelib.auth import AuthError, TokenVerifier, token_from_request
 from chalicelib.settings import Settings
-from tests.tokens import SECRET, make_token
+from tests.support.tokens import SECRET, make_token
 
 ISSUER = "https://issuer.example/pool"
 

@@ -1,6 +1,6 @@
 import json
 
-from chalicelib.coalesce import Outbox, escaped_size, split_text
+from chalicelib.turns.outbox import Outbox, decode_ends, encode_ends, escaped_size, replay, split_text
 from chalicelib.protocol import encode
 
 
@@ -92,3 +92,64 @@ def test_split_text_respects_the_budget_and_loses_nothing():
 
 def test_split_text_short_text_is_one_piece():
     assert split_text("hello", budget=100) == ["hello"]
+
+
+def _trace(seq):
+    return {"type": "trace", "turnId": "t", "seq": seq, "trace": {"kind": "rationale"}}
+
+
+def _streamed(box):
+    """Stream a turn the way a slow agent does: text, a trace, more text, over several takes."""
+    box.add_text("one ")
+    box.take(now=0.0)
+    box.add_text("two ")
+    box.add_event(_trace)
+    box.add_text("three")
+    return box.take(now=1.0)
+
+
+def test_a_resume_gets_the_same_events_with_the_same_seqs_from_where_it_asks():
+    box = Outbox("t", interval_s=0.05, max_frame_bytes=32 * 1024)
+    _streamed(box)
+    box.rewind(from_seq=2, preamble={"type": "accepted", "turnId": "t"})
+    again = box.take(now=2.0)
+    assert again == [{"type": "accepted", "turnId": "t"}, _trace(3), {"type": "chunk", "turnId": "t", "seq": 4, "text": "three"}]
+    box.add_text(" four")
+    assert [e["seq"] for e in box.take(now=3.0)] == [5]  # and the turn numbers on from there
+
+
+def test_a_finished_turn_replays_from_its_persisted_ends_numbered_as_streamed():
+    box = Outbox("t", interval_s=0.05, max_frame_bytes=32 * 1024)
+    _streamed(box)
+    box.close(lambda seq: {"type": "done", "turnId": "t", "seq": seq})
+    live = box.take(now=2.0)
+    ends, extras = decode_ends(encode_ends(box.ends)), box.extras()
+    assert ends == [4, 8, None, 13]
+    text = "one two three"
+    done = lambda seq: {"type": "done", "turnId": "t", "seq": seq}  # noqa: E731
+    everything = replay("t", text, done, 32 * 1024, ends, extras)
+    assert [(e["type"], e["seq"]) for e in everything] == [("chunk", 1), ("chunk", 2), ("trace", 3), ("chunk", 4), ("done", 5)]
+    assert live[-1] == everything[-1]
+    assert replay("t", text, done, 32 * 1024, ends, extras, from_seq=3) == everything[3:]
+    assert replay("t", text, done, 32 * 1024, ends, extras, from_seq=5) == []
+
+
+def test_text_saved_beyond_the_numbered_frames_follows_them():
+    """A worker that died had saved more text than it numbered: a replay sends it after the frames."""
+    done = lambda seq: {"type": "error", "turnId": "t", "seq": seq}  # noqa: E731
+    events = replay("t", "one two three", done, 32 * 1024, [4], {})
+    assert [(e.get("text"), e["seq"]) for e in events] == [("one ", 1), ("two three", 2), (None, 3)]
+
+
+def test_a_turn_recorded_without_ends_replays_whole_in_as_few_frames_as_fit():
+    events = replay("t", "x" * 100_000, lambda seq: {"type": "done", "turnId": "t", "seq": seq}, 32 * 1024)
+    assert "".join(e["text"] for e in events[:-1]) == "x" * 100_000
+    assert len(events) == 5 and events[-1]["seq"] == 5
+
+
+def test_files_are_kept_for_replays_without_their_content():
+    box = Outbox("t", interval_s=0, max_frame_bytes=32 * 1024)
+    box.add_event(lambda seq: {"type": "files", "turnId": "t", "seq": seq, "files": [{"name": "a.csv", "content": "eHk="}]})
+    box.take(now=0.0)
+    (kept,) = box.extras().values()
+    assert kept["files"][0]["name"] == "a.csv" and "content" not in kept["files"][0]

@@ -5,8 +5,8 @@ import boto3
 import pytest
 
 from chalicelib.settings import CONNECTION_TTL_S
-from tests.events import ws_event
-from tests.tokens import make_token
+from tests.support.events import ws_event
+from tests.support.tokens import make_token
 
 
 def _items(table):
@@ -67,3 +67,27 @@ def test_the_token_is_never_logged(client, caplog):
     assert "connected" in messages and "connect refused" in messages
     everything = " ".join(str(record.__dict__) for record in caplog.records)
     assert token.split(".")[1] not in everything and token.split(".")[2] not in everything
+
+
+@pytest.mark.parametrize(
+    "claims, why",
+    [
+        ({"sub": "€" * 1000}, "longer than a DynamoDB key may be"),
+        ({"sub": "a\ud800b"}, "not UTF-8: an unpaired surrogate"),
+        ({"exp": str(int(time.time()) + 300)}, "a numeric string is not a NumericDate"),
+        ({"iat": "0"}, "the same for iat"),
+    ],
+    ids=["long-sub", "surrogate-sub", "string-exp", "string-iat"],
+)
+def test_identities_that_cannot_be_stored_or_are_malformed_are_refused_with_401(client, settings, claims, why):
+    token = make_token(**{"sub": "alice", **claims})
+    response = client.lambda_.invoke("websocket_connect", ws_event("$connect", "c1", query={"token": token}))
+    assert response.payload["statusCode"] == 401, why
+    assert _items(settings.connections_table) == []
+
+
+def test_a_sub_with_a_nul_is_its_own_user(client, settings):
+    token = make_token("alice\0bob")
+    response = client.lambda_.invoke("websocket_connect", ws_event("$connect", "c1", query={"token": token}))
+    assert response.payload["statusCode"] == 200
+    assert _items(settings.connections_table)[0]["userId"] == {"S": "alice\0bob"}

@@ -1,4 +1,4 @@
-from chalicelib.history import bound, exchange
+from chalicelib.store.history import bound, exchange
 
 
 def conversation(*pairs):
@@ -27,7 +27,7 @@ def test_history_always_starts_with_the_user():
 def test_history_in_dynamodb_is_per_conversation_key_and_bounded(settings):
     import boto3
 
-    from chalicelib.history import History
+    from chalicelib.store.history import History
 
     history = History(boto3.client("dynamodb"), settings.history_table, ttl_s=60, max_turns=2, max_chars=10_000)
     for index in range(3):

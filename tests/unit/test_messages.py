@@ -4,8 +4,8 @@ import json
 import boto3
 import pytest
 
-from tests.events import ws_event
-from tests.tokens import make_token
+from tests.support.events import ws_event
+from tests.support.tokens import make_token
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_a_failing_queue_ends_the_turn_with_a_retryable_internal_error(connected
     accepted, error = management.events("c1")
     assert accepted["type"] == "accepted"
     assert (error["code"], error["retryable"], error["turnId"], error["seq"]) == ("internal", True, accepted["turnId"], 1)
-    assert runtime.store.get_turn(accepted["turnId"]).status == "error"  # no turn left queued forever
+    assert runtime.turns.get(accepted["turnId"]).status == "error"  # no turn left queued forever
 
 
 def test_a_failing_table_becomes_a_retryable_internal_error(connected, management, settings):
@@ -123,3 +123,52 @@ def test_an_expired_connection_record_is_no_record(client, management, settings)
     (event,) = management.events("stale")
     assert event["code"] == "unauthorized"
     assert turns(settings) == []
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
+        ('{"prompt": ' + "[" * 40 + "1" + "]" * 40 + "}", "nested too deeply"),
+        ('{"prompt": "\\ud800"}', "unpaired surrogate"),
+        ('{"prompt": "hi", "conversationId": "\\udfff"}', "unpaired surrogate"),
+        ('{"prompt": "hi", "requestId": "r\\ud83d"}', "unpaired surrogate"),
+        ('{"action": "resume", "turnId": "\\ud800"}', "unpaired surrogate"),
+        ('{"action": "return_control", "turnId": "t", "invocationId": "i", '
+         '"results": [{"functionResult": {"responseBody": {"TEXT": {"body": "\\udc00"}}}}]}', "unpaired surrogate"),
+        ('{"prompt": "\\u200b\\u200b\\ufeff"}', "invisible"),
+    ],
+    ids=["deep-10000", "deep-40", "prompt", "conversationId", "requestId", "turnId", "tool-result", "invisible"],
+)
+def test_hostile_frames_get_invalid_request_before_any_write(connected, management, settings, body, words):
+    send(connected, body)
+    (event,) = management.events("c1")
+    assert (event["type"], event["code"], event["retryable"]) == ("error", "invalid_request", False)
+    assert words in event["message"]
+    assert turns(settings) == [] and queued(settings) == []
+
+
+def test_a_null_action_is_an_ask(connected, management, settings):
+    send(connected, json.dumps({"action": None, "prompt": "hi", "trace": None}))
+    assert management.events("c1")[0]["type"] == "accepted"
+    assert len(queued(settings)) == 1
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ['{"action": "ping"}', '{"action": "resume", "turnId": "nope"}', "{not json"],
+    ids=["ping", "resume", "invalid"],
+)
+def test_floods_of_frames_other_than_asks_are_limited_per_connection(connected, management, runtime, frame):
+    from dataclasses import replace
+
+    runtime.settings = replace(runtime.settings, frame_limit=5, frame_window_s=3600)
+    for _ in range(8):
+        send(connected, frame)
+    events = management.events("c1")
+    assert len(events) == 8  # every frame answered, none silently dropped
+    assert all(e.get("code") != "rate_limited" for e in events[:5])
+    for limited in events[5:]:
+        assert (limited["code"], limited["retryable"]) == ("rate_limited", True) and limited["retryAfterMs"] > 0
+    send(connected, json.dumps({"prompt": "asks have their own bucket"}))
+    assert management.events("c1")[-1]["type"] == "accepted"

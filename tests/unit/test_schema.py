@@ -132,9 +132,12 @@ BUILT = {
         *[protocol.error_event(code, "m", False, "t1", 4) for code in _error_codes().values()],
         protocol.error_event(protocol.ErrorCode.RATE_LIMITED, "Too fast.", True, retryAfterMs=1500, requestId="r1"),
         protocol.error_event(protocol.ErrorCode.INTERRUPTED, "m", True, "t1"),  # turns._settle_redelivery: no seq
+        protocol.error_event(protocol.ErrorCode.INTERRUPTED, "m", True, "t1", lastSeq=12),  # ... as far as known
+        protocol.error_event(protocol.ErrorCode.SUPERSEDED, "m", False, "t1"),  # turns.run: a displaced follower
         ProtocolError("bad", request_id="r1").event(),
     ],
     "pong_event": [protocol.pong_event()],
+    "progress_event": [protocol.progress_event("t1", 10_000), protocol.progress_event("t1", 20_000, "calling an action group")],
 }
 
 
@@ -185,12 +188,13 @@ FIELD_VALUES: Dict[str, Tuple[List[Any], List[Any]]] = {
     # field: (values accepted, values refused); None means "absent" for optional fields
     "prompt": (
         ["Hi", " x ", "a" * 25_000, "é" * 25_000, "<script>"],
-        ["", "   ", "\n\t", "a" * 25_001, 1, None, [], {}, False],
+        ["", "   ", "\n\t", "\u200b\ufeff", "\u00a0\u200d\u2060", "a" * 25_001, 1, None, [], {}, False],
     ),
     "conversationId": ([*GOOD_ID, None], BAD_ID),
     "requestId": ([*GOOD_ID, None], BAD_ID),
-    "trace": ([True, False], ["yes", 1, 0, None, []]),
+    "trace": ([True, False, None], ["yes", 1, 0, []]),
     "turnId": (GOOD_ID, [*BAD_ID, None]),
+    "fromSeq": ([0, 1, 10**6, None], [-1, 1.5, "3", True, []]),
     "invocationId": (GOOD_ID, [*BAD_ID, None]),
     "results": (
         [[{"functionResult": {}}], [{"apiResult": {"x": 1}}] * 20, [{"functionResult": {}, "other": 1}]],
@@ -207,7 +211,7 @@ SHAPES = {
 }
 FIELDS_OF = {
     "ask": ["prompt", "conversationId", "requestId", "trace"],
-    "resume": ["turnId"],
+    "resume": ["turnId", "fromSeq"],
     "cancel": ["turnId"],
     "return_control": ["turnId", "invocationId", "results"],
     "ping": [],
@@ -231,8 +235,10 @@ def corpus() -> Iterator[Tuple[Any, bool]]:
                 yield {**base, field: value}, False
             if field in REQUIRED:
                 yield {k: v for k, v in base.items() if k != field}, False
-    for action in [None, 7, "", "ASK", "dance", ["ask"]]:
+    for action in [7, "", "ASK", "dance", ["ask"]]:
         yield {"action": action, "prompt": "Hi"}, False
+    yield {"action": None, "prompt": "Hi"}, True  # null is the same as absent: an ask
+    yield {"action": None}, False
     for not_an_object in [[], [1], "hi", 3, None, True]:
         yield not_an_object, False
     # Fields of another action are ignored, not mixed in.

@@ -1,14 +1,18 @@
 """The whole turn through the handlers: connect, ask, then the SQS worker streams the answer."""
 import json
+import sys
 import time
+from functools import partial
 
 import boto3
 import pytest
 
-from chalicelib.store import RUNNING
-from tests.events import sqs_event, ws_event
-from tests.fakes import agent_stream, client_error, sleeper, stream_error
-from tests.tokens import make_token
+from chalicelib.turns.outcomes import Status
+from chalicelib.turns.run import TurnRun
+from tests.support.events import sqs_event, ws_event
+from tests.support.fakes import agent_stream, client_error, stream_error, until
+from tests.support.timing import ManualClock
+from tests.support.tokens import make_token
 
 
 @pytest.fixture
@@ -62,9 +66,21 @@ def test_a_turn_streams_in_order_with_one_done(client, ask, management, agent, s
     assert record["status"] == "done" and record["answer"] == "Hello, world"
 
 
-def test_many_small_deltas_are_coalesced(client, ask, management, agent):
+def chunks_posted(management, connection_id="c1"):
+    """How many chunks reached the connection so far (a point in the turn a script can wait for)."""
+    return sum(1 for event in management.events(connection_id) if event["type"] == "chunk")
+
+
+def test_many_small_deltas_are_coalesced(client, ask, management, agent, monkeypatch):
+    clock = ManualClock()  # the relay's clock: a millisecond passes per delta, however busy the machine
+    run = sys.modules[TurnRun.__module__]
+    monkeypatch.setattr(run, "Relay", partial(run.Relay, clock=clock))
     deltas = [f"w{i} " for i in range(200)]
-    agent.script = [item for d in deltas for item in (sleeper(0.001), {"chunk": {"bytes": d.encode()}})]
+    agent.script = []
+    for index, delta in enumerate(deltas, start=1):
+        agent.script += [partial(clock.advance, 0.001), {"chunk": {"bytes": delta.encode()}}]
+        if index % 25 == 0:  # every 25 ms, the relay (20 ms interval) has posted what was due
+            agent.script.append(until(lambda posts=index // 25: chunks_posted(management) >= posts))
     body = ask()
     work(client, body)
     events = assert_well_formed(management.events("c1"), json.loads(body)["turnId"])
@@ -130,7 +146,12 @@ def test_failures_end_with_one_error_event(client, ask, management, agent, setti
 
 
 def test_a_gone_client_stops_the_relay_keeps_the_answer_and_drops_the_connection(client, ask, management, agent, settings):
-    agent.script = [item for word in ["one ", "two ", "three"] for item in (sleeper(0.05), {"chunk": {"bytes": word.encode()}})]
+    agent.script = [
+        {"chunk": {"bytes": b"one "}},
+        until(lambda: chunks_posted(management) == 1),  # the first chunk reached the client...
+        {"chunk": {"bytes": b"two "}},  # ... which has left before the next
+        {"chunk": {"bytes": b"three"}},
+    ]
     body = ask()
     management.gone_after["c1"] = 1  # the client leaves after the first chunk
     assert work(client, body) == {"batchItemFailures": []}
@@ -153,7 +174,8 @@ def test_duplicate_delivery_does_not_invoke_the_agent_twice(client, ask, managem
 def test_a_claimed_turn_whose_worker_died_is_interrupted_not_rerun(client, ask, management, agent, runtime, settings):
     body = ask()
     turn_id = json.loads(body)["turnId"]
-    assert runtime.store.claim_turn(turn_id)  # a worker claimed it, then died: no more heartbeats
+    claimed = runtime.turns.claim(turn_id)  # a worker claimed it, sent three events, then died
+    assert runtime.turns.checkpoint(claimed, 0, {"answer": "one two", "seq_ends": "3,-,7"}) is None
     stale = str(int(time.time() * 1000) - runtime.settings.heartbeat_timeout_ms - 1)
     boto3.client("dynamodb").update_item(
         TableName=settings.turns_table,
@@ -165,7 +187,8 @@ def test_a_claimed_turn_whose_worker_died_is_interrupted_not_rerun(client, ask, 
     assert agent.calls == []
     (error,) = [e for e in management.events("c1") if e["type"] == "error"]
     assert (error["code"], error["retryable"], error["turnId"]) == ("interrupted", True, turn_id)
-    assert runtime.store.get_turn(turn_id).status == "error"
+    assert error["lastSeq"] == 3 and "seq" not in error  # as far as its last checkpoint knew
+    assert runtime.turns.get(turn_id).status == "error"
     work(client, body)  # and a third delivery changes nothing
     assert len([e for e in management.events("c1") if e["type"] == "error"]) == 1
 
@@ -173,11 +196,11 @@ def test_a_claimed_turn_whose_worker_died_is_interrupted_not_rerun(client, ask, 
 def test_a_duplicate_delivery_while_the_worker_lives_is_ignored(client, ask, management, agent, runtime):
     body = ask()
     turn_id = json.loads(body)["turnId"]
-    assert runtime.store.claim_turn(turn_id)  # another worker is serving it right now
+    assert runtime.turns.claim(turn_id)  # another worker is serving it right now
     assert work(client, body) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # look again later
     assert agent.calls == []
     assert [e["type"] for e in management.events("c1")] == ["accepted"]
-    assert runtime.store.get_turn(turn_id).status == "running"
+    assert runtime.turns.get(turn_id).status == "running"
 
 
 def test_poison_and_missing_messages(client, ask, management):
@@ -203,8 +226,8 @@ def test_a_crash_after_the_claim_ends_the_turn_with_internal(client, ask, manage
     turn_id = json.loads(body)["turnId"]
     errors = [e for e in management.events("c1") if e["type"] == "error"]
     assert [(e["code"], e["retryable"]) for e in errors] == [("internal", True)]
-    assert runtime.store.get_turn(turn_id).status == "error"
-    assert runtime.store.get_turn(turn_id).status != RUNNING
+    assert runtime.turns.get(turn_id).status == "error"
+    assert runtime.turns.get(turn_id).status != Status.RUNNING
 
 
 def test_an_outage_when_recording_the_end_still_ends_the_turn_for_the_client(client, ask, management, agent, settings):
@@ -236,8 +259,9 @@ def json_logs():
     target.removeHandler(handler)
 
 
-def test_every_worker_log_line_names_the_connection_turn_and_user(client, ask, agent, json_logs):
-    agent.script = [{"chunk": {"bytes": b"secret answer"}}, sleeper(0.05)]
+def test_every_worker_log_line_names_the_connection_turn_and_user(client, ask, agent, management, json_logs):
+    # The reader waits while the relay thread posts: the lines of every thread of the turn are in.
+    agent.script = [{"chunk": {"bytes": b"secret answer"}}, until(lambda: chunks_posted(management) == 1)]
     body = ask("my private prompt")
     work(client, body)
     lines = json_logs()
@@ -257,3 +281,48 @@ def test_prompts_and_answers_are_logged_only_when_asked(client, ask, agent, runt
     work(client, ask("my private prompt"))
     everything = json.dumps(json_logs())
     assert "my private prompt" in everything and "secret answer" in everything
+
+
+def test_posts_refused_mid_answer_are_retried_and_the_answer_arrives_whole(client, ask, management, agent):
+    agent.script = agent_stream("one ", "two ", "three")
+    body = ask("hi")
+    management.refusing["c1"] = 3  # three posts get 403, then the connection recovers
+    assert work(client, body) == {"batchItemFailures": []}
+    events = assert_well_formed(management.events("c1"), json.loads(body)["turnId"])
+    assert "".join(e["text"] for e in events if e["type"] == "chunk") == "one two three"
+    assert events[-1]["type"] == "done" and management.closed == []
+
+
+def test_a_connection_that_refuses_every_post_is_closed_and_a_resume_gets_the_answer(client, ask, management, agent):
+    agent.script = agent_stream("one ", "two")
+    body = ask("hi")
+    turn_id = json.loads(body)["turnId"]
+    management.refusing["c1"] = -1
+    assert work(client, body) == {"batchItemFailures": []}
+    assert management.closed == ["c1"]  # never an open, silent socket: the client reconnects
+    client.lambda_.invoke("websocket_connect", ws_event("$connect", "c2", query={"token": make_token("alice")}))
+    resume = json.dumps({"action": "resume", "turnId": turn_id})
+    client.lambda_.invoke("websocket_message", ws_event("$default", "c2", body=resume))
+    events = assert_well_formed(management.events("c2"), turn_id)
+    assert "".join(e["text"] for e in events if e["type"] == "chunk") == "one two"
+    assert events[-1]["type"] == "done"
+
+
+def test_a_silent_turn_sends_progress_with_the_agent_s_phase_but_not_its_trace(client, ask, management, agent, runtime):
+    from dataclasses import replace
+
+    runtime.settings = replace(runtime.settings, progress_interval_s=0.01, control_interval_ms=20)
+    lookup = {"orchestrationTrace": {"invocationInput": {"knowledgeBaseLookupInput": {"knowledgeBaseId": "KB", "text": "secret query"}}}}
+
+    def progress_posted():
+        return [e for e in management.events("c1") if e["type"] == "progress"]
+
+    agent.script = [*agent_stream(traces=[lookup]), until(progress_posted), *agent_stream("found it")]
+    body = ask()  # no trace asked for
+    work(client, body)
+    events = management.events("c1")
+    progress = progress_posted()[0]
+    assert progress["phase"] == "searching the knowledge base" and "seq" not in progress and progress["elapsedMs"] >= 0
+    assert "secret query" not in json.dumps(events) and "trace" not in [e["type"] for e in events]
+    numbered = [e for e in events if "seq" in e]
+    assert [e["seq"] for e in numbered] == list(range(1, len(numbered) + 1)) and numbered[-1]["type"] == "done"

@@ -1,8 +1,9 @@
 import pytest
 
-from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, backoff_s, classify_error, guarded
+from chalicelib.backends import End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, classify_error, guarded
+from chalicelib.retry import backoff_s
 from chalicelib.backends.agent import AgentBackend
-from tests.fakes import FakeAgentRuntime, agent_stream, client_error, stream_error
+from tests.support.fakes import FakeAgentRuntime, agent_stream, client_error, stream_error
 
 REQUEST = TurnRequest(prompt="hi", session_id="s-123", memory_id=None, trace=False)
 
@@ -16,10 +17,10 @@ def _run(script, request=REQUEST):
 def test_stream_maps_to_neutral_events_and_asks_for_streaming():
     events, calls = _run(agent_stream("Hel", "lo", traces=[{"orchestrationTrace": {"rationale": {"text": "hm"}}}]))
     rationale = {"kind": "rationale", "text": "hm", "stage": "orchestration"}
-    assert events == [Trace(rationale), TextDelta("Hel"), TextDelta("lo"), End("s-123")]
+    assert events == [Trace(rationale, "planning the answer"), TextDelta("Hel"), TextDelta("lo"), End("s-123")]
     (call,) = calls
     assert call["streamingConfigurations"] == {"streamFinalResponse": True}
-    assert call["enableTrace"] is False
+    assert call["enableTrace"] is True  # always: progress events name the agent's phase from it
     assert call["sessionId"] == "s-123"
     assert call["agentId"] == "AGENT" and call["agentAliasId"] == "ALIAS"
     assert "memoryId" not in call

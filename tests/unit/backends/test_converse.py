@@ -1,6 +1,6 @@
 from chalicelib.backends import End, Failure, TextDelta, TurnRequest
 from chalicelib.backends.converse import ConverseBackend, ModelConfig
-from tests.fakes import MemoryHistory
+from tests.support.fakes import MemoryHistory
 
 
 class FakeRuntime:
