@@ -84,22 +84,26 @@ class ConnectionStore:
         now = now_ms()
         window = now // (window_s * 1000)
         names = {"#frameWindow": "frameWindow", "#frames": "frames"}
-        counted = self._table.update(
-            self._key(connection_id),
-            "#frameWindow = :window AND #frames < :limit",
-            {},
-            names=names,
-            values={":window": {"N": str(window)}, ":limit": {"N": str(limit)}, ":one": {"N": "1"}},
-            update="ADD #frames :one",
-        )
-        if counted is not None:
-            return 0
-        opened = self._table.update(
-            self._key(connection_id),
-            "attribute_exists(connectionId) AND (attribute_not_exists(#frameWindow) OR #frameWindow < :window)",
-            {"frameWindow": window, "frames": 1},
-            values={":window": {"N": str(window)}},
-        )
-        if opened is not None or self._table.get(self._key(connection_id)) is None:
-            return 0  # a new window; or no record, which the handler answers for itself
+        for _ in range(2):  # a frame racing this one may have opened the window: count again
+            counted = self._table.update(
+                self._key(connection_id),
+                "#frameWindow = :window AND #frames < :limit",
+                {},
+                names=names,
+                values={":window": {"N": str(window)}, ":limit": {"N": str(limit)}, ":one": {"N": "1"}},
+                update="ADD #frames :one",
+            )
+            if counted is not None:
+                return 0
+            opened = self._table.update(
+                self._key(connection_id),
+                "attribute_exists(connectionId) AND (attribute_not_exists(#frameWindow) OR #frameWindow < :window)",
+                {"frameWindow": window, "frames": 1},
+                values={":window": {"N": str(window)}},
+            )
+            if opened is not None:
+                return 0
+        record = self._table.get(self._key(connection_id))
+        if record is None or int(record.get("frames", {}).get("N", "0")) < limit:
+            return 0  # no record (the handler answers for itself), or a count that moved on
         return (window + 1) * window_s * 1000 - now
