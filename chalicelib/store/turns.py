@@ -131,18 +131,24 @@ class TurnStore:
         if not self._table.put(turn_item(turn), "attribute_not_exists(turnId)"):
             raise TurnExists(turn.turn_id)
 
-    def replace_failed(self, failed: Turn, turn: Turn) -> bool:
-        """Record ``turn`` in place of ``failed``, a turn with its id that ended in a retryable failure
-        (the same request id asked again); False if the record changed meanwhile."""
+    def replace(self, old: Turn, turn: Turn) -> bool:
+        """Record ``turn`` in place of ``old``, a turn with its id that will never run (it ended in a
+        retryable failure, or its ask died before admitting it) and is asked for again; False if
+        the record changed since ``old`` was read."""
         turn.created_at = now_ms()
         turn.expires_at = turn.created_at // 1000 + self._ttl_s
         turn.origin_connection_id = turn.connection_id
-        condition = "#status = :error AND #finishedAt = :finished"
         return self._table.put(
             turn_item(turn),
-            condition,
-            names={"#status": "status", "#finishedAt": "finishedAt"},
-            values={":error": {"S": Status.ERROR.value}, ":finished": {"N": str(failed.finished_at or 0)}},
+            "#status = :status AND #createdAt = :created AND attribute_not_exists(#admittedAt)"
+            if old.admitted_at is None
+            else "#status = :status AND #createdAt = :created AND #admittedAt = :admitted",
+            names={"#status": "status", "#createdAt": "createdAt", "#admittedAt": "admittedAt"},
+            values={
+                ":status": {"S": old.status.value},
+                ":created": {"N": str(old.created_at)},
+                **({} if old.admitted_at is None else {":admitted": {"N": str(old.admitted_at)}}),
+            },
         )
 
     def admit(self, turn_id: str) -> Optional[Turn]:

@@ -63,6 +63,8 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
             runtime.turns.admit(turn.turn_id)
     except Exception:
         leave_flight(runtime, turn)
+        if message.request_id is not None:  # else its request id would name a turn that never runs
+            _end_quietly(runtime, turn, CRASHED)
         raise
     extra = {"turn_id": turn.turn_id, **({"prompt": message.prompt} if settings.log_content else {})}
     logger.info("turn accepted", extra=extra)
@@ -74,6 +76,7 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
 
 
 ADMISSION_WAIT_S = 3.0  # how long a duplicate waits for the first ask to pass the rate limits
+ABANDONED_AFTER_MS = 60_000  # an ask that recorded its turn and did not admit it in this long died
 _ADMISSION_POLL_S = 0.02
 
 
@@ -84,8 +87,9 @@ def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
     first ask was admitted (or with the refusal it got); unless it ended in a retryable failure,
     which the same request id may run again.
     """
+    duplicate = {**protocol.accepted_event(turn.turn_id, turn.request_id), "duplicate": True}
     deadline = time.monotonic() + ADMISSION_WAIT_S
-    while True:
+    while time.monotonic() < deadline:
         try:
             runtime.turns.create(turn)
             return None
@@ -94,18 +98,25 @@ def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
         existing = runtime.turns.get(turn.turn_id)
         if existing is None:
             continue  # gone meanwhile (its TTL): record it again
-        if existing.status == Status.ERROR and existing.error_retryable:
-            if runtime.turns.replace_failed(existing, turn):
-                logger.info("a retryable failure asked again: the turn runs again")
+        abandoned = existing.admitted_at is None and existing.created_at < now_ms() - ABANDONED_AFTER_MS
+        if (existing.status == Status.ERROR and existing.error_retryable) or (existing.status == Status.QUEUED and abandoned):
+            if runtime.turns.replace(existing, turn):
+                logger.info("the turn of this request id never ran or failed retryably: it runs again")
                 return None
-            continue
+            continue  # another ask replaced it first: look again
+        if existing.admitted_at is None and existing.status == Status.ERROR:
+            return existing.failure.event(requestId=turn.request_id)  # refused for good before it ran
         if existing.admitted_at is not None or existing.status != Status.QUEUED:
-            if existing.admitted_at is None and existing.status == Status.ERROR:
-                return existing.failure.event(requestId=turn.request_id)  # refused, not retryable
-            return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
-        if time.monotonic() >= deadline:  # the first ask stalled before its admission
-            return {**protocol.accepted_event(existing.turn_id, turn.request_id), "duplicate": True}
-        time.sleep(_ADMISSION_POLL_S)
+            return duplicate
+        time.sleep(_ADMISSION_POLL_S)  # the first ask is being charged: its answer is ours
+    return duplicate  # the first ask stalled before its admission; a resume will find the turn
+
+
+def _end_quietly(runtime: Runtime, turn: Turn, failure: Failure) -> None:
+    try:
+        runtime.turns.end_unclaimed(turn.turn_id, turn.user_id, failure)
+    except Exception:  # noqa: BLE001 - already failing; a retryable end is what a retry would replace
+        logger.exception("could not end the turn")
 
 
 def _charge(runtime: Runtime, turn: Turn) -> Optional[Failure]:

@@ -374,3 +374,20 @@ def test_a_slot_held_by_a_turn_that_ended_without_giving_it_back_is_reclaimed(co
     runtime.turns.end_unclaimed(first, "alice", CANCELLED)  # ended, but its slot was never released
     send(prompt="q2")
     assert management.events("c1")[-1]["type"] == "accepted"
+
+
+def test_a_request_id_whose_ask_died_before_admitting_its_turn_runs_again(conn, management, runtime, settings):
+    """The first ask recorded the turn, then its Lambda died before the rate limits let it through:
+    the turn would never run, so the same requestId a minute later starts it for good."""
+    from chalicelib.store import now_ms
+    from chalicelib.turns import ids
+    from chalicelib.turns.record import Turn
+
+    send = conn()
+    turn_id = ids.turn_id("alice", "r-orphan")
+    runtime.turns.create(Turn(turn_id=turn_id, user_id="alice", connection_id="c1", prompt="hi", session_id="s",
+                              request_id="r-orphan", created_at=now_ms() - 120_000))
+    send(prompt="hi", requestId="r-orphan")
+    accepted = management.events("c1")[-1]
+    assert (accepted["type"], accepted["turnId"], accepted.get("duplicate")) == ("accepted", turn_id, None)
+    assert len(drain_queue(settings)) == 1
