@@ -93,6 +93,7 @@ class TurnRun:
         self.claimed_at = now_ms()
         self._lock = threading.Lock()
         self._concluded = False
+        self._ended = threading.Event()  # set once the conclusion (by either thread) is complete
         self._stop = threading.Event()  # set when the turn ends, by the reader or the watcher
         self._lost = False  # the turn is no longer ours: write and post nothing more
         self.paused = False  # waiting for the client's tool results
@@ -156,13 +157,22 @@ class TurnRun:
     # ---- the end: exactly once, by whichever thread gets there first
 
     def conclude(self, outcome: Outcome) -> None:
-        """Persist the outcome, then queue the terminal event; the first caller wins."""
+        """Persist the outcome, then queue the terminal event; the first caller wins, and the
+        other waits until it is done (the reader must not close the relay before the end is in)."""
         with self._lock:
-            if self._concluded:
-                return
+            first = not self._concluded
             self._concluded = True
             self._stop.set()
             text = "".join(self.answer)
+        if not first:
+            self._ended.wait()
+            return
+        try:
+            self._conclude(outcome, text)
+        finally:
+            self._ended.set()
+
+    def _conclude(self, outcome: Outcome, text: str) -> None:
         self.relay.flush()  # every chunk out before the stats count them
         if isinstance(outcome, ReturnControl):
             self._pause(outcome, text)

@@ -1,6 +1,7 @@
 """The whole turn through the handlers: connect, ask, then the SQS worker streams the answer."""
 import json
 import sys
+import threading
 import time
 from functools import partial
 
@@ -326,3 +327,38 @@ def test_a_silent_turn_sends_progress_with_the_agent_s_phase_but_not_its_trace(c
     assert "secret query" not in json.dumps(events) and "trace" not in [e["type"] for e in events]
     numbered = [e for e in events if "seq" in e]
     assert [e["seq"] for e in numbered] == list(range(1, len(numbered) + 1)) and numbered[-1]["type"] == "done"
+
+
+def test_a_cancel_concluded_by_the_watcher_still_ends_the_turn_when_the_reader_stops_first(
+    client, ask, management, agent, runtime, monkeypatch
+):
+    """The watcher sees the cancel and persists the end while the reader, seeing it too, leaves the
+    stream: the reader must not close the relay before the watcher queued the terminal event."""
+    from dataclasses import replace
+
+    from chalicelib.turns.outbox import Outbox
+
+    runtime.settings = replace(runtime.settings, control_interval_ms=20)
+    sealed, finishing = threading.Event(), threading.Event()
+    seal = Outbox.seal
+    monkeypatch.setattr(Outbox, "seal", lambda self: (sealed.set(), seal(self))[1])
+    finish = runtime.turns.finish
+
+    def watcher_finishes_after_the_reader_left(*args, **kwargs):
+        if threading.current_thread().name == "watcher":
+            finishing.set()
+            sealed.wait(2)  # the interleaving that lost the terminal, if the reader can get there
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.turns, "finish", watcher_finishes_after_the_reader_left)
+    body = ask()
+    turn_id = json.loads(body)["turnId"]
+    agent.script = [
+        *agent_stream("one "),
+        lambda: runtime.turns.request_cancel(turn_id, "alice"),
+        until(finishing.is_set),
+        *agent_stream("two"),
+    ]
+    work(client, body)
+    events = assert_well_formed(management.events("c1"), turn_id)
+    assert (events[-1]["type"], events[-1]["code"]) == ("error", "cancelled")
