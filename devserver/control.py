@@ -9,6 +9,7 @@ Tests (and curious people) use it to make AWS misbehave the way it does in produ
     {"throttle_dynamodb": 2}         the next DynamoDB requests are throttled
     {"throttle_dynamodb": 6, "matching": "claimId"}   ... only requests whose body holds that text
     {"kill_worker_after_s": 2.5}     the next worker invocation is killed (SIGKILL) after 2.5 s
+    {"kill_worker_after_s": 120, "kill_turn": "<turnId>"}   ... the next one that serves that turn
     {"kill_worker": true}            ... or now, at a point of its turn the caller chose: arm it with a
                                      long kill_worker_after_s, strike once a chunk arrived ("killed": n)
     {"drop": "<connectionId>"}       the client's connection is cut, no close frame

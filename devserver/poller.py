@@ -53,15 +53,19 @@ class SqsPoller:
         self.invocations = 0
         self.killed = 0
         self._kill_after: Optional[float] = None
+        self._kill_turn = ""  # with _kill_after: only a batch that holds this text (a turn id)
         self._doomed: Set[Any] = set()  # worker processes running under the kill fault
         self._doomed_lock = threading.Lock()
 
-    def kill_next_invocation(self, after_s: float) -> None:
-        """Fault: run the next batch in its own process and SIGKILL it after ``after_s`` seconds.
+    def kill_next_invocation(self, after_s: float, turn_id: str = "") -> None:
+        """Fault: run the next batch (the next holding ``turn_id``, if given) in its own process and
+        SIGKILL it after ``after_s`` seconds.
 
         That is how a worker dies on AWS (timeout, out of memory, a crashed runtime): no code of
-        its own runs afterwards, and its messages come back after the visibility timeout.
+        its own runs afterwards, and its messages come back after the visibility timeout. Naming
+        the turn keeps a redelivery of another test's message from taking the fault instead.
         """
+        self._kill_turn = turn_id
         self._kill_after = after_s
 
     def kill_now(self) -> int:
@@ -110,7 +114,12 @@ class SqsPoller:
             event = sqs_event(messages, self._queue_arn, self._region)
             context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
             self.invocations += 1
-            kill_after, self._kill_after = self._kill_after, None
+            with self._doomed_lock:  # one invocation takes the armed fault
+                kill_after = self._kill_after
+                if kill_after is not None and any(self._kill_turn in m.get("Body", "") for m in messages):
+                    self._kill_after = None
+                else:
+                    kill_after = None
             if kill_after is not None:
                 self._run_and_kill(event, kill_after)
                 return  # nothing deleted: the messages reappear after the visibility timeout

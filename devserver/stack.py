@@ -162,7 +162,7 @@ class LocalStack:
     def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
         """Inject the faults ``devserver/control.py`` documents; answers what was applied."""
         known = {"fail_posts", "status", "error", "connection", "throttle_dynamodb", "matching", "kill_worker_after_s",
-                 "kill_worker", "drop"}
+                 "kill_turn", "kill_worker", "drop"}
         unknown = set(faults) - known
         if unknown:
             raise ValueError(f"unknown faults: {sorted(unknown)}")
@@ -176,7 +176,7 @@ class LocalStack:
         if "throttle_dynamodb" in faults:
             self.moto.throttle_dynamodb(int(faults["throttle_dynamodb"]), str(faults.get("matching") or ""))
         if "kill_worker_after_s" in faults:
-            self.poller.kill_next_invocation(float(faults["kill_worker_after_s"]))
+            self.poller.kill_next_invocation(float(faults["kill_worker_after_s"]), str(faults.get("kill_turn") or ""))
         killed = self.poller.kill_now() if faults.get("kill_worker") else None
         if "drop" in faults:
             self.gateway.drop(str(faults["drop"]))

@@ -165,12 +165,13 @@ def test_a_connection_whose_record_is_gone_is_unauthorized(local_stack, connect)
 
 
 def test_a_killed_worker_ends_its_turn_interrupted():
-    # A stack of its own: the fault arms the next worker invocation, whichever turn it serves.
+    # A stack of its own, and the fault armed for this turn only.
     stack = start_stack(**FAST)
     try:
-        with stack.connect(unique_user("killed")) as ws:
-            arm_worker_kill(stack)
-            ws.send(json.dumps({"prompt": "!slow 6 " + "word " * 20}))
+        user = unique_user("killed")
+        with stack.connect(user) as ws:
+            arm_worker_kill(stack, user, "killed-1")
+            ws.send(json.dumps({"prompt": "!slow 6 " + "word " * 20, "requestId": "killed-1"}))
             frames = frames_until_terminal(ws, until=("chunk", "done", "error"))
             assert kinds(frames) == ["accepted", "chunk"]  # its worker claimed the turn and is answering
             kill_worker(stack)  # so it dies mid-turn, however long it took to get here

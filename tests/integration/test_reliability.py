@@ -90,9 +90,9 @@ def test_dynamodb_throttling_is_retried_and_when_it_persists_the_client_is_told(
 
 
 def test_a_worker_killed_mid_turn_ends_in_one_interrupted_and_no_second_answer(faulty):
-    arm_worker_kill(faulty)
+    arm_worker_kill(faulty, "doomed", "doomed-1")
     with faulty.connect("doomed") as ws:
-        ws.send(json.dumps({"prompt": "!slow 8 a b c d e f g h i j k l m n o p"}))
+        ws.send(json.dumps({"prompt": "!slow 8 a b c d e f g h i j k l m n o p", "requestId": "doomed-1"}))
         events = [json.loads(ws.recv(timeout=30)), json.loads(ws.recv(timeout=30))]
         kill_worker(faulty)  # at a point of the turn: its first chunk arrived
         events += receive_turn(ws, timeout=30)

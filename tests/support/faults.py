@@ -107,9 +107,13 @@ def drop(stack: Any, user: str) -> str:
     return connection_id
 
 
-def arm_worker_kill(stack: Any) -> None:
-    """Run the next worker invocation in a process of its own that ``kill_worker`` can kill."""
-    inject(stack, kill_worker_after_s=ARMED_FOR_S)
+def arm_worker_kill(stack: Any, user: str, request_id: str) -> None:
+    """Run the worker invocation of that user's ask (by its requestId) in a process of its own that
+    ``kill_worker`` can kill. Naming the turn matters: the next invocation may be a redelivery of
+    another test's message."""
+    from chalicelib.turns import ids
+
+    inject(stack, kill_worker_after_s=ARMED_FOR_S, kill_turn=ids.turn_id(user, request_id))
 
 
 def kill_worker(stack: Any) -> None:
