@@ -68,7 +68,6 @@ class ConnectionStore:
                 self._key(connection_id),
                 condition,
                 {},
-                names={"#inFlight": "inFlight"},
                 values={":delta": {"N": str(delta)}, ":cap": {"N": str(cap)}},
                 update="ADD #inFlight :delta",
             )
@@ -83,13 +82,11 @@ class ConnectionStore:
         """
         now = now_ms()
         window = now // (window_s * 1000)
-        names = {"#frameWindow": "frameWindow", "#frames": "frames"}
         for _ in range(2):  # a frame racing this one may have opened the window: count again
             counted = self._table.update(
                 self._key(connection_id),
                 "#frameWindow = :window AND #frames < :limit",
                 {},
-                names=names,
                 values={":window": {"N": str(window)}, ":limit": {"N": str(limit)}, ":one": {"N": "1"}},
                 update="ADD #frames :one",
             )

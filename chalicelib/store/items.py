@@ -7,6 +7,7 @@ Dicts are stored as JSON strings: they are read and written whole, never queried
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -52,6 +53,14 @@ def from_item(item: Item) -> Dict[str, Any]:
     return {name: decode(attr) for name, attr in item.items()}
 
 
+_PLACEHOLDER = re.compile(r"#(\w+)")
+
+
+def placeholders(*expressions: Optional[str]) -> Dict[str, str]:
+    """``#name`` -> ``name`` for every attribute an expression names (DynamoDB wants exactly those)."""
+    return {f"#{name}": name for expression in expressions if expression for name in _PLACEHOLDER.findall(expression)}
+
+
 class Table:
     """One table's client calls, with the conditional update every store uses."""
 
@@ -63,19 +72,14 @@ class Table:
         item: Optional[Item] = self.db.get_item(TableName=self.name, Key=key, ConsistentRead=True, **kwargs).get("Item")
         return item
 
-    def put(
-        self,
-        item: Item,
-        condition: Optional[str] = None,
-        names: Optional[Mapping[str, str]] = None,
-        values: Optional[Item] = None,
-    ) -> bool:
+    def put(self, item: Item, condition: Optional[str] = None, values: Optional[Item] = None) -> bool:
         """Put the item (if ``condition`` holds); False if it did not."""
         params: Dict[str, Any] = {"TableName": self.name, "Item": item}
         if condition:
             params["ConditionExpression"] = condition
+        names = placeholders(condition)
         if names:
-            params["ExpressionAttributeNames"] = dict(names)
+            params["ExpressionAttributeNames"] = names
         if values:
             params["ExpressionAttributeValues"] = dict(values)
         try:
@@ -92,28 +96,26 @@ class Table:
         key: Item,
         condition: str,
         set_values: Mapping[str, Any],
-        names: Optional[Mapping[str, str]] = None,
         values: Optional[Item] = None,
         update: Optional[str] = None,
         **kwargs: Any,
     ) -> Optional[Dict[str, Any]]:
         """SET ``set_values`` (attribute name -> value) if ``condition`` holds; None if it did not.
 
-        ``condition`` and ``update`` use ``#name``/``:name`` placeholders; every set attribute
-        gets ``#attr``/``:attr``. ``update`` replaces the generated SET expression.
+        ``condition`` and ``update`` name attributes as ``#attribute`` (their names are filled in
+        here) and values as ``:value`` (given in ``values``); every set attribute gets
+        ``#attr = :attr``. ``update`` replaces the generated SET expression.
         """
         item = to_item(**set_values)
-        all_names = {f"#{name}": name for name in item}
-        all_names.update(names or {})
+        expression = update or ("SET " + ", ".join(f"#{name} = :{name}" for name in item) if item else "")
         params: Dict[str, Any] = {
             "TableName": self.name,
             "Key": key,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": all_names,
+            "ExpressionAttributeNames": placeholders(condition, expression),
             "ExpressionAttributeValues": {**{f":{name}": value for name, value in item.items()}, **(values or {})},
             **kwargs,
         }
-        expression = update or ("SET " + ", ".join(f"#{name} = :{name}" for name in item) if item else None)
         if expression:
             params["UpdateExpression"] = expression
         try:

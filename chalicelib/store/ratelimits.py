@@ -53,7 +53,6 @@ class RateLimitStore:
                 {"userId": {"S": user_id}},
                 "attribute_not_exists(#inFlight) OR size(#inFlight) < :cap OR contains(#inFlight, :id)",
                 {},
-                names={"#inFlight": "inFlight"},
                 values={":turn": {"SS": [turn_id]}, ":cap": {"N": str(cap)}, ":id": {"S": turn_id}},
                 update="ADD #inFlight :turn",
             )
@@ -65,7 +64,6 @@ class RateLimitStore:
             {"userId": {"S": user_id}},
             "attribute_exists(userId)",
             {},
-            names={"#inFlight": "inFlight"},
             values={":turn": {"SS": [turn_id]}},
             update="DELETE #inFlight :turn",
         )

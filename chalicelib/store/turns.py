@@ -7,18 +7,16 @@ names come from the turn's record (``chalicelib.turns.record``), the one list of
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import fields
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from chalicelib.store.items import Item, Table, decode, encode, now_ms
+from chalicelib.store.items import Item, Table, decode, encode, now_ms, placeholders
 from chalicelib.turns.outcomes import Failure, Status
 from chalicelib.turns.record import ATTRIBUTES, Turn, TurnState, failure_fields, resumer
 
 _FIELDS = {attribute: name for name, attribute in ATTRIBUTES.items()}
 _JSON_FIELDS = {f.name for f in fields(Turn) if f.default_factory is dict}
-_PLACEHOLDER = re.compile(r"#\w+")
 _UNFINISHED = {f":{status.value}": {"S": status.value} for status in (Status.QUEUED, Status.RUNNING, Status.WAITING)}
 
 
@@ -91,12 +89,10 @@ class TurnStore:
         update = "SET " + ", ".join(sets)
         if remove:
             update += " REMOVE " + ", ".join(f"#{ATTRIBUTES[name]}" for name in remove)
-        names = {placeholder: placeholder[1:] for placeholder in _PLACEHOLDER.findall(condition + " " + update)}
         written = self._table.update(
             self._key(turn_id),
             condition,
             {},
-            names=names,
             values={**{f":{attr}": value for attr, value in item.items()}, **(values or {})},
             update=update,
             ReturnValues="ALL_NEW",
@@ -111,11 +107,9 @@ class TurnStore:
 
     def state(self, turn_id: str) -> Optional[TurnState]:
         """The few attributes a worker polls (a projected read: cheaper than any write of the item)."""
-        names = [f.name for f in fields(TurnState)]
+        projection = ", ".join(f"#{ATTRIBUTES[f.name]}" for f in fields(TurnState))
         item = self._table.get(
-            self._key(turn_id),
-            ProjectionExpression=", ".join(f"#{ATTRIBUTES[name]}" for name in names),
-            ExpressionAttributeNames={f"#{ATTRIBUTES[name]}": ATTRIBUTES[name] for name in names},
+            self._key(turn_id), ProjectionExpression=projection, ExpressionAttributeNames=placeholders(projection)
         )
         if not item:
             return None
@@ -143,7 +137,6 @@ class TurnStore:
             "#status = :status AND #createdAt = :created AND attribute_not_exists(#admittedAt)"
             if old.admitted_at is None
             else "#status = :status AND #createdAt = :created AND #admittedAt = :admitted",
-            names={"#status": "status", "#createdAt": "createdAt", "#admittedAt": "admittedAt"},
             values={
                 ":status": {"S": old.status.value},
                 ":created": {"N": str(old.created_at)},
