@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from playwright.sync_api import expect
@@ -98,13 +98,20 @@ def test_markdown_renders_and_html_in_the_answer_stays_text(web, web_stack):
     assert web.page.evaluate("typeof window.pwned") == "undefined"
 
 
-def test_a_dropped_connection_reconnects_and_the_answer_completes(web, web_stack, shots):
-    user = unique_user("dropped")
-    web.open(token=web_stack.token(user))
+def slow_ask(web: Page, stack: Stack, who: str, seconds: int, under_way: str) -> Tuple[str, str]:
+    """Open the page as a new user and ask for a thirty-word answer spread over ``seconds``; return
+    (user, prompt) once ``under_way`` is in the answer: a point in the turn a fault can strike at."""
+    user = unique_user(who)
+    web.open(token=stack.token(user))
     web.page.wait_for_selector("#status[data-state=open]")
-    prompt = "!slow 3 " + " ".join(f"w{i}" for i in range(30))
+    prompt = f"!slow {seconds} " + " ".join(f"w{i}" for i in range(30))
     web.ask(prompt)
-    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w3 ')")
+    web.page.wait_for_function(f"() => (window.agentstream.turn() || {{text: ''}}).text.includes('{under_way}')")
+    return user, prompt
+
+
+def test_a_dropped_connection_reconnects_and_the_answer_completes(web, web_stack, shots):
+    user, prompt = slow_ask(web, web_stack, "dropped", 3, "w3 ")
     dropped = drop(web_stack, user)
     web.page.wait_for_selector("#status[data-state=reconnecting]")
     web.page.screenshot(path=str(shots / "reconnecting.png"))
@@ -120,12 +127,7 @@ def test_a_dropped_connection_reconnects_and_the_answer_completes(web, web_stack
 
 def test_a_drop_mid_answer_resumes_after_the_last_seq_and_the_answer_appears_once(web, web_stack):
     sent = record_sent_frames(web)
-    user = unique_user("from-seq")
-    web.open(token=web_stack.token(user))
-    web.page.wait_for_selector("#status[data-state=open]")
-    prompt = "!slow 5 " + " ".join(f"w{i}" for i in range(30))
-    web.ask(prompt)
-    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w3 ')")
+    user, prompt = slow_ask(web, web_stack, "from-seq", 5, "w3 ")
     had = web.turn()["lastSeq"]  # at least this much; more may arrive before the drop lands
     drop(web_stack, user)
     web.wait_state("done")
@@ -160,12 +162,7 @@ def test_a_silent_agent_shows_progress_in_the_bubble_until_text_arrives(web, pro
 
 def test_a_turn_resumed_in_another_tab_ends_here_and_is_not_resumed_again(web, web_stack):
     sent = record_sent_frames(web)
-    user = unique_user("superseded")
-    web.open(token=web_stack.token(user))
-    web.page.wait_for_selector("#status[data-state=open]")
-    prompt = "!slow 5 " + " ".join(f"w{i}" for i in range(30))
-    web.ask(prompt)
-    web.page.wait_for_function("() => (window.agentstream.turn() || {text: ''}).text.includes('w1 ')")
+    user, prompt = slow_ask(web, web_stack, "superseded", 5, "w1 ")
     with web_stack.connect(user) as other:  # the same user, in another tab
         other.send(json.dumps({"action": "resume", "turnId": web.turn()["turnId"]}))
         web.wait_state("superseded")

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, Optional
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -183,11 +183,18 @@ def test_no_server_exits_4(local_stack):
     assert result.returncode == exit_codes.LOST and "connection lost" in result.stderr
 
 
+def slow_ask(stack: Any, who: str, seconds: int, under_way: str) -> Tuple[str, str, Streaming]:
+    """A new user's `ask` of a thirty-word answer spread over ``seconds``, read until ``under_way``
+    was printed: a point in the turn a fault can strike at. Returns (user, prompt, client)."""
+    user = unique_user(who)
+    prompt = f"!slow {seconds} " + " ".join(f"w{i}" for i in range(30))
+    client = Streaming(stack, user, "ask", prompt)
+    client.wait_for_output(under_way)
+    return user, prompt, client
+
+
 def test_a_dropped_connection_is_resumed_and_the_answer_printed_once(local_stack):
-    user = unique_user("dropped")
-    prompt = "!slow 3 " + " ".join(f"w{i}" for i in range(30))
-    client = Streaming(local_stack, user, "ask", prompt)
-    client.wait_for_output("w2 ")
+    user, prompt, client = slow_ask(local_stack, "dropped", 3, "w2 ")
     drop(local_stack, user)
     assert client.finish() == exit_codes.OK, client.stderr
     assert client.stdout == f"You said: {prompt}\n"
@@ -195,10 +202,7 @@ def test_a_dropped_connection_is_resumed_and_the_answer_printed_once(local_stack
 
 
 def test_a_drop_resumes_after_the_last_seq_printed_and_prints_the_answer_once(local_stack):
-    user = unique_user("from-seq")
-    prompt = "!slow 6 " + " ".join(f"w{i}" for i in range(30))
-    client = Streaming(local_stack, user, "ask", prompt)
-    client.wait_for_output("w2 ")
+    user, prompt, client = slow_ask(local_stack, "from-seq", 6, "w2 ")
     drop(local_stack, user)
     assert client.finish() == exit_codes.OK, client.stderr
     assert client.stdout == f"You said: {prompt}\n"  # whole, once: the resume appended to what was printed
@@ -214,10 +218,7 @@ def test_progress_goes_to_stderr_while_the_answer_alone_goes_to_stdout(progress_
 
 
 def test_a_turn_resumed_in_another_client_ends_here_with_exit_1(local_stack):
-    user = unique_user("superseded")
-    prompt = "!slow 6 " + " ".join(f"w{i}" for i in range(30))
-    client = Streaming(local_stack, user, "ask", prompt)
-    client.wait_for_output("w1 ")
+    user, prompt, client = slow_ask(local_stack, "superseded", 6, "w1 ")
     turn_id = turn_of(local_stack, user)["turnId"]["S"]
     with local_stack.connect(user) as other:  # the same user, in another window
         other.send(json.dumps({"action": "resume", "turnId": turn_id}))

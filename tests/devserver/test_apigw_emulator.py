@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import re
+import socket
+import struct
+import termios
 import threading
 import time
 import urllib.error
@@ -41,6 +45,11 @@ MEET = threading.Barrier(3, timeout=10)
 _endpoint: dict[str, str] = {}
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes still in the socket's send queue, not yet acknowledged by the peer (Linux TIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
 
 def management_client(endpoint: str | None = None, **config: Any) -> Any:
@@ -319,7 +328,9 @@ def test_a_post_whose_body_arrives_in_pieces_is_delivered_whole(start: Start) ->
         with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
             for part in (head, body[:40_000], body[40_000:70_000], body[70_000:]):
                 sock.sendall(part)
-                time.sleep(0.05)  # lets each piece leave as its own segment; the result holds either way
+                # The next piece goes only once the emulator's side acknowledged this one: it has
+                # arrived, so the emulator can read a piece before the next exists.
+                wait_for(lambda: unsent_bytes(sock) == 0)
             assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         assert client.recv(timeout=5) == body.decode()
 
@@ -381,7 +392,8 @@ def test_maximum_connection_duration_closes_with_1001(start: Start) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             while time.monotonic() < deadline:  # keep it busy: not idle
                 client.send(json.dumps({"noop": 1}))
-                time.sleep(0.1)  # paces the keep-alive frames; orders nothing
+                with contextlib.suppress(TimeoutError):  # the wait is for the close; a frame a
+                    client.recv(timeout=0.1)             # tenth of a second keeps it from idling
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert wait_for(lambda: EVENTS["disconnect"])
 

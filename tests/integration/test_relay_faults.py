@@ -14,7 +14,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.faults import inject, unique_user, wait_for_connection
-from tests.support.stack import Stack, answer_of, assert_one_well_formed_turn, receive_turn, start_stack, stop_stack
+from tests.support.stack import (
+    Stack,
+    answer_of,
+    assert_one_well_formed_turn,
+    receive_turn,
+    start_stack,
+    stop_stack,
+    until_chunk,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +40,7 @@ def stack() -> Iterator[Stack]:
 def first_chunk(ws: Any) -> List[Dict[str, Any]]:
     """Ask the slow question and read up to its first chunk: a point in the turn, not a time."""
     ws.send(json.dumps({"prompt": SLOW}))
-    events = [json.loads(ws.recv(timeout=15))]
-    while events[-1]["type"] != "chunk":
-        events.append(json.loads(ws.recv(timeout=15)))
-    return events
+    return until_chunk(ws)
 
 
 @pytest.mark.parametrize(

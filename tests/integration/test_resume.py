@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from tests.support.faults import unique_user
-from tests.support.stack import Stack, answer_of, receive_turn, start_stack, stop_stack
+from tests.support.stack import Stack, answer_of, receive_turn, start_stack, stop_stack, until_chunk
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,6 @@ def stack() -> Iterator[Stack]:
     started = start_stack(CONTROL_INTERVAL_MS="100")
     yield started
     stop_stack(started)
-
-
-def recv(ws: Any) -> Dict[str, Any]:
-    return json.loads(ws.recv(timeout=20))
-
-
-def until_chunk(ws: Any, count: int = 1) -> List[Dict[str, Any]]:
-    """Frames up to the ``count``-th chunk: a point in the turn, not a moment."""
-    events = [recv(ws)]
-    while sum(1 for e in events if e["type"] == "chunk") < count:
-        events.append(recv(ws))
-    return events
 
 
 def assert_clean_tellings(events: List[Dict[str, Any]], from_seq: int = 0) -> None:

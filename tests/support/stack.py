@@ -103,6 +103,14 @@ def receive_turn(ws: Any, timeout: float = RECV_TIMEOUT_S) -> List[Dict[str, Any
             return events
 
 
+def until_chunk(ws: Any, count: int = 1, timeout: float = RECV_TIMEOUT_S) -> List[Dict[str, Any]]:
+    """Frames up to the turn's ``count``-th chunk: a point in the turn a fault can strike at."""
+    events = [json.loads(ws.recv(timeout=timeout))]
+    while sum(1 for event in events if event["type"] == "chunk") < count:
+        events.append(json.loads(ws.recv(timeout=timeout)))
+    return events
+
+
 def ask(ws: Any, prompt: str, timeout: float = RECV_TIMEOUT_S, **fields: Any) -> List[Dict[str, Any]]:
     """Ask, and return every frame of the turn (see ``receive_turn``)."""
     ws.send(json.dumps({"prompt": prompt, **fields}))

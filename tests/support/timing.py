@@ -24,7 +24,9 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"not true within {timeout} s: {getattr(predicate, '__name__', predicate)}")
-        time.sleep(POLL_S)
+        time.sleep(POLL_S)  # a pause between two looks at the condition: whatever it waits for
+        # happens in other threads or processes at their own pace, and the test goes on only once
+        # it holds, so the pause can delay a test but never decide what happens first
 
 
 class ManualClock:

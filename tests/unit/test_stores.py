@@ -47,3 +47,26 @@ def test_a_users_turns_in_flight_are_a_set_entered_and_left_idempotently(runtime
     limits.leave_flight("alice", "t1")
     assert sorted(limits.in_flight("alice")) == ["t2"]
     assert limits.take("alice", 1.0, 5).allowed  # the bucket shares the item and still works
+
+
+def test_every_field_of_a_turn_survives_the_table(runtime):
+    """The record's field list is the one place a turn's fields are named: whatever is set there
+    is written and read back, with its type (a status, dicts, lists, flags, numbers)."""
+    from dataclasses import fields
+
+    from chalicelib.protocol import ErrorCode
+
+    turn = Turn(
+        turn_id="t9", user_id="alice\0x", connection_id="c2", prompt="hi", session_id="s9", status=Status.ERROR,
+        origin_connection_id="c1", conversation_id="conv", request_id="r9", memory_id="m9", trace=True,
+        created_at=1, admitted_at=2, expires_at=3, claim_id="claim", claimed_at=4, checkpoint_at=5,
+        cancel_requested=True, resumers=["0:c2", "3:c3"], answer="an answer", seq_ends="3,-,9",
+        extras={"2": {"type": "trace"}}, error_code=ErrorCode.INTERNAL, error_message="m", error_retryable=True,
+        stats={"chunks": 2}, control={"invocationId": "i"}, control_invocation_id="i",
+        control_results={"invocationId": "i", "results": []}, paused_at=6, finished_at=7,
+    )
+    defaults = Turn(turn_id="", user_id="", connection_id="", prompt="", session_id="")
+    unset = [f.name for f in fields(Turn) if getattr(turn, f.name) == getattr(defaults, f.name)]
+    assert unset == [], "give every field a value here, so this test covers it"
+    runtime.turns.create(turn)
+    assert runtime.turns.get("t9") == turn
