@@ -38,9 +38,9 @@ def websocket_disconnect(event: WebsocketEvent) -> None:
 # packaged template replaces the placeholder queue with the stack's own.
 @app.on_sqs_message(
     queue_arn=os.environ.get("TURN_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agentstream-turns"),
-    batch_size=int(os.environ.get("TURN_WORKER_BATCH_SIZE", "1")),
+    batch_size=int(os.environ.get("TURN_WORKER_BATCH_SIZE", "10")),
     maximum_concurrency=int(os.environ.get("TURN_WORKER_MAX_CONCURRENCY", "0")) or None,
 )
 def turn_worker(event: SQSEvent) -> dict:
-    """Stream each queued turn's answer to its client; report records to retry."""
-    return worker.handle_batch(get_runtime(), event.to_dict()["Records"])
+    """Stream the batch's answers (and more from the queue) at once; report records to retry."""
+    return worker.handle_batch(get_runtime(), event.to_dict()["Records"], event.context)

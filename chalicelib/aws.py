@@ -30,6 +30,12 @@ class AwsClients:
         self._lock = threading.Lock()
         self._management: Dict[str, Any] = {}
 
+    @property
+    def _pool_size(self) -> int:
+        """A worker streams many turns at once, each holding a Bedrock stream and posting while its
+        watcher reads DynamoDB: with botocore's default pool of 10 they would wait or reconnect."""
+        return max(10, 2 * self._settings.worker_max_turns + 2)
+
     @cached_property
     def session(self) -> Any:
         import boto3
@@ -39,7 +45,8 @@ class AwsClients:
     def _client(self, service: str, **config: Any) -> Any:
         from botocore.config import Config
 
-        defaults = {"retries": {"mode": "standard", "max_attempts": 3}, "tcp_keepalive": True}
+        defaults = {"retries": {"mode": "standard", "max_attempts": 3}, "tcp_keepalive": True,
+                    "max_pool_connections": self._pool_size}
         defaults.update(config)
         with self._lock:  # boto3 sessions are not thread-safe while creating clients
             return self.session.client(service, config=Config(**defaults))
@@ -90,6 +97,7 @@ class AwsClients:
                         connect_timeout=2,
                         read_timeout=5,
                         tcp_keepalive=True,
+                        max_pool_connections=self._pool_size,
                     ),
                 )
                 self._management[endpoint_url] = client

@@ -35,6 +35,13 @@ def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 4.0) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def redelivery_delay_s(receives: int, base_s: int, cap_s: int) -> int:
+    """How long a failed SQS record stays invisible: doubled per receive (the first receive waits
+    ``base_s``), never more than ``cap_s`` nor SQS's 12-hour maximum. No jitter: records of one
+    batch fail together and come back to different executions anyway."""
+    return max(0, min(cap_s, 43_200, base_s * 2 ** max(0, min(receives - 1, 20))))
+
+
 def error_code(exc: BaseException) -> Optional[str]:
     """The AWS error code of a botocore ``ClientError`` (None for anything else)."""
     response = getattr(exc, "response", None)

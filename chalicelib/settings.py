@@ -109,6 +109,14 @@ class Settings:
     # before it closes a connection that keeps refusing the answer (its client then resumes).
     relay_post_attempts: int = env("RELAY_POST_ATTEMPTS", default=6)
     relay_retry_base_ms: int = env("RELAY_RETRY_BASE_MS", default=250)
+    # One worker execution streams up to this many turns at once: its batch, then turns it takes
+    # from the queue itself while a slot is free and at least WORKER_REFILL_RESERVE_S remain.
+    worker_max_turns: int = env("WORKER_MAX_TURNS", default=10)
+    worker_refill_reserve_s: int = env("WORKER_REFILL_RESERVE_S", default=600)
+    # A record that could not start comes back after this many seconds, doubled per receive up to
+    # the cap: a passing DynamoDB hiccup delays a turn by seconds, not by the visibility timeout.
+    turn_retry_base_s: int = env("TURN_RETRY_BASE_S", default=2)
+    turn_retry_max_s: int = env("TURN_RETRY_MAX_S", default=120)
     turn_ttl_s: int = env("TURN_TTL_S", default=7 * 24 * 3600)
     log_content: bool = env("LOG_CONTENT", default=False)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Dict, List
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,32 @@ class TurnMessage:
         return cls(data["turnId"], data["apiId"], data["stage"])
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One receive of a turn message: a record of the worker's SQS event, or one the worker took
+    from the queue itself (``taken``), which it must then delete or release on its own."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receives: int
+    taken: bool = False
+
+    @classmethod
+    def from_record(cls, record: Dict[str, Any]) -> "Delivery":
+        """A record of Lambda's SQS event (camelCase keys, attributes as strings)."""
+        receives = str(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+        return cls(record.get("messageId", ""), record.get("receiptHandle", ""), record.get("body", ""),
+                   int(receives) if receives.isdigit() else 1)
+
+    @classmethod
+    def from_message(cls, message: Dict[str, Any]) -> "Delivery":
+        """A message of ReceiveMessage's answer (PascalCase keys)."""
+        receives = str(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        return cls(message["MessageId"], message["ReceiptHandle"], message.get("Body", ""),
+                   int(receives) if receives.isdigit() else 1, taken=True)
+
+
 class TurnQueue:
     def __init__(self, sqs: Any, queue_url: str) -> None:
         self._sqs = sqs
@@ -36,3 +62,22 @@ class TurnQueue:
 
     def put(self, message: TurnMessage) -> None:
         self._sqs.send_message(QueueUrl=self._url, MessageBody=message.to_json())
+
+    def take(self, most: int) -> List[Delivery]:
+        """Up to ``most`` (at most 10) queued turns, without waiting: a short poll, since a worker
+        refilling its free slots must not hold its execution open once its own turns are done."""
+        answer = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=max(1, min(10, most)),
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return [Delivery.from_message(message) for message in answer.get("Messages", [])]
+
+    def delete(self, delivery: Delivery) -> None:
+        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=delivery.receipt_handle)
+
+    def retry_in(self, delivery: Delivery, seconds: int) -> None:
+        """Make a failed delivery visible again after ``seconds`` instead of the visibility timeout."""
+        self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=delivery.receipt_handle,
+                                            VisibilityTimeout=seconds)
