@@ -13,6 +13,9 @@ Tests (and curious people) use it to make AWS misbehave the way it does in produ
     {"kill_worker": true}            ... or now, at a point of its turn the caller chose: arm it with a
                                      long kill_worker_after_s, strike once a chunk arrived ("killed": n)
     {"drop": "<connectionId>"}       the client's connection is cut, no close frame
+
+``GET /stats`` answers what the SQS event source has done so far (invocations, the largest batch,
+records delivered again after a failure), so a test can tell a retry from a first try.
 """
 from __future__ import annotations
 
@@ -23,10 +26,18 @@ from typing import Any, Callable, Dict
 
 
 class ControlServer:
-    def __init__(self, host: str, apply: Callable[[Dict[str, Any]], Dict[str, Any]]) -> None:
+    def __init__(
+        self, host: str, apply: Callable[[Dict[str, Any]], Dict[str, Any]], stats: Callable[[], Dict[str, Any]]
+    ) -> None:
         apply_faults = apply
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path != "/stats":
+                    self._reply(404, {"message": "GET /stats"})
+                    return
+                self._reply(200, stats())
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path != "/faults":
                     self._reply(404, {"message": "POST /faults"})

@@ -40,7 +40,7 @@ class SqsPoller:
         self._url = queue_url
         self._handler = handler
         self._function_name = function_name
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._timeout = timeout_s
         self._region = region
         self._slots = threading.Semaphore(max_concurrency)
@@ -51,6 +51,8 @@ class SqsPoller:
             "QueueArn"
         ]
         self.invocations = 0
+        self.largest_batch = 0
+        self.redelivered = 0  # records handed out again (ApproximateReceiveCount > 1)
         self.killed = 0
         self._kill_after: Optional[float] = None
         self._kill_turn = ""  # with _kill_after: only a batch that holds this text (a turn id)
@@ -80,6 +82,10 @@ class SqsPoller:
             child.kill()  # a no-op for one that has just ended
         return len(doomed)
 
+    def stats(self) -> Dict[str, int]:
+        return {"invocations": self.invocations, "largest_batch": self.largest_batch,
+                "redelivered": self.redelivered, "killed": self.killed}
+
     def start(self) -> "SqsPoller":
         self._thread.start()
         return self
@@ -95,7 +101,7 @@ class SqsPoller:
             try:
                 messages = self._sqs.receive_message(
                     QueueUrl=self._url,
-                    MaxNumberOfMessages=self._batch_size,
+                    MaxNumberOfMessages=min(10, self.batch_size),
                     WaitTimeSeconds=1,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
@@ -114,6 +120,8 @@ class SqsPoller:
             event = sqs_event(messages, self._queue_arn, self._region)
             context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
             self.invocations += 1
+            self.largest_batch = max(self.largest_batch, len(messages))
+            self.redelivered += sum(1 for m in messages if int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")) > 1)
             with self._doomed_lock:  # one invocation takes the armed fault
                 kill_after = self._kill_after
                 if kill_after is not None and any(self._kill_turn in m.get("Body", "") for m in messages):

@@ -143,10 +143,15 @@ class LocalStack:
 
         from devserver.poller import SqsPoller
 
+        # The batch size is the app's own event source setting (TURN_WORKER_BATCH_SIZE), as Lambda reads it.
+        from chalice.app import SQSEventConfig
+
+        (source,) = [s for s in self.app.event_sources if isinstance(s, SQSEventConfig) and s.name == "turn_worker"]
         poller = SqsPoller(
             sqs,
             self.resources.turn_queue_url,
             self.app.handler_map["turn_worker"],
+            batch_size=source.batch_size,
             max_concurrency=self.config.worker_concurrency,
             region=region,
         ).start()
@@ -155,7 +160,7 @@ class LocalStack:
 
         from devserver.control import ControlServer
 
-        self.control = ControlServer(LOCAL_HOST, self.apply_faults).start()
+        self.control = ControlServer(LOCAL_HOST, self.apply_faults, self.poller.stats).start()
         self._started.append(self.control)
         return self
 
@@ -198,6 +203,7 @@ class LocalStack:
             "management_url": self.gateway.management_url,
             "bedrock": "real" if self.use_real_bedrock else self.bedrock.url,
             "queue_url": self.resources.turn_queue_url,
+            "worker": {"batch_size": self.poller.batch_size, "max_concurrency": self.config.worker_concurrency},
             "dead_letter_queue_url": self.resources.dead_letter_queue_url,
             "dynamodb": self.env["AWS_ENDPOINT_URL_DYNAMODB"],
             "control_url": self.control.url,

@@ -100,6 +100,12 @@ def inject(stack: Any, **faults: Any) -> Dict[str, Any]:
         return json.loads(response.read())
 
 
+def worker_stats(stack: Any) -> Dict[str, int]:
+    """What the stack's SQS event source has done so far (devserver/control.py, ``GET /stats``)."""
+    with urllib.request.urlopen(stack.info["control_url"] + "/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
 def drop(stack: Any, user: str) -> str:
     """Cut the user's only connection abruptly (no close frame); returns its id."""
     connection_id = wait_for_connection(stack, user)
