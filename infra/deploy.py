@@ -11,7 +11,8 @@
    ``execute-api:ManageConnections`` statements are left out, and a second ``chalice deploy``
    adds them scoped to the new API's id: no policy ever names another API;
 4. set what ``chalice deploy`` cannot: ``ReportBatchItemFailures`` on the worker's SQS event
-   source mapping and the WebSocket stage's throttling, both read from ``infra/merge.json``.
+   source mapping, the WebSocket stage's throttling and the WebSocket handlers' reserved
+   concurrency, all read from ``infra/merge.json``.
 
 Parameters are the packaged stack's (``infra/merge.json``, ``infra/data.json``), given as
 ``--param Name=value`` or as environment variables named like them (``AgentId`` -> ``AGENT_ID``).
@@ -169,6 +170,9 @@ class Deployer:
         if mapping.get("FunctionResponseTypes", []) != source["FunctionResponseTypes"]:
             self.log(f"Reporting partial batch failures on {worker}'s event source ...")
             awslambda.update_event_source_mapping(UUID=mapping["UUID"], FunctionResponseTypes=source["FunctionResponseTypes"])
+        for logical_id, function in (("WebsocketConnect", "websocket_connect"), ("WebsocketMessage", "websocket_message")):
+            self.reserve(awslambda, stack.function_name(self.stage, function),
+                         stack.app_resource_properties(logical_id, context).get("ReservedConcurrentExecutions"))
         routes = stack.app_resource_properties("WebsocketAPIStage", context)["DefaultRouteSettings"]
         api_stage = stack.chalice_config(self.stage, project_dir=self.project_dir).api_gateway_stage
         self.session.client("apigatewayv2").update_stage(
@@ -179,6 +183,19 @@ class Deployer:
                 "ThrottlingBurstLimit": int(routes["ThrottlingBurstLimit"]),
             },
         )
+
+    def reserve(self, awslambda: Any, function: str, reserved: Any) -> None:
+        """Reserve a WebSocket handler's concurrency as the template would, or lift a reservation."""
+        current = awslambda.get_function_concurrency(FunctionName=function).get("ReservedConcurrentExecutions")
+        wanted = None if reserved is None else int(reserved)
+        if current == wanted:
+            return
+        if wanted is None:
+            self.log(f"Lifting {function}'s reserved concurrency ...")
+            awslambda.delete_function_concurrency(FunctionName=function)
+        else:
+            self.log(f"Reserving {wanted} concurrent executions for {function} ...")
+            awslambda.put_function_concurrency(FunctionName=function, ReservedConcurrentExecutions=wanted)
 
     def summary(self, outputs: Mapping[str, str]) -> Dict[str, str]:
         deployed = stack.load_json(self.project_dir / ".chalice" / "deployed" / f"{self.stage}.json")

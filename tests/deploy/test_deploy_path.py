@@ -235,14 +235,18 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
 
     (mapping,) = awslambda.list_event_source_mappings(EventSourceArn=result["TurnQueueArn"])["EventSourceMappings"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 1
+    assert mapping["BatchSize"] == int(stack.chalice_config("dev").environment_variables["TURN_WORKER_BATCH_SIZE"])
+    for function in ("websocket_connect", "websocket_message"):  # nothing reserved by default
+        assert "ReservedConcurrentExecutions" not in awslambda.get_function_concurrency(FunctionName=stack.function_name("dev", function))
     assert mapping["FunctionArn"].endswith(":function:agentstream-dev-turn_worker")
     routes = session.client("apigatewayv2").get_stage(ApiId=api_id, StageName="dev")["DefaultRouteSettings"]
     assert (routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]) == (50.0, 100)
 
     log.clear()
     # A redeploy that switches the stage to another backend: same API, one pass, new grants and environment.
-    switched = deploy.gather_parameters("dev", [f"{k}={v}" for k, v in BACKENDS["converse-profile"].items()], SIGN_IN)
+    switched = deploy.gather_parameters(
+        "dev", [f"{k}={v}" for k, v in BACKENDS["converse-profile"].items()] + ["WebsocketReservedConcurrency=50"], SIGN_IN
+    )
     assert deployer.deploy(switched)[stack.URL_OUTPUT] == result[stack.URL_OUTPUT]
     assert "Updating the data stack agentstream-dev-data ..." in log
     assert not any(line.startswith("Scoping") for line in log)
@@ -252,6 +256,10 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     assert {"InvokeTheModel", "InvokeTheProfilesModels", "KeepConversations"} <= sids and "InvokeTheAgent" not in sids
     variables = awslambda.get_function_configuration(FunctionName=worker)["Environment"]["Variables"]
     assert (variables["BACKEND"], variables["MODEL_ID"]) == ("converse", US_SONNET_PROFILE)
+    for function in ("websocket_connect", "websocket_message"):  # workers can no longer starve them
+        reserved = awslambda.get_function_concurrency(FunctionName=stack.function_name("dev", function))
+        assert reserved["ReservedConcurrentExecutions"] == 50
+    assert "ReservedConcurrentExecutions" not in awslambda.get_function_concurrency(FunctionName=worker)
 
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []

@@ -165,6 +165,21 @@ def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates)
         assert "000000000000" not in json.dumps(template)  # app.py's placeholder queue ARN is gone
 
 
+def test_websocket_handlers_can_be_given_concurrency_workers_cannot_take(templates):
+    for template in templates.values():
+        parameter = template["Parameters"]["WebsocketReservedConcurrency"]
+        assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 0, 0)  # off: new accounts cannot reserve
+        assert template["Conditions"]["ReservesWebsocketConcurrency"] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": "WebsocketReservedConcurrency"}, "0"]}]
+        }
+        for logical_id in ("WebsocketConnect", "WebsocketMessage"):
+            assert template["Resources"][logical_id]["Properties"]["ReservedConcurrentExecutions"] == {
+                "Fn::If": ["ReservesWebsocketConcurrency", {"Ref": "WebsocketReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+            }
+        # The workers are bounded by their event source instead (TURN_WORKER_MAX_CONCURRENCY).
+        assert "ReservedConcurrentExecutions" not in template["Resources"]["TurnWorker"]["Properties"]
+
+
 def _environment(template: Dict[str, Any], logical_id: str) -> Dict[str, Any]:
     shared = template["Globals"]["Function"]["Environment"]["Variables"]
     own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
