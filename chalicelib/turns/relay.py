@@ -69,6 +69,7 @@ class Relay:
         self._abandoned = False
         self._posting = False
         self._last_activity = clock()  # the last post that went through (or the start)
+        self.posts = 0  # events that went through: API Gateway bills each (per 32 KB)
 
     def __enter__(self) -> "Relay":
         self._thread.start()
@@ -215,6 +216,7 @@ class Relay:
                 self._post(connection_id, event)
                 with self._cv:
                     self._last_activity = self._clock()
+                    self.posts += 1
                 return True
             except ConnectionGone:
                 with self._cv:

@@ -31,6 +31,7 @@ from chalicelib.turns.outcomes import CANCELLED, CRASHED, INTERRUPTED, NO_END, S
 from chalicelib.turns.queue import TurnMessage
 from chalicelib.turns.record import Turn, parse_resumer
 from chalicelib.turns.relay import PostRetries, Relay
+from chalicelib.turns.report import TurnReport, report_turn
 
 Outcome = Union[End, Failure, ReturnControl]  # how one invocation of a turn ends
 MAX_INLINE_FILE_BYTES = 16 * 1024  # base64 of this still fits a 32 KB frame
@@ -75,6 +76,9 @@ def run_turn(runtime: Runtime, message: TurnMessage) -> None:
                 run.end_after_crash()
             if not run.paused:
                 leave_flight(runtime, turn)
+                report = run.report()
+                if report is not None:  # after the end was posted: off the client's wait
+                    report_turn(runtime, report)
 
 
 class TurnRun:
@@ -99,6 +103,9 @@ class TurnRun:
         self.paused = False  # waiting for the client's tool results
         self.resumes = 0  # the turn's resumes acted on so far (its record lists every one)
         self.phase: Optional[str] = None  # what the agent is doing, as its trace last said
+        self.outcome: Optional[str] = None  # "done" or the terminal error's code, once concluded
+        self.stats: Dict[str, Any] = {}
+        self.session_id = turn.session_id
 
     # ---- the reader (the invocation's own thread)
 
@@ -185,6 +192,7 @@ class TurnRun:
             return
         session_id = outcome.session_id if isinstance(outcome, End) else self.turn.session_id
         turn_id = self.turn.turn_id
+        self.outcome, self.stats, self.session_id = (failure.code if failure else "done"), stats, session_id
 
         def terminal(seq: int) -> Event:
             if failure is None:
@@ -268,6 +276,21 @@ class TurnRun:
                 stats["modelLatencyMs"] = outcome.latency_ms
         return stats
 
+    def report(self) -> Optional[TurnReport]:
+        """What operators learn of this run, if it ended the turn (not lost, not paused)."""
+        if self.outcome is None or self._lost or self.paused:
+            return None
+        stats, turn = self.stats, self.turn
+        usage = stats.get("usage") or {}
+        return TurnReport(
+            turn.turn_id, turn.user_id, turn.connection_id, self.session_id, self.runtime.settings.backend,
+            self.runtime.settings.stage, self.outcome,
+            duration_ms=stats.get("durationMs", round((time.monotonic() - self.started) * 1000)),
+            queue_ms=stats.get("queueMs", max(0, self.claimed_at - turn.created_at)),
+            first_token_ms=stats.get("firstTokenMs"), messages=self.relay.posts,
+            input_tokens=usage.get("inputTokens"), output_tokens=usage.get("outputTokens"),
+        )
+
     def _lose(self, why: str) -> None:
         """Someone else owns the turn now (it was interrupted after we stalled): go quiet."""
         logger.warning("turn lost", extra={"reason": why})
@@ -324,6 +347,7 @@ class TurnRun:
         """A bug or an outage outside the stream: end the turn unless its client already has its end."""
         if self.outbox.terminal_queued or self._lost:
             return
+        self.outcome = CRASHED.code
         try:
             self.runtime.turns.finish(self.turn, Status.ERROR, {}, CRASHED, progress={"answer": "".join(self.answer)})
         except Exception:  # noqa: BLE001 - the record stays running; a redelivery will interrupt it
@@ -348,3 +372,6 @@ def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None
     # The last seq its client was sent, as far as the last checkpoint knows: it may resume from there.
     last_seq = len(decode_ends(turn.seq_ends)) or None
     post_quietly(gateway, turn.connection_id, INTERRUPTED.event(turn_id, lastSeq=last_seq))
+    settings = runtime.settings
+    report_turn(runtime, TurnReport(turn_id, turn.user_id, turn.connection_id, turn.session_id, settings.backend,
+                                    settings.stage, INTERRUPTED.code, queue_ms=max(0, now_ms() - turn.created_at)))
