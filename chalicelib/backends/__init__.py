@@ -57,6 +57,15 @@ class End:
     latency_ms: Optional[int] = None
 
 
+def add_usage(total: Optional[Dict[str, int]], more: Optional[Dict[str, int]]) -> Optional[Dict[str, int]]:
+    """Token counts summed, with ``totalTokens`` as ConverseStream reports it; None while nothing was reported."""
+    if more is None:
+        return total
+    inputs = (total or {}).get("inputTokens", 0) + more.get("inputTokens", 0)
+    outputs = (total or {}).get("outputTokens", 0) + more.get("outputTokens", 0)
+    return {"inputTokens": inputs, "outputTokens": outputs, "totalTokens": inputs + outputs}
+
+
 BackendEvent = Union[TextDelta, Trace, ReturnControl, Files, End, Failure]
 Events = Generator[BackendEvent, None, None]  # a stream of them; closing it closes Bedrock's stream
 

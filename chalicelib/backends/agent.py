@@ -9,9 +9,9 @@ from __future__ import annotations
 import codecs
 from typing import Any, Dict
 
-from chalicelib.backends import Events, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, guarded
+from chalicelib.backends import Events, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, add_usage, guarded
 from chalicelib.protocol import ErrorCode
-from chalicelib.backends.agent_trace import compact_trace, phase_of
+from chalicelib.backends.agent_trace import compact_trace, phase_of, usage_of
 
 
 class AgentBackend:
@@ -48,6 +48,7 @@ class AgentBackend:
         completion = response["completion"]
         # A multi-byte character may straddle two chunks; decode incrementally.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        usage = None
         try:
             for event in completion:
                 if "chunk" in event:
@@ -55,7 +56,9 @@ class AgentBackend:
                     if text:
                         yield TextDelta(text)
                 elif "trace" in event:
-                    compact = compact_trace(event["trace"].get("trace", {}))
+                    part = event["trace"].get("trace", {})
+                    usage = add_usage(usage, usage_of(part))
+                    compact = compact_trace(part)
                     yield Trace(compact, phase_of(compact))
                 elif "returnControl" in event:
                     control = event["returnControl"]
@@ -72,4 +75,4 @@ class AgentBackend:
         tail = decoder.decode(b"", final=True)
         if tail:
             yield TextDelta(tail)
-        yield End(session_id=response.get("sessionId") or request.session_id)
+        yield End(session_id=response.get("sessionId") or request.session_id, usage=usage)

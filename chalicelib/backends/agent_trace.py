@@ -6,8 +6,8 @@ called, what a knowledge base returned, what a guardrail did. Pure, so every map
 
 Each compact trace is ``{"kind": ..., ...}`` with kind one of: ``rationale`` (text),
 ``action`` (actionGroup, function or apiPath, parameters), ``knowledge_base`` (knowledgeBaseId,
-query, references), ``observation`` (type, text), ``guardrail`` (action), ``step`` (the raw
-part's name, for anything else).
+query, references), ``observation`` (type, text), ``model`` (the tokens one model invocation
+used), ``guardrail`` (action), ``step`` (the raw part's name, for anything else).
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def _stage(part: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return _invocation(part["invocationInput"] or {})
     if "observation" in part:
         return _observation(part["observation"] or {})
+    if "modelInvocationOutput" in part:  # the model's raw output is plumbing; the tokens are not
+        usage = ((part["modelInvocationOutput"] or {}).get("metadata") or {}).get("usage") or {}
+        return {"kind": "model", "usage": {k: int(usage.get(k) or 0) for k in ("inputTokens", "outputTokens")}}
     if part:
         return {"kind": "step", "type": next(iter(part))}
     return None
@@ -93,3 +96,19 @@ def phase_of(compact: Dict[str, Any]) -> Optional[str]:
     if compact.get("kind") == "observation" and compact.get("type") == "FINISH":
         return "writing the answer"
     return _PHASES.get(str(compact.get("kind")))
+
+
+def usage_of(trace: Dict[str, Any]) -> Optional[Dict[str, int]]:
+    """The tokens one model invocation of the agent used, from its ``modelInvocationOutput``.
+
+    An agent calls its model several times per turn (pre-processing, each orchestration step,
+    post-processing); each call's trace carries ``metadata.usage``. Read even when the client did
+    not ask for traces, since metering needs it.
+    """
+    for stage in _STAGES:
+        output = ((trace.get(stage) or {}).get("modelInvocationOutput") or {})
+        usage = (output.get("metadata") or {}).get("usage") or {}
+        if usage:
+            return {"inputTokens": int(usage.get("inputTokens") or 0), "outputTokens": int(usage.get("outputTokens") or 0)}
+    return None
+

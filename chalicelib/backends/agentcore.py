@@ -6,9 +6,9 @@ The runtime's response is whatever the agent's code streams: Server-Sent Events
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, Iterator, List
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-from chalicelib.backends import Events, End, TextDelta, TurnRequest, guarded
+from chalicelib.backends import Events, End, TextDelta, TurnRequest, add_usage, guarded
 
 _TEXT_KEYS = ("text", "delta", "data", "content", "output", "result", "response")
 
@@ -40,6 +40,26 @@ def sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
                 data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield "\n".join(data)
+
+
+def usage_of(data: str) -> Optional[Dict[str, int]]:
+    """Token counts, if this piece reports them instead of text.
+
+    A runtime's stream is its own code's; agentstream reads the two shapes agents commonly send:
+    ``{"usage": {...}}`` and Strands Agents' ``{"event": {"metadata": {"usage": {...}}}}`` (the
+    ConverseStream metadata). A runtime that sends neither has no ``usage`` in ``done``.
+    """
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    event = value.get("event")
+    usage = value.get("usage") or (((event or {}).get("metadata") or {}).get("usage") if isinstance(event, dict) else None)
+    if not isinstance(usage, dict) or not {"inputTokens", "outputTokens"} & set(usage):
+        return None
+    return {"inputTokens": int(usage.get("inputTokens") or 0), "outputTokens": int(usage.get("outputTokens") or 0)}
 
 
 def text_of(data: str) -> str:
@@ -82,10 +102,15 @@ class AgentCoreBackend:
 
     def _read(self, response: Dict[str, Any], request: TurnRequest) -> Events:
         body = response["response"]
+        usage: Optional[Dict[str, int]] = None
         try:
             if "text/event-stream" in (response.get("contentType") or ""):
                 # One byte at a time: a larger read blocks until it is full, holding an event back.
                 for data in sse_data(body.iter_chunks(chunk_size=1)):
+                    reported = usage_of(data)
+                    if reported is not None:
+                        usage = add_usage(usage, reported)
+                        continue
                     text = text_of(data)
                     if text:
                         yield TextDelta(text)
@@ -95,4 +120,4 @@ class AgentCoreBackend:
                     yield TextDelta(text)
         finally:
             body.close()
-        yield End(session_id=request.session_id)
+        yield End(session_id=request.session_id, usage=usage)

@@ -33,6 +33,7 @@ class RuntimeRequest:
     command: str
     arg: float | None
     text: str
+    prompt: str = ""
 
     @property
     def throttle_key(self) -> tuple[str, ...]:
@@ -48,7 +49,7 @@ def parse_request(runtime_arn: str, session_id: str | None, body: dict[str, Any]
     if not isinstance(prompt, str) or not prompt:
         raise validation("emulator: the payload must be a JSON object with a non-empty 'prompt'")
     command, arg = parse_command(prompt)
-    return RuntimeRequest(runtime_arn, session_id, command, arg, base_answer(prompt, command, arg))
+    return RuntimeRequest(runtime_arn, session_id, command, arg, base_answer(prompt, command, arg), prompt)
 
 
 def events(request: RuntimeRequest, pacing: Pacing) -> Plan:
@@ -56,3 +57,7 @@ def events(request: RuntimeRequest, pacing: Pacing) -> Plan:
     for wait, piece in timed_pieces(request.text, request.command, request.arg, pacing):
         yield wait
         yield b"data: " + json.dumps(piece).encode("utf-8") + b"\n\n"
+    if request.command != "!stream-error":  # the agent's model call ends: Strands Agents' metadata event
+        usage = {"inputTokens": len(request.prompt.split()), "outputTokens": len(request.text.split())}
+        metadata = {"event": {"metadata": {"usage": {**usage, "totalTokens": sum(usage.values())}}}}
+        yield b"data: " + json.dumps(metadata).encode("utf-8") + b"\n\n"

@@ -122,6 +122,9 @@ def completion(request: AgentRequest, pacing: Pacing) -> Plan:
     if command == "!stream-error":
         yield pacing.chunk_delay
         yield exception(*STREAM_ERROR)
+        return
+    if request.trace:  # the orchestration model's invocation ends: its trace reports the tokens
+        yield event("trace", {**ids, "agentVersion": "DRAFT", "eventTime": _now(), "trace": _usage_part(request)})
 
 
 def _check_id(name: str, value: Any) -> None:
@@ -157,6 +160,13 @@ def _trace_parts(prompt: str, text: str) -> list[dict[str, Any]]:
     rationale = {"traceId": trace_id, "text": f"The user wrote {prompt!r}; I will echo it."}
     observation = {"traceId": trace_id, "type": "FINISH", "finalResponse": {"text": text}}
     return [{"orchestrationTrace": {"rationale": rationale}}, {"orchestrationTrace": {"observation": observation}}]
+
+
+def _usage_part(request: AgentRequest) -> dict[str, Any]:
+    """The orchestration step's ``modelInvocationOutput``, whose metadata carries the tokens it used."""
+    usage = {"inputTokens": len(request.prompt.split()), "outputTokens": len(request.text.split())}
+    output = {"traceId": str(uuid.uuid4()) + "-0", "rawResponse": {"content": request.text}, "metadata": {"usage": usage}}
+    return {"orchestrationTrace": {"modelInvocationOutput": output}}
 
 
 def _return_control(agent_id: str, prompt: str) -> dict[str, Any]:

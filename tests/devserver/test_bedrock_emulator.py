@@ -139,10 +139,13 @@ def test_stream_throttle_without_chunk(agent):
 def test_trace_events_only_when_enabled(agent):
     events = list(invoke(agent, "!trace please", enableTrace=True)["completion"])
     kinds = [next(iter(e)) for e in events]
-    assert kinds[:2] == ["trace", "trace"] and set(kinds[2:]) == {"chunk"}
+    assert kinds[:2] == ["trace", "trace"] and set(kinds[2:-1]) == {"chunk"} and kinds[-1] == "trace"
     part = events[0]["trace"]
     assert part["agentId"] == "AGENT12345" and part["agentAliasId"] == "TSTALIASID"
     assert part["trace"]["orchestrationTrace"]["rationale"]["text"]
+    # Last, the orchestration model's invocation output: the tokens it used, as Bedrock reports them.
+    output = events[-1]["trace"]["trace"]["orchestrationTrace"]["modelInvocationOutput"]
+    assert output["metadata"]["usage"] == {"inputTokens": 2, "outputTokens": len(output["rawResponse"]["content"].split())}
 
     quiet = list(invoke(agent, "!trace please", enableTrace=False)["completion"])
     assert all("chunk" in e for e in quiet)
@@ -330,4 +333,8 @@ def test_agentcore_runtime_rejects_a_long_session_id_and_streams_sse():
         )
         assert response["contentType"] == "text/event-stream"
         body = response["response"].read().decode()
-        assert body == 'data: "You "\n\ndata: "said: "\n\ndata: "hi "\n\ndata: "there"\n\n'
+        assert body == (
+                'data: "You "\n\ndata: "said: "\n\ndata: "hi "\n\ndata: "there"\n\n'
+                # then the tokens, as a Strands agent's metadata event reports them
+                'data: {"event": {"metadata": {"usage": {"inputTokens": 2, "outputTokens": 4, "totalTokens": 6}}}}\n\n'
+            )

@@ -52,8 +52,23 @@ def test_agent_streams_chunks_then_end(emulator):
 def test_agent_traces_arrive_compact(emulator):
     events = run(AgentBackend(client(emulator, "bedrock-agent-runtime"), "AGENT", "ALIAS"), "!trace x", trace=True)
     traces = [e.trace for e in events if isinstance(e, Trace)]
-    assert [t["kind"] for t in traces] == ["rationale", "observation"]
+    assert [t["kind"] for t in traces] == ["rationale", "observation", "model"]
     assert traces[0]["text"].startswith("The user wrote")
+    assert traces[-1]["usage"] == {"inputTokens": 2, "outputTokens": 4} == {k: events[-1].usage[k] for k in traces[-1]["usage"]}
+
+
+def test_every_backend_reports_the_tokens_it_used(emulator):
+    """InvokeAgent from its model invocations' traces (enabled even when the client did not ask
+    for them), ConverseStream from its metadata, AgentCore from the runtime's own metadata event."""
+    backends = [
+        AgentBackend(client(emulator, "bedrock-agent-runtime"), "AGENT", "ALIAS"),
+        ConverseBackend(client(emulator, "bedrock-runtime"), MemoryHistory(), ModelConfig("local.echo-model")),
+        AgentCoreBackend(client(emulator, "bedrock-agentcore"), RUNTIME_ARN),
+    ]
+    for backend in backends:
+        end = run(backend, "count my tokens")[-1]
+        assert isinstance(end, End) and end.usage is not None, type(backend).__name__
+        assert end.usage["inputTokens"] > 0 and end.usage["outputTokens"] > 0
 
 
 def test_agent_return_control_and_the_results_round_trip(emulator):

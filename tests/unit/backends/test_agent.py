@@ -134,3 +134,21 @@ def test_return_control_without_an_invocation_id_is_an_agent_error():
 
 def test_bedrock_messages_are_not_punctuated_twice():
     assert classify_error("internalServerException", "Something broke.").message.endswith("(internalServerException: Something broke).")
+
+
+def test_usage_is_the_sum_of_the_agents_model_invocations_even_without_client_traces():
+    def invocation(stage, tokens_in, tokens_out):
+        output = {"metadata": {"usage": {"inputTokens": tokens_in, "outputTokens": tokens_out}}, "rawResponse": {"content": "x"}}
+        return {"trace": {"trace": {stage: {"modelInvocationOutput": output}}}}
+
+    from chalicelib.backends import End, Trace, TurnRequest
+    from chalicelib.backends.agent import AgentBackend
+    from tests.support.fakes import FakeAgentRuntime, agent_stream
+
+    agent = FakeAgentRuntime()
+    agent.script = [invocation("preProcessingTrace", 100, 5), invocation("orchestrationTrace", 300, 40)] + agent_stream("Hi")
+    events = list(AgentBackend(agent, "A", "B").stream(TurnRequest("q", "s-1", trace=False)))
+    assert events[-1] == End("s-1", usage={"inputTokens": 400, "outputTokens": 45, "totalTokens": 445})
+    assert [e.trace for e in events if isinstance(e, Trace)][-1] == {
+        "kind": "model", "usage": {"inputTokens": 300, "outputTokens": 40}, "stage": "orchestration"
+    }
