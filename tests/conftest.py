@@ -86,3 +86,22 @@ def client(runtime):
 
     with Client(app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def conn(client):
+    """Connect a user on a connection id; returns a sender of frames on that connection."""
+    import json
+
+    from tests.support.events import ws_event
+    from tests.support.tokens import make_token
+
+    def _conn(connection_id="c1", user="alice"):
+        client.lambda_.invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token(user)}))
+
+        def send(**message):
+            client.lambda_.invoke("websocket_message", ws_event("$default", connection_id, body=json.dumps(message)))
+
+        return send
+
+    return _conn

@@ -7,42 +7,10 @@ from dataclasses import replace
 import boto3
 import pytest
 
-from tests.support.events import sqs_event, ws_event
+from tests.support.events import ws_event
+from tests.support.worker import drain_queue, run_queued as work
 from chalicelib.turns.outcomes import CANCELLED
 from tests.support.fakes import agent_stream, client_error, until
-from tests.support.tokens import make_token
-
-
-@pytest.fixture
-def conn(client):
-    """Connect a user on a connection id; returns a sender for that connection."""
-
-    def _conn(connection_id="c1", user="alice"):
-        client.lambda_.invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token(user)}))
-
-        def send(**message):
-            body = json.dumps(message)
-            client.lambda_.invoke("websocket_message", ws_event("$default", connection_id, body=body))
-
-        return send
-
-    return _conn
-
-
-def drain_queue(settings):
-    sqs = boto3.client("sqs")
-    bodies = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=settings.turn_queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return bodies
-        for message in messages:
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=settings.turn_queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def work(client, settings):
-    return client.lambda_.invoke("turn_worker", sqs_event(drain_queue(settings))).payload
 
 
 def test_a_repeated_request_id_names_the_original_turn(conn, management, settings, client, agent):
