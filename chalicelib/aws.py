@@ -64,6 +64,11 @@ class AwsClients:
         return self._client("ssm", connect_timeout=2, read_timeout=5)
 
     @cached_property
+    def events(self) -> Any:
+        """EventBridge (turn events); its endpoint variable is ``AWS_ENDPOINT_URL_EVENTBRIDGE``."""
+        return self._client("events", connect_timeout=2, read_timeout=5)
+
+    @cached_property
     def bedrock_agent_runtime(self) -> Any:
         # An agent may think (call tools, search knowledge bases) for minutes between events.
         # Throttling before the stream is retried by botocore: exponential backoff with jitter.

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     THROTTLED = "throttled"
     NOT_FOUND = "not_found"
     AGENT_ERROR = "agent_error"
@@ -77,6 +78,11 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class UsageQuery:
+    """The user's token usage and budgets, answered with a ``usage`` event."""
+
+
+@dataclass(frozen=True)
 class Resume:
     turn_id: str
     from_seq: int = 0  # the last seq the client has: only later events are sent again
@@ -96,7 +102,7 @@ class ReturnControlResults:
     results: List[Dict[str, Any]]
 
 
-ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults]
+ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults, UsageQuery]
 
 MAX_RESULTS = 20
 _RESULT_KINDS = ("apiResult", "functionResult")
@@ -140,7 +146,7 @@ def validator(definition: str = "ClientMessage") -> Callable[[Any], Any]:
 
 # ---- client -> server messages -------------------------------------------------------------
 
-_ACTIONS = '"ask", "resume", "cancel", "return_control" or "ping"'
+_ACTIONS = '"ask", "resume", "cancel", "return_control", "usage" or "ping"'
 _ID_FIELDS = ("turnId", "invocationId", "conversationId", "requestId")
 
 
@@ -170,6 +176,8 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
     action = data.get("action", "ask")
     if action == "ping":
         return Ping()
+    if action == "usage":
+        return UsageQuery()
     if action == "resume":
         return Resume(data["turnId"], data.get("fromSeq", 0))
     if action == "cancel":
@@ -317,6 +325,25 @@ def progress_event(turn_id: str, elapsed_ms: int, phase: Optional[str] = None) -
 
 def pong_event() -> Event:
     return {"type": "pong"}
+
+
+def usage_period(
+    period: str, input_tokens: int, output_tokens: int, turns: int, budget: Optional[int], resets_in_ms: int
+) -> Dict[str, Any]:
+    """One period of a ``usage`` event; ``budget`` None: no limit."""
+    return {
+        "period": period,
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+        "turns": turns,
+        "budget": budget,
+        "resetsInMs": resets_in_ms,
+    }
+
+
+def usage_event(day: Dict[str, Any], month: Dict[str, Any]) -> Event:
+    """The answer to ``usage``: the user's tokens and budgets this UTC day and month (``usage_period``)."""
+    return {"type": "usage", "day": day, "month": month}
 
 
 def encode(event: Event) -> bytes:

@@ -14,7 +14,7 @@ from chalicelib.aws import AwsClients, management_endpoint
 from chalicelib.backends import Backend
 from chalicelib.gateway import Gateway
 from chalicelib.settings import Settings, get_settings
-from chalicelib.store import ConnectionStore, RateLimitStore, TurnStore
+from chalicelib.store import ConnectionStore, RateLimitStore, TurnStore, UsageStore
 from chalicelib.turns.queue import TurnQueue
 
 
@@ -34,6 +34,11 @@ class Runtime:
     @cached_property
     def rate_limits(self) -> RateLimitStore:
         return RateLimitStore(self.clients.dynamodb, self.settings.rate_limits_table)
+
+    @cached_property
+    def usage(self) -> UsageStore:
+        """Each user's token usage per day and month (on the rate-limits table)."""
+        return UsageStore(self.clients.dynamodb, self.settings.rate_limits_table)
 
     @cached_property
     def queue(self) -> TurnQueue:

@@ -102,6 +102,10 @@ class Settings:
     # per connection and window, so floods cost neither DynamoDB reads nor replayed answers.
     frame_limit: int = env("FRAME_LIMIT", default=30)
     frame_window_s: int = env("FRAME_WINDOW_S", default=10)
+    # Tokens (input + output, as the backend reports them) one user may use per UTC day and per
+    # UTC month; past either, new turns are refused with `quota_exceeded` until it resets. 0: no limit.
+    user_daily_token_budget: int = env("USER_DAILY_TOKEN_BUDGET", default=0)
+    user_monthly_token_budget: int = env("USER_MONTHLY_TOKEN_BUDGET", default=0)
     # Attempts (first try included) botocore makes before an error reaches the app.
     bedrock_max_attempts: int = env("BEDROCK_MAX_ATTEMPTS", default=4)
     post_max_attempts: int = env("POST_MAX_ATTEMPTS", default=5)
@@ -118,6 +122,9 @@ class Settings:
     turn_retry_base_s: int = env("TURN_RETRY_BASE_S", default=2)
     turn_retry_max_s: int = env("TURN_RETRY_MAX_S", default=120)
     turn_ttl_s: int = env("TURN_TTL_S", default=7 * 24 * 3600)
+    # The EventBridge bus (a name; "default" is the account's) each ended turn's TurnCompleted or
+    # TurnFailed goes to, after its terminal event was posted. Empty: no turn events.
+    turn_event_bus: str = env("TURN_EVENT_BUS", default="")
     log_content: bool = env("LOG_CONTENT", default=False)
 
     @property
@@ -150,6 +157,8 @@ class Settings:
             raise SettingsError("LATENCY must be 'standard' or 'optimized'")
         if self.jwks_url and not self.jwt_issuer:
             raise SettingsError("JWT_JWKS_URL needs JWT_ISSUER so tokens from other issuers are refused")
+        if self.user_daily_token_budget < 0 or self.user_monthly_token_budget < 0:
+            raise SettingsError("USER_DAILY_TOKEN_BUDGET and USER_MONTHLY_TOKEN_BUDGET must be 0 (no limit) or more")
 
 
 @lru_cache(maxsize=1)

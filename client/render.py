@@ -17,9 +17,11 @@ ERROR_TITLES = {
     "invalid_request": "the server could not accept the request",
     "unauthorized": "not signed in",
     "rate_limited": "too many questions at once",
+    "quota_exceeded": "your token budget is used up for now",
     "throttled": "the agent is busy (throttled)",
     "not_found": "no such turn",
     "agent_error": "the agent failed",
+    "guardrail": "a guardrail stopped the answer",
     "interrupted": "interrupted before it finished",
     "superseded": "continued in another window or client, which resumed this answer; it goes on there",
     "cancelled": "cancelled",
@@ -42,8 +44,22 @@ def describe_error(event: Dict[str, Any]) -> str:
     retry = "retryable" if event.get("retryable") else "not retryable"
     text = f"error [{code}, {retry}]: {ERROR_TITLES.get(code, 'error')}: {event.get('message', '')}"
     if isinstance(event.get("retryAfterMs"), int):
-        text += f" (try again in {event['retryAfterMs'] / 1000:.1f} s)"
+        text += f" (try again in {describe_wait(event['retryAfterMs'])})"
     return text
+
+
+def describe_wait(ms: int) -> str:
+    """A server's ``retryAfterMs`` in words: ``1.5 s`` for a rate limit, ``5 h 30 min`` for a budget."""
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    minutes = -(-ms // 60_000)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def describe_inputs(event: Dict[str, Any]) -> str:

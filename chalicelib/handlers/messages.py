@@ -1,7 +1,7 @@
 """$default: every client frame, answered at once so API Gateway never times out.
 
 The slow part of a turn happens in the worker; this handler only validates, records and queues.
-Every outcome reaches the client as an event: ``accepted``, ``pong`` or one ``error``.
+Every outcome reaches the client as an event: ``accepted``, ``pong``, ``usage`` or one ``error``.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from chalicelib.protocol import (
     ProtocolError,
     Resume,
     ReturnControlResults,
+    UsageQuery,
     parse_client_message,
 )
 from chalicelib.runtime import Runtime
@@ -105,3 +106,5 @@ def _act(
             actions.cancel(runtime, reply, gateway, connection, message.turn_id)
         elif isinstance(message, ReturnControlResults):
             actions.return_control(runtime, reply, connection, message, context["apiId"], context["stage"])
+        elif isinstance(message, UsageQuery):
+            actions.usage(runtime, reply, connection)

@@ -1,4 +1,4 @@
-"""What a client's actions do to turns: ask, resume, cancel, return_control.
+"""What a client's actions do to turns: ask, resume, cancel, return_control; and usage.
 
 Each sends its events to the client that acted through ``reply``; nothing here waits on the agent. Only a turn's
 owner may resume or cancel it: for anyone else it does not exist (``not_found``), so turn ids
@@ -15,7 +15,7 @@ from chalicelib.logs import logger
 from chalicelib.protocol import Ask, Event, ReturnControlResults
 from chalicelib.runtime import Runtime
 from chalicelib.store import Connection, TurnExists, now_ms
-from chalicelib.turns import ids
+from chalicelib.turns import ids, metering
 from chalicelib.turns.lifecycle import interrupt_if_dead, leave_flight, post_quietly
 from chalicelib.turns.outbox import decode_ends, replay
 from chalicelib.turns.outcomes import ALREADY_FINISHED, CANCELLED, CRASHED, NOT_YOURS, Failure, Status, rate_limited
@@ -120,8 +120,13 @@ def _end_quietly(runtime: Runtime, turn: Turn, failure: Failure) -> None:
 
 
 def _charge(runtime: Runtime, turn: Turn) -> Optional[Failure]:
-    """Take a token from the user's bucket and a slot on the connection and the user, or say why not."""
+    """Check the user's token budgets, then take a token from the user's bucket and a slot on the
+    connection and the user, or say why not. An ask over budget spends none of them."""
     settings = runtime.settings
+    if settings.user_daily_token_budget or settings.user_monthly_token_budget:
+        spent = metering.over_budget(runtime, turn.user_id)
+        if spent is not None:
+            return spent
     decision = runtime.rate_limits.take(turn.user_id, settings.rate_per_s, settings.rate_burst)
     if not decision.allowed:
         return rate_limited("You are sending questions too fast.", decision.retry_after_ms)
@@ -239,6 +244,11 @@ def return_control(
         return
     reply(protocol.accepted_event(turn.turn_id, turn.request_id))
     _queue(runtime, reply, continued, api_id, stage)
+
+
+def usage(runtime: Runtime, reply: Reply, connection: Connection) -> None:
+    """The user's token usage and budgets this UTC day and month."""
+    reply(metering.usage_event(runtime, connection.user_id))
 
 
 def _queue(runtime: Runtime, reply: Reply, turn: Turn, api_id: str, stage: str) -> None:

@@ -63,3 +63,8 @@ UNSERVED = Failure(ErrorCode.INTERNAL, "The request could not be served; try aga
 def rate_limited(reason: str, retry_after_ms: int) -> Failure:
     """Too many requests: the client should wait ``retry_after_ms`` (sent as ``retryAfterMs``)."""
     return Failure(ErrorCode.RATE_LIMITED, f"{reason} Try again in {retry_after_ms / 1000:.1f} s.", True, retry_after_ms)
+
+
+def quota_exceeded(reason: str, retry_after_ms: int) -> Failure:
+    """A token budget is spent: no new turns until its period resets, ``retry_after_ms`` from now."""
+    return Failure(ErrorCode.QUOTA_EXCEEDED, reason, True, retry_after_ms)

@@ -45,7 +45,11 @@ Consumer = Callable[[Any, TurnReport], None]  # (runtime, report)
 
 def consumers() -> List[Consumer]:
     """Who reads a report, in order; imported here, on first use, so a cold start pays for none."""
-    return []
+    from chalicelib.turns.eventbus import publish_turn_event
+    from chalicelib.turns.metering import meter
+    from chalicelib.turns.metrics import record_turn
+
+    return [record_turn, meter, publish_turn_event]
 
 
 def report_turn(runtime: Any, report: TurnReport) -> None:

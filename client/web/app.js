@@ -26,9 +26,11 @@
     invalid_request: "The server could not accept this request",
     unauthorized: "Not signed in: reconnect with a valid token",
     rate_limited: "Too many questions at once",
+    quota_exceeded: "Your token budget is used up for now",
     throttled: "The agent is busy right now (throttled)",
     not_found: "That turn was not found",
     agent_error: "The agent failed to answer",
+    guardrail: "A guardrail stopped the answer",
     interrupted: "The answer was interrupted before it finished",
     superseded: "Continued in another window or tab",
     cancelled: "Cancelled",
@@ -107,6 +109,18 @@
   function seconds(ms) {
     var s = ms / 1000;
     return (s >= 10 ? Math.round(s) : s.toFixed(1)) + " s";
+  }
+
+  // A server's retryAfterMs in words: seconds for a rate limit, hours or days for a spent budget.
+  function waitWords(ms) {
+    var s = Math.max(1, Math.ceil(ms / 1000));
+    if (s < 60) return s + " s";
+    var m = Math.ceil(s / 60);
+    if (m < 60) return m + " min";
+    var h = Math.floor(m / 60);
+    m = m % 60;
+    if (h < 24) return h + " h" + (m ? " " + m + " min" : "");
+    return Math.floor(h / 24) + " d" + (h % 24 ? " " + (h % 24) + " h" : "");
   }
 
   // ---- settings --------------------------------------------------------------------------------
@@ -539,7 +553,7 @@
   function describe(error) {
     var title = ERRORS[error.code] || "Error";
     var text = title + " (" + error.code + "): " + (error.message || "");
-    if (typeof error.retryAfterMs === "number") text += " Try again in " + Math.ceil(error.retryAfterMs / 1000) + " s.";
+    if (typeof error.retryAfterMs === "number") text += " Try again in " + waitWords(error.retryAfterMs) + ".";
     return text;
   }
 
@@ -561,7 +575,7 @@
       line.appendChild(el("code", "error-code", error.code || "error"));
       line.appendChild(el("p", "error-message", error.message || ""));
       if (typeof error.retryAfterMs === "number") {
-        line.appendChild(el("p", "error-hint", "You may ask again in " + Math.ceil(error.retryAfterMs / 1000) + " s."));
+        line.appendChild(el("p", "error-hint", "You may ask again in " + waitWords(error.retryAfterMs) + "."));
       }
       if (error.retryable) {
         var retry = el("button", "secondary retry", "Ask again");

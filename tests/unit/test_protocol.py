@@ -3,7 +3,7 @@ import json
 import pytest
 
 from chalicelib import protocol
-from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, ReturnControlResults, parse_client_message
+from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, ReturnControlResults, UsageQuery, parse_client_message
 
 
 def test_ask_is_the_default_action_and_unknown_fields_are_ignored():
@@ -21,6 +21,10 @@ def test_ask_with_every_field():
 
 def test_ping():
     assert parse_client_message('{"action": "ping"}') == Ping()
+
+
+def test_usage():
+    assert parse_client_message('{"action": "usage", "prompt": "ignored"}') == UsageQuery()
 
 
 def test_return_control_results():

@@ -131,12 +131,23 @@ BUILT = {
         *[protocol.error_event(code, "What happened, for people.", True) for code in _error_codes().values()],
         *[protocol.error_event(code, "m", False, "t1", 4) for code in _error_codes().values()],
         protocol.error_event(protocol.ErrorCode.RATE_LIMITED, "Too fast.", True, retryAfterMs=1500, requestId="r1"),
+        protocol.error_event(protocol.ErrorCode.QUOTA_EXCEEDED, "Spent.", True, retryAfterMs=19_800_000, requestId="r1"),
         protocol.error_event(protocol.ErrorCode.INTERRUPTED, "m", True, "t1"),  # turns._settle_redelivery: no seq
         protocol.error_event(protocol.ErrorCode.INTERRUPTED, "m", True, "t1", lastSeq=12),  # ... as far as known
         protocol.error_event(protocol.ErrorCode.SUPERSEDED, "m", False, "t1"),  # turns.run: a displaced follower
         ProtocolError("bad", request_id="r1").event(),
     ],
     "pong_event": [protocol.pong_event()],
+    "usage_event": [
+        protocol.usage_event(  # turns.metering.usage_event: no budgets, nothing used yet
+            protocol.usage_period("2026-12-03", 0, 0, 0, None, 1),
+            protocol.usage_period("2026-12", 0, 0, 0, None, 2_419_200_000),
+        ),
+        protocol.usage_event(
+            protocol.usage_period("2026-12-31", 91_000, 9_500, 42, 100_000, 19_800_000),
+            protocol.usage_period("2026-12", 1_200_000, 80_000, 700, 2_000_000, 19_800_000),
+        ),
+    ],
     "progress_event": [protocol.progress_event("t1", 10_000), protocol.progress_event("t1", 20_000, "calling an action group")],
 }
 
@@ -166,6 +177,9 @@ def test_every_built_event_validates_and_carries_only_documented_fields(event):
         {"type": "error", "code": "oops", "message": "m", "retryable": True},
         {"type": "error", "code": "internal", "message": "m", "retryable": "yes"},
         {"type": "accepted"},
+        {"type": "usage", "day": {"period": "2026-12-03"}, "month": {}},
+        {"type": "usage", "day": protocol.usage_period("2026-12-03", 1, 1, 1, 0, 1),  # a budget is never 0: null
+         "month": protocol.usage_period("2026-12", 1, 1, 1, None, 1)},
         {"type": "wave"},
         {"turnId": "t"},
     ],
@@ -208,6 +222,7 @@ SHAPES = {
     "cancel": {"action": "cancel", "turnId": "t"},
     "return_control": {"action": "return_control", "turnId": "t", "invocationId": "i", "results": [{"functionResult": {}}]},
     "ping": {"action": "ping"},
+    "usage": {"action": "usage"},
 }
 FIELDS_OF = {
     "ask": ["prompt", "conversationId", "requestId", "trace"],
@@ -215,6 +230,7 @@ FIELDS_OF = {
     "cancel": ["turnId"],
     "return_control": ["turnId", "invocationId", "results"],
     "ping": [],
+    "usage": [],
 }
 REQUIRED = {"prompt", "turnId", "invocationId", "results"}
 

@@ -50,3 +50,11 @@ def test_jwks_without_issuer_is_refused():
 
 def test_the_secret_is_not_in_repr():
     assert "s3cr3t" not in repr(Settings(jwt_secret="s3cr3t"))
+
+
+def test_token_budgets_default_to_no_limit_and_are_never_negative():
+    assert (Settings.from_env({}).user_daily_token_budget, Settings.from_env({}).user_monthly_token_budget) == (0, 0)
+    settings = Settings.from_env({"USER_DAILY_TOKEN_BUDGET": "100000", "USER_MONTHLY_TOKEN_BUDGET": "2000000"})
+    assert (settings.user_daily_token_budget, settings.user_monthly_token_budget) == (100_000, 2_000_000)
+    with pytest.raises(SettingsError, match="USER_DAILY_TOKEN_BUDGET"):
+        Settings.from_env({"USER_MONTHLY_TOKEN_BUDGET": "-1"})
