@@ -25,6 +25,7 @@ from chalicelib.protocol import Event
 from chalicelib.retry import retrying
 from chalicelib.runtime import Runtime
 from chalicelib.store import now_ms
+from chalicelib.tracing import subsegment
 from chalicelib.turns.lifecycle import interrupt_if_dead, leave_flight, post_quietly
 from chalicelib.turns.outbox import Outbox, decode_ends, encode_ends
 from chalicelib.turns.outcomes import CANCELLED, CRASHED, INTERRUPTED, NO_END, SUPERSEDED, Failure, Status
@@ -67,7 +68,7 @@ def run_turn(runtime: Runtime, message: TurnMessage) -> None:
         if turn is None:
             _settle_redelivery(runtime, gateway, message.turn_id)
             return
-        with log_context(connection_id=turn.connection_id, user_id=turn.user_id):
+        with log_context(connection_id=turn.connection_id, user_id=turn.user_id), subsegment("## turn", turn_id=turn.turn_id):
             run = TurnRun(runtime, gateway, turn)
             try:
                 run.run()
@@ -116,7 +117,8 @@ class TurnRun:
             if self.turn.resumers:  # resumed while it was queued: the last resume gets it
                 self._follow(self.turn.resumers, self.turn.origin_connection_id)
             watcher.start()
-            outcome = self._read()
+            with subsegment("## bedrock stream", backend=self.runtime.settings.backend):
+                outcome = self._read()
             self.conclude(outcome)
         self._stop.set()
         watcher.join()

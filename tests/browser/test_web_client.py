@@ -236,7 +236,7 @@ def test_traces_show_when_toggled(web, web_stack):
     web.wait_state("done")
     traces = web.last_turn().locator(".traces")
     assert traces.is_visible()
-    assert traces.locator("summary").inner_text() == "Trace (2 steps)"
+    assert traces.locator("summary").inner_text() == "Trace (3 steps)"  # two steps and the model's tokens
     web.page.uncheck("#trace-toggle")
     assert not traces.is_visible()
     web.ask("!trace not asked for")

@@ -19,7 +19,7 @@ from chalicelib import protocol
 from chalicelib.turns.record import parse_resumer
 from client import exit_codes
 from client.connection import Connection, Dropped, Lost
-from client.render import StatusLine, TurnPrinter, describe_inputs
+from client.render import StatusLine, TurnPrinter, describe_error, describe_inputs
 from client.tools import tool_results
 from client.turn import Turn, ask_message
 from tests.support.faults import drop, dynamodb, table_named, unique_user
@@ -132,7 +132,8 @@ def test_trace_prints_the_agent_s_trace_events_on_stderr(local_stack):
     without = run_client(local_stack, "ask", "!trace why")
     assert with_trace.returncode == without.returncode == 0
     assert with_trace.stdout == without.stdout == "You said: !trace why\n"
-    assert with_trace.stderr.count("[trace]") == 2
+    assert with_trace.stderr.count("[trace]") == 3  # two steps, then the model's tokens
+    assert '"kind": "model"' in with_trace.stderr
     assert "[trace]" not in without.stderr
 
 
@@ -252,7 +253,8 @@ def test_chat_answers_each_line_and_takes_commands(local_stack):
     assert result.returncode == 0, result.stderr
     for answer in ("You said: hello\n", "You said: !trace again\n", "You said: bye\n"):
         assert answer in result.stdout
-    assert "[traces on]" in result.stderr and result.stderr.count("[trace]") == 2
+    # Traces on from the second question: its two steps and tokens, then the third's tokens.
+    assert "[traces on]" in result.stderr and result.stderr.count("[trace]") == 4
     assert "[new conversation" in result.stderr
 
 
@@ -300,6 +302,25 @@ def test_the_printer_shows_progress_on_stderr_and_never_in_the_answer():
     assert err.getvalue() == f"\x1b[2m{note}\x1b[0m\x1b[{len(note)}D"
     printer.handle({"type": "chunk", "text": "Hi"})
     assert err.getvalue().endswith("\x1b[K") and out.getvalue() == "Hi"
+
+
+def test_an_error_says_when_to_try_again_in_words_a_person_reads():
+    limited = {"code": "rate_limited", "retryable": True, "message": "Too fast.", "retryAfterMs": 1500}
+    assert describe_error(limited).endswith("(try again in 1.5 s)")
+    spent = {"code": "quota_exceeded", "retryable": True, "message": "Spent.", "retryAfterMs": 19_800_000}
+    assert describe_error(spent) == (
+        "error [quota_exceeded, retryable]: your token budget is used up for now: Spent. (try again in 5 h 30 min)"
+    )
+    assert describe_error({**spent, "retryAfterMs": 28 * 86_400_000 + 19_800_000}).endswith("(try again in 28 d 5 h)")
+    for code in protocol.ErrorCode:
+        assert "error [" in describe_error({"code": code.value}) and ": error:" not in describe_error({"code": code.value}), code
+
+
+def test_the_web_page_says_every_error_code_plainly():
+    page = (Path(__file__).resolve().parents[2] / "client" / "web" / "app.js").read_text(encoding="utf-8")
+    titles = page[page.index("var ERRORS = {"):]
+    titles = titles[: titles.index("};")]
+    assert sorted(code.value for code in protocol.ErrorCode if f"\n    {code.value}: " not in titles) == []
 
 
 def test_tool_results_follow_bedrock_s_shapes():

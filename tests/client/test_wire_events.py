@@ -58,7 +58,9 @@ def test_an_answer_with_traces_and_stats(connect):
     assert kinds(frames)[:3] == ["accepted", "trace", "trace"]
     assert frames[0]["requestId"] == "r-1"
     done = frames[-1]
-    assert done["type"] == "done" and set(done["stats"]) == {"chunks", "characters", "firstTokenMs", "durationMs", "queueMs"}
+    assert kinds(frames)[-2] == "trace" and frames[-2]["trace"]["kind"] == "model"  # the tokens, before done
+    assert done["type"] == "done" and set(done["stats"]) == {"chunks", "characters", "firstTokenMs", "durationMs", "queueMs", "usage"}
+    assert done["stats"]["usage"] == {**frames[-2]["trace"]["usage"], "totalTokens": sum(frames[-2]["trace"]["usage"].values())}
 
 
 def test_a_repeated_request_id_is_accepted_as_a_duplicate(connect):
@@ -121,6 +123,13 @@ def test_invalid_requests_answer_invalid_request_with_the_ask_s_request_id(conne
         assert (frame["type"], frame["code"], frame["retryable"]) == ("error", "invalid_request", False), body
     ws.send(json.dumps({"prompt": "   ", "requestId": "r-7"}))
     assert check_frame(ws.recv(timeout=RECV_S))["requestId"] == "r-7"
+
+
+def test_usage_answers_the_user_s_day_and_month(connect):
+    _, ws = connect()
+    ws.send(json.dumps({"action": "usage"}))
+    frame = check_frame(ws.recv(timeout=RECV_S))
+    assert frame["type"] == "usage" and frame["day"]["budget"] is None and frame["month"]["turns"] == 0
 
 
 def test_ping_resume_and_cancel(connect):

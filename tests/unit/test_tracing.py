@@ -1,0 +1,64 @@
+"""The worker's X-Ray subsegments: a turn, and its Bedrock stream read to the end, annotated with ids only."""
+import threading
+from contextlib import contextmanager
+
+import pytest
+
+from chalicelib import tracing
+from tests.support.worker import run_queued
+
+
+class Segment:
+    def __init__(self, name):
+        self.name, self.annotations, self.thread = name, {}, threading.current_thread().name
+
+    def put_annotation(self, key, value):
+        self.annotations[key] = value
+
+
+class RecordingProvider:
+    """What Powertools' X-Ray provider is asked for: ``in_subsegment`` blocks, in order."""
+
+    def __init__(self):
+        self.segments, self.open = [], []
+
+    @contextmanager
+    def in_subsegment(self, name):
+        segment = Segment(name)
+        self.segments.append(segment)
+        self.open.append(name)
+        try:
+            yield segment
+        finally:
+            self.open.remove(name)
+
+
+class RecordingTracer:
+    def __init__(self):
+        self.provider = RecordingProvider()
+
+
+@pytest.fixture
+def traced():
+    recording = RecordingTracer()
+    tracing.use(recording)
+    yield recording.provider
+    tracing.use(None)
+
+
+def test_a_turn_and_its_bedrock_stream_are_subsegments_annotated_with_ids(conn, client, settings, traced):
+    conn()(prompt="hi")
+    assert run_queued(client, settings) == {"batchItemFailures": []}
+    assert [s.name for s in traced.segments] == ["## turn", "## bedrock stream"]
+    turn, stream = traced.segments
+    assert set(turn.annotations) == {"turn_id"} and len(turn.annotations["turn_id"]) == 32
+    assert stream.annotations == {"backend": "agent"} and stream.thread == turn.thread
+    assert traced.open == []  # every subsegment closed, the stream's before the turn's
+
+
+def test_outside_lambda_the_default_tracer_is_disabled_and_the_blocks_still_run(conn, client, settings, monkeypatch):
+    monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)
+    with tracing.subsegment("## anything", turn_id="t"):
+        pass  # no X-Ray daemon, no segment: nothing raised
+    conn()(prompt="hi")
+    assert run_queued(client, settings) == {"batchItemFailures": []}
