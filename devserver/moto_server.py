@@ -1,4 +1,4 @@
-"""moto's server (DynamoDB, SQS) in its own process on loopback, with an injectable DynamoDB throttle.
+"""moto's server (DynamoDB, SQS, EventBridge) in its own process on loopback, with an injectable DynamoDB throttle.
 
 Its own process, so the fake AWS and the app under test do not share one interpreter lock (the
 local stack holds hundreds of streaming turns on two cores). moto never throttles; AWS does:
@@ -124,7 +124,7 @@ def main() -> None:
 
     from devserver.redact import install_log_filters
 
-    parser = argparse.ArgumentParser(description="moto (DynamoDB, SQS) with a DynamoDB throttle switch")
+    parser = argparse.ArgumentParser(description="moto (DynamoDB, SQS, EventBridge) with a DynamoDB throttle switch")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()

@@ -106,3 +106,35 @@ def provision(
         Attributes=_queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
     )["QueueUrl"]
     return Resources(tables, turn_queue_url=queue_url, dead_letter_queue_url=dlq_url)
+
+
+def subscribe_turn_events(events: Any, sqs: Any, bus: str = "default", prefix: str = "agentstream") -> str:
+    """What a subscriber to the turn events would deploy: a rule on ``bus`` matching the app's
+    source, its target an SQS queue; returns that queue's URL (tests read the events there).
+
+    Not the app's own resource (it only puts events), so not in ``infra/data.json``: billing and
+    analytics bring their own rules (docs/deploy.md, "Turn events").
+    """
+    from chalicelib.turns.eventbus import SOURCE
+
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    queue_url = sqs.create_queue(QueueName=f"{prefix}-turn-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"{prefix}-turn-events"
+    pattern = json.dumps({"source": [SOURCE]})
+    rule_arn = events.put_rule(Name=rule, EventBusName=bus, EventPattern=pattern, State="ENABLED")["RuleArn"]
+    # On AWS the queue must let the rule send to it; moto delivers regardless, AWS would not.
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+        }],
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return queue_url

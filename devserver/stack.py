@@ -1,8 +1,9 @@
 """The whole local stack in one process, running the app's own code unchanged.
 
-moto's server plays DynamoDB and SQS (provisioned from ``infra/data.json``), the Bedrock emulator
-plays InvokeAgent and ConverseStream, the API Gateway emulator serves the WebSocket and the
-management API, and a poller plays Lambda's SQS event source. The app reaches all of them the way
+moto's server plays DynamoDB and SQS (provisioned from ``infra/data.json``) and EventBridge (turn
+events, which a rule sends on to a queue tests read), the Bedrock emulator plays InvokeAgent and
+ConverseStream, the API Gateway emulator serves the WebSocket and the management API, and a poller
+plays Lambda's SQS event source. The app reaches all of them the way
 it reaches AWS: through boto3, pointed here by the standard ``AWS_ENDPOINT_URL_<SERVICE>``
 variables (and ``MANAGEMENT_ENDPOINT_URL``). Everything binds to 127.0.0.1.
 """
@@ -86,14 +87,19 @@ class LocalStack:
         moto_url = moto.url
         env["AWS_ENDPOINT_URL_DYNAMODB"] = moto_url
         env["AWS_ENDPOINT_URL_SQS"] = moto_url
+        env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = moto_url
 
-        from devserver.resources import provision
+        from devserver.resources import provision, subscribe_turn_events
 
         region = env["AWS_REGION"]
         dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=region)
         sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=region)
         self.resources = provision(dynamodb, sqs, visibility_timeout=self.config.visibility_timeout_s)
         env.update(self.resources.env())
+        # Turn events go to moto's EventBridge, where a rule sends them to a queue (TURN_EVENT_BUS= turns them off).
+        bus = env.setdefault("TURN_EVENT_BUS", "default")
+        events = boto3.client("events", endpoint_url=moto_url, region_name=region)
+        self.turn_events_queue_url = subscribe_turn_events(events, sqs, bus) if bus else None
 
         if not self.use_real_bedrock:
             from devserver.bedrock import BedrockEmulator
@@ -206,6 +212,8 @@ class LocalStack:
             "worker": {"batch_size": self.poller.batch_size, "max_concurrency": self.config.worker_concurrency},
             "dead_letter_queue_url": self.resources.dead_letter_queue_url,
             "dynamodb": self.env["AWS_ENDPOINT_URL_DYNAMODB"],
+            "moto": self.moto.url,
+            "turn_events_queue_url": self.turn_events_queue_url,
             "control_url": self.control.url,
             "token": issue_token("alice", self.secret),
         }
@@ -218,6 +226,7 @@ class LocalStack:
                 f"  WebSocket   {info['url']}",
                 f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
+                f"  turn events {info['turn_events_queue_url'] or 'off (TURN_EVENT_BUS is empty)'}",
                 f"  token       {info['token']}   (user alice; `make token user=NAME` for others)",
                 f"  web page    http://{LOCAL_HOST}:{info['port']}/#token={info['token']}",
                 f"  chat        make chat      (or: wscat -c '{info['url']}?token={info['token']}')",

@@ -149,6 +149,16 @@ def test_websocket_handlers_answer_within_the_integration_timeout_and_the_worker
         assert 60 <= stack.chalice_config(stage, "turn_worker").lambda_timeout <= 900
 
 
+def test_only_the_worker_is_traced_actively(templates):
+    """The worker's turns are what X-Ray should show (its subsegments: chalicelib/tracing.py); the
+    WebSocket handlers only pass an incoming trace header through."""
+    for template in templates.values():
+        tracing = {logical_id: resource["Properties"].get("Tracing") for logical_id, resource in template["Resources"].items()
+                   if resource["Type"] == "AWS::Serverless::Function"}
+        assert tracing == {"WebsocketConnect": "PassThrough", "WebsocketMessage": "PassThrough",
+                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active"}
+
+
 def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates):
     for stage, template in templates.items():
         (event,) = template["Resources"]["TurnWorker"]["Properties"]["Events"].values()
@@ -208,6 +218,7 @@ WIRING = {
     "JWT_AUDIENCE": {"Ref": "JwtAudience"},
     "JWT_JWKS_URL": {"Ref": "JwtJwksUrl"},
     "JWT_SECRET_PARAMETER": {"Ref": "JwtSecretParameter"},
+    "TURN_EVENT_BUS": {"Ref": "TurnEventBus"},
 }
 
 
@@ -305,8 +316,17 @@ def test_no_wildcard_action_and_no_unscoped_resource(templates):
                     _check_scoped(f"{stage} {role} {statement.get('Sid')}", statement)
 
 
+# The only statement whose resource is "*": X-Ray's write actions support no resource ARN (Service
+# Authorization Reference, "Actions defined by AWS X-Ray": PutTraceSegments and PutTelemetryRecords
+# list no resource type), and active tracing needs them.
+UNSCOPABLE = {"WriteTraces": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]}
+
+
 def _check_scoped(where: str, statement: Dict[str, Any]) -> None:
     assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+    if statement.get("Sid") in UNSCOPABLE:
+        assert (statement["Action"], statement["Resource"]) == (UNSCOPABLE[statement["Sid"]], "*"), where
+        return
     for action in as_list(statement["Action"]):
         assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
     for resource in as_list(statement["Resource"]):
@@ -373,6 +393,39 @@ def test_only_the_worker_invokes_bedrock_and_only_connect_reads_the_secret(templ
     assert actions["WebsocketDisconnectRole"] == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DeleteItem"}
 
 
+def test_turn_events_go_to_the_bus_a_parameter_names_and_only_the_worker_may_put_them(templates):
+    for stage, template in templates.items():
+        parameter = template["Parameters"]["TurnEventBus"]
+        assert (parameter["Type"], parameter["Default"]) == ("String", "default")  # the account's default bus
+        assert re.fullmatch(parameter["AllowedPattern"], "")  # empty: no events
+        assert not any(re.fullmatch(parameter["AllowedPattern"], name) for name in ("*", "a*", "bus?", "arn:aws:events:x"))
+        assert template["Conditions"]["PublishesTurnEvents"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "TurnEventBus"}, ""]}]}
+        for logical_id in FUNCTIONS.values():
+            assert _environment(template, logical_id)["TURN_EVENT_BUS"] == {"Ref": "TurnEventBus"}
+        # Only the worker puts events: on that one bus, as agentstream, of the two types it sends.
+        granted = {role: [s for s in statements(document) if "events:PutEvents" in as_list(s["Action"])]
+                   for role, document in _identity_policies(template)}
+        assert {role for role, found in granted.items() if found} == {"TurnWorkerRole"}, stage
+        (statement,) = granted["TurnWorkerRole"]
+        assert as_list(statement["Action"]) == ["events:PutEvents"]
+        assert statement["Resource"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${TurnEventBus}"
+        }
+        from chalicelib.turns.eventbus import COMPLETED, FAILED, SOURCE
+
+        assert statement["Condition"] == {"StringEquals": {"events:source": SOURCE, "events:detail-type": [COMPLETED, FAILED]}}
+        (wrapped,) = [s for s in template["Resources"]["TurnWorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+                      if "Fn::If" in s and s["Fn::If"][1] == statement]
+        assert wrapped["Fn::If"][0] == "PublishesTurnEvents" and wrapped["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+    # Resolved: the grant names the bus given, and is gone when the parameter is empty.
+    on = _resolved_policies(templates["dev"], {**BACKENDS["agent"], "TurnEventBus": "billing"})["TurnWorkerRole"]
+    (put,) = [s for s in on["Statement"] if s["Sid"] == "PublishTurnEvents"]
+    assert put["Resource"] == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/billing"
+    off = _resolved_policies(templates["dev"], {**BACKENDS["agent"], "TurnEventBus": ""})["TurnWorkerRole"]
+    assert not [s for s in off["Statement"] if "events:PutEvents" in as_list(s["Action"])]
+
+
 def test_make_package_runs_this_packaging(tmp_path):
     result = subprocess.run(
         ["make", "-n", "package", "STAGE=prod", f"STAMP={tmp_path}/stamp"],
@@ -400,6 +453,17 @@ def test_the_packaged_stack_carries_the_data_stack_unchanged(templates):
         for name, value in data["Parameters"].items():
             if name != "Stage":
                 assert template["Parameters"][name] == value, name
+
+
+def test_the_packaged_stack_has_the_dashboard_and_quota_alarms_in_one_parameter_group_each(templates):
+    """The dashboard and the quota alarms come with the data stack (both paths); the console shows every parameter grouped."""
+    for stage, template in templates.items():
+        assert template["Resources"]["StageDashboard"]["Type"] == "AWS::CloudWatch::Dashboard"
+        alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+        assert {"LambdaConcurrencyQuotaAlarm", "AgentModelThrottlesAlarm", "ModelThrottlesAlarm"} <= set(alarms), stage
+        groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        grouped = [name for group in groups for name in group["Parameters"]]
+        assert sorted(grouped) == sorted(template["Parameters"]), stage
 
 
 def test_every_handler_of_the_app_is_configured_and_packaged(templates):
@@ -466,7 +530,8 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "InvokeTheAgentRuntime": (["bedrock-agentcore:InvokeAgentRuntime"], [RUNTIME_ARN, f"{ENDPOINT}/production"], None),
     },
 }
-SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "ReleaseUsersTurnsInFlight", "StreamToClients"}
+SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "ReleaseTurnsInFlightAndMeterUsage", "StreamToClients",
+                      "PublishTurnEvents", "WriteTraces"}
 
 
 def test_every_backend_scenario_is_checked():

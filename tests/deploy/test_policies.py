@@ -1,11 +1,11 @@
 """The IAM policies against what each function really does, for every backend.
 
 Every handler runs through the Chalice test client against moto, through the flows a client can
-drive (connect, ping, ask, a repeated ask, cancel, resume, a client that leaves mid-answer, a
+drive (connect, ping, usage, ask, a repeated ask, cancel, resume, a client that leaves mid-answer, a
 poison message, a redelivery, disconnect), once per backend scenario, while every AWS call it makes
 is recorded. The app is configured by the environment the template gives it for that scenario, and
 each call must be allowed by the function's own policy, resolved as ``make deploy`` resolves it;
-each DynamoDB, SQS, SSM, Bedrock and execute-api grant must be used by some flow: a policy that
+each DynamoDB, SQS, SSM, EventBridge, Bedrock and execute-api grant must be used by some flow: a policy that
 grants less breaks a deploy, one that grants more is not least privilege.
 
 How each Bedrock call is recorded:
@@ -49,8 +49,9 @@ from tests.support.events import API_ID, STAGE, sqs_event, ws_event
 from tests.support.tokens import SECRET, make_token
 
 SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
-# Granted for someone other than the app's code: Lambda's SQS poller, and the runtime's logging.
-NOT_CALLED_BY_THE_CODE = {"ConsumeTurnQueue", "WriteOwnLogs"}
+# Granted for someone other than the app's code: Lambda's SQS poller, the runtime's logging, and
+# active tracing (Lambda sends the X-Ray segments; X-Ray's write actions take no resource ARN, so "*").
+NOT_CALLED_BY_THE_CODE = {"ConsumeTurnQueue", "WriteOwnLogs", "WriteTraces"}
 
 Call = Tuple[str, str, Tuple[Tuple[str, str], ...]]  # (IAM action, resource ARN, request condition keys)
 
@@ -82,7 +83,7 @@ class Recorder:
         self.calls: List[Call] = []
         self.profiles = profiles
         clients = runtime.clients
-        for client in (clients.dynamodb, clients.sqs, clients.ssm, clients.bedrock_runtime, clients.bedrock_agentcore):
+        for client in (clients.dynamodb, clients.sqs, clients.ssm, clients.events, clients.bedrock_runtime, clients.bedrock_agentcore):
             client.meta.events.register("provide-client-params", self._aws_call)
         post, invoke = management.post_to_connection, agent.invoke_agent
 
@@ -119,6 +120,12 @@ class Recorder:
             resource = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{params['QueueUrl'].rsplit('/', 1)[-1]}"
         elif service == "ssm":
             resource = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{params['Name']}"
+        elif service == "events":  # PutEvents: checked per entry, on its bus, with its source and detail-type
+            for entry in params["Entries"]:
+                bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{entry.get('EventBusName') or 'default'}"
+                keys = (("events:source", entry["Source"]), ("events:detail-type", entry["DetailType"]))
+                self.calls.append((f"{service}:{model.name}", bus, keys))
+            return
         elif service in ("bedrock-runtime", "bedrock-agentcore"):
             self.calls.extend(_bedrock_checks(service, model.name, params, self.profiles))
             return
@@ -161,6 +168,7 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
         answer = invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token("alice")}))
         assert answer["statusCode"] == 200
     assert [e["type"] for e in say("c1", action="ping")] == ["pong"]
+    assert [e["type"] for e in say("c1", action="usage")] == ["usage"]  # reads the user's usage items
 
     (accepted,) = say("c1", prompt="What is SQS?", requestId="r1")
     first = queued()
