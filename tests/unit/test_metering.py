@@ -3,7 +3,6 @@
 The usage store's clock is fixed (2026-12-03 18:30 UTC), so every ``retryAfterMs`` is exact and
 nothing sleeps: 5 h 30 min to the next day, 28 d 5 h 30 min to the next month.
 """
-import json
 import threading
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ from chalicelib.turns.report import TurnReport, report_turn
 from chalicelib.usage import day, month, periods
 from tests.support.events import sqs_event, ws_event
 from tests.support.fakes import MemoryHistory
-from tests.support.tokens import make_token
+from tests.support.worker import drain_queue
 from tests.unit.test_usage import HOUR, NOW, ms
 
 UNTIL_MIDNIGHT = 5 * HOUR + 30 * 60_000
@@ -45,31 +44,6 @@ def budgets(runtime):
         runtime.settings = replace(runtime.settings, user_daily_token_budget=daily, user_monthly_token_budget=monthly)
 
     return _budgets
-
-
-@pytest.fixture
-def conn(client):
-    def _conn(connection_id="c1", user="alice"):
-        client.lambda_.invoke("websocket_connect", ws_event("$connect", connection_id, query={"token": make_token(user)}))
-
-        def send(**message):
-            client.lambda_.invoke("websocket_message", ws_event("$default", connection_id, body=json.dumps(message)))
-
-        return send
-
-    return _conn
-
-
-def queued(settings):
-    sqs = boto3.client("sqs")
-    bodies = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=settings.turn_queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return bodies
-        for message in messages:
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=settings.turn_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def item(settings, key):
@@ -203,7 +177,7 @@ def test_a_spent_daily_budget_refuses_the_next_ask_until_midnight(conn, manageme
         "retryAfterMs": UNTIL_MIDNIGHT,
         "requestId": "r-1",
     }
-    assert queued(settings) == [] and agent.calls == []
+    assert drain_queue(settings) == [] and agent.calls == []
     # Nothing was charged: no token from the bucket, no slot in flight.
     assert item(settings, {"userId": {"S": "alice"}}) is None
     connection = boto3.client("dynamodb").get_item(TableName=settings.connections_table, Key={"connectionId": {"S": "c1"}})
@@ -215,7 +189,7 @@ def test_under_budget_the_ask_is_accepted(conn, management, runtime, clock, budg
     runtime.usage.add("alice", 60, 39)
     conn()(prompt="still fine")
     assert management.events("c1")[0]["type"] == "accepted"
-    assert len(queued(settings)) == 1
+    assert len(drain_queue(settings)) == 1
 
 
 def test_budgets_are_per_user(conn, management, runtime, clock, budgets):
@@ -256,7 +230,7 @@ def test_a_refused_request_id_runs_once_the_period_resets(conn, management, runt
     send(prompt="tomorrow", requestId="r-7")
     accepted = management.events("c1")[-1]
     assert accepted["type"] == "accepted" and "duplicate" not in accepted
-    assert len(queued(settings)) == 1
+    assert len(drain_queue(settings)) == 1
 
 
 def test_without_budgets_an_ask_reads_no_usage(conn, management, runtime, clock, budgets):
@@ -303,7 +277,7 @@ def test_the_worker_meters_each_turn_and_the_budget_refuses_the_next(conn, manag
     runtime.backend = ConverseBackend(model, MemoryHistory(), ModelConfig("m"))
     send = conn()
     send(prompt="first")
-    assert client.lambda_.invoke("turn_worker", sqs_event(queued(settings))).payload == {"batchItemFailures": []}
+    assert client.lambda_.invoke("turn_worker", sqs_event(drain_queue(settings))).payload == {"batchItemFailures": []}
     done = management.events("c1")[-1]
     assert done["type"] == "done" and done["stats"]["usage"]["totalTokens"] == 50
     totals = runtime.usage.totals("alice", day(NOW))
@@ -312,7 +286,7 @@ def test_the_worker_meters_each_turn_and_the_budget_refuses_the_next(conn, manag
     send(prompt="second")
     refused = management.events("c1")[-1]
     assert (refused["code"], refused["retryable"], refused["retryAfterMs"]) == ("quota_exceeded", True, UNTIL_MIDNIGHT)
-    assert queued(settings) == [] and len(model.calls) == 1  # nothing more reached Bedrock
+    assert drain_queue(settings) == [] and len(model.calls) == 1  # nothing more reached Bedrock
 
 
 # ---- the usage action --------------------------------------------------------------------------
