@@ -1,12 +1,14 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark, then docs/benchmarks.md.
 
 Phases, in order: the three relays side by side (400 deltas, the 100,000-character answer, the long
-answer), the deployment package, cold start and memory, the local stack's capacity. Raw results go
-to build/bench/results.json, worker and stack logs to build/bench/; the tables go to
-docs/benchmarks.md (only between its ``bench:`` markers) and the plot to docs/.
+answer), the deployment package, cold start and memory, one worker streaming many turns (``scale``),
+the local stack's capacity. Raw results go to build/bench/results.json, worker and stack logs to
+build/bench/; the tables go to docs/benchmarks.md (only between its ``bench:`` markers) and the plot
+to docs/.
 
-    python -m bench                  # everything, a few minutes
+    python -m bench                  # everything, about 25 minutes (scale alone is about 18)
     python -m bench --quick          # a smoke run: fewer runs, a 10 s long answer, small capacity steps
+    python -m bench --only scale     # one phase (or several, comma-separated); the others' results are kept
     python -m bench --report-only    # rewrite docs/benchmarks.md and the plot from results.json
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Dict
 from bench.stack import ROOT
 
 OUT = ROOT / "build" / "bench"
+PHASES = ("relays", "size", "coldstart", "scale", "capacity")
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks-400-deltas.png"
 
@@ -112,7 +115,16 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--capacity-s", type=float, default=6.0, help="seconds each capacity turn streams (%(default)s)")
     parser.add_argument("--capacity-post-ms", type=float, default=0.0,
                         help="post latency of the local stack under test; 0 is `make run`'s default (%(default)s)")
-    parser.add_argument("--skip", default="", help="phases to skip, comma-separated: relays,size,coldstart,capacity")
+    parser.add_argument("--scale-levels", default="1,5,10,20", help="turns per worker execution to measure (%(default)s)")
+    parser.add_argument("--scale-answer-s", type=float, default=20.0, help="seconds each scale turn streams (%(default)s)")
+    parser.add_argument("--scale-deltas", type=int, default=600, help="deltas per scale turn (%(default)s)")
+    parser.add_argument("--scale-rounds", type=int, default=4, help="rounds of every scale level (%(default)s)")
+    parser.add_argument("--no-cpu-cap", action="store_true",
+                        help="skip the scale check under a Lambda-like CPU share (a cgroup; needs root)")
+    parser.add_argument("--skip", default="", help="phases to skip, comma-separated: " + ",".join(PHASES[1:]))
+    parser.add_argument("--only", default="",
+                        help="run only these phases, comma-separated (" + ",".join(PHASES) + "); results.json keeps "
+                             "the others' results and only their sections of the doc are rewritten")
     parser.add_argument("--package-dir", help="use this chalice package output instead of building one")
     parser.add_argument("--no-make-package", action="store_true",
                         help="build the package with `chalice package` even if the Makefile has a package target")
@@ -128,29 +140,41 @@ def main(argv: Any = None) -> int:
     if args.quick:
         args.runs, args.long_s, args.import_runs, args.chains = 2, 10.0, 3, 1
         args.capacity_max = min(args.capacity_max, 25)
+        args.scale_rounds, args.scale_answer_s, args.scale_deltas = 1, 6.0, 180
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
-    if "relays" in skip:
-        parser.error("the relay comparison is what the doc is about; it cannot be skipped")
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    unknown = (skip | only) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}; phases are {', '.join(PHASES)}")
+    if only:
+        skip = set(PHASES) - only
+    elif "relays" in skip:
+        parser.error("the relay comparison is what the doc is about; it cannot be skipped (use --only to run other phases alone)")
 
     workload = Workload(deltas=args.deltas, delta_ms=args.delta_ms, first_token_ms=args.first_token_ms,
                         post_ms=args.post_ms, flush_ms=args.flush_ms, runs=args.runs, long_s=args.long_s,
                         long_deltas=args.deltas, big_chars=args.big_chars)
     began = time.monotonic()
-    results: Dict[str, Any] = {
+    run_info: Dict[str, Any] = {
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": _command(argv),
         "machine": machine(),
         "workload": asdict(workload),
         "memory_config": memory_config(),
     }
-    from bench import capacity, coldstart, relays, size, stack
+    results: Dict[str, Any] = dict(run_info)
+    if only and results_path.exists():  # keep what the other phases measured before
+        results = json.loads(results_path.read_text())
+        results.setdefault("memory_config", run_info["memory_config"])
+    from bench import capacity, coldstart, relays, scale, size, stack
 
     loads = {"at the start": os.getloadavg()}
     moto = stack.MotoServer().start()
     try:
-        say("relays: agentstream, post-once, post-per-delta")
-        results["relays"] = relays.compare(moto, workload, OUT, say)
-        loads["after the relays"] = os.getloadavg()
+        if "relays" not in skip:
+            say("relays: agentstream, post-once, post-per-delta")
+            results["relays"] = relays.compare(moto, workload, OUT, say)
+            loads["after the relays"] = os.getloadavg()
         if "size" not in skip:
             say("deployment package")
             results["size"] = size.measure(say, args.package_dir, use_make=not args.no_make_package)
@@ -158,9 +182,19 @@ def main(argv: Any = None) -> int:
             say("cold start and memory")
             package = results.get("size", {}).get("dir")
             results["coldstart"] = coldstart.measure(moto, package, args.import_runs, args.chains, args.big_chars, OUT, say)
+            loads["after the package and cold start"] = os.getloadavg()
+        if "scale" not in skip:
+            say("one worker, many turns: " + args.scale_levels.replace(",", ", ") + " turns per execution")
+            levels = tuple(sorted({int(x) for x in args.scale_levels.split(",") if x.strip()}))
+            scale_workload = scale.ScaleWorkload(
+                levels=levels, answer_s=args.scale_answer_s, deltas=args.scale_deltas, first_token_ms=args.first_token_ms,
+                post_ms=args.post_ms, flush_ms=args.flush_ms, rounds=args.scale_rounds, check_runs=1 if args.quick else 2,
+                cpu_cap=not args.no_cpu_cap, configured_mb=run_info["memory_config"].get("turn_worker", 512))
+            results["scale"] = scale.measure(moto, scale_workload, OUT, say)
+            results["scale"].update(command=run_info["command"], machine=run_info["machine"])
+            loads["after one worker, many turns"] = os.getloadavg()
     finally:
         moto.stop()
-    loads["after the package and cold start"] = os.getloadavg()
     if "capacity" not in skip:
         results["capacity"] = {}
         # The workload's pace, and `make run`'s own (CHUNK_DELAY_S defaults to 20 ms).
@@ -171,22 +205,34 @@ def main(argv: Any = None) -> int:
                 deltas, delta_ms, args.first_token_ms, args.capacity_post_ms, args.flush_ms, 50.0, args.capacity_max,
                 150.0, OUT / f"capacity-{delta_ms:g}ms.log", say)
         loads["after capacity"] = os.getloadavg()
-    results["load_average"] = loads
-    results["duration_s"] = time.monotonic() - began
+    if not only:  # the setup table describes the whole run
+        results["load_average"] = loads
+        results["duration_s"] = time.monotonic() - began
     results_path.write_text(json.dumps(results, indent=1, default=str))
     say(f"results: {results_path.relative_to(ROOT)}")
-    return _report(results)
+    return _report(results, None if not only else sorted(only))
 
 
-def _report(results: Dict[str, Any]) -> int:
+# The doc's regions each phase's results are rendered into (besides its own, "targets" gathers verdicts).
+REGIONS_OF = {"relays": ("setup", "targets", "stream", "long", "big"), "size": ("size", "targets"),
+              "coldstart": ("coldstart", "memory", "targets"), "capacity": ("capacity",), "scale": ("scale", "targets")}
+
+
+def _report(results: Dict[str, Any], phases: Any = None) -> int:
+    """Rewrite the doc (every region, or only the ``phases``' regions) and, with the relays, the plot."""
     from bench import report
 
-    report.plot(results, PLOT)
+    regions = None if phases is None else sorted({r for phase in phases for r in REGIONS_OF[phase]})
+    if "relays" in results and (regions is None or "stream" in regions):
+        report.plot(results, PLOT)
+        say(f"wrote {PLOT.relative_to(ROOT)}")
     results["plot"] = PLOT.name
-    report.write_doc(DOC, results)
-    say(f"wrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
-    failed = [f"{workload}/{relay}" for workload, data in results["relays"].items() for relay, d in data.items()
+    report.write_doc(DOC, results, regions)
+    say(f"wrote {DOC.relative_to(ROOT)}" + ("" if regions is None else f" (sections: {', '.join(regions)})"))
+    failed = [f"{workload}/{relay}" for workload, data in results.get("relays", {}).items() for relay, d in data.items()
               if not d["summary"]["ok"]]
+    scale_levels = (results.get("scale") or {}).get("levels", {})
+    failed += [f"scale/K={k}" for k, level in scale_levels.items() if not level["ok"]]
     if failed:
         say("some turns did not deliver the answer intact: " + ", ".join(failed))
         return 1

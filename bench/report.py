@@ -15,7 +15,7 @@ from bench.relays import LABELS, RELAYS
 
 LAMBDA_MB_PER_VCPU = 1769  # AWS: a function gets one vCPU's worth of CPU at 1,769 MB, pro rata below
 
-REGIONS = ("setup", "targets", "stream", "long", "big", "coldstart", "memory", "size", "capacity")
+REGIONS = ("setup", "targets", "stream", "long", "big", "coldstart", "memory", "size", "capacity", "scale")
 
 
 # ---- formatting -------------------------------------------------------------------------------
@@ -81,14 +81,17 @@ three relays interleaved."""
 
 
 def _target_rows(r: Dict[str, Any]) -> List[List[str]]:
-    w = r["workload"]
-    s = {relay: r["relays"]["stream"][relay]["summary"] for relay in RELAYS}
-    ours = s["agentstream"]
     rows: List[List[str]] = []
 
     def add(name: str, measured: str, ok: Optional[bool], miss: str = "") -> None:
         verdict = "–" if ok is None else ("met" if ok else f"**missed**{': ' + miss if miss else ''}")
         rows.append([name, measured, verdict])
+
+    if "relays" not in r:
+        return rows + _scale_target_rows(r)
+    w = r["workload"]
+    s = {relay: r["relays"]["stream"][relay]["summary"] for relay in RELAYS}
+    ours = s["agentstream"]
 
     ttft = ours["ttft_overhead_ms"]
     add("first-token overhead ≤ 50 ms at p50", ms(ttft), None if ttft is None else ttft <= 50,
@@ -138,7 +141,16 @@ def _target_rows(r: Dict[str, Any]) -> List[List[str]]:
     if cold:
         peak = cold["handlers"]["turn_worker"]["peak_rss_mb"]
         add("turn worker fits in 256 MB through a 100,000-character turn", f"peak RSS {peak:.0f} MB", peak <= 256)
-    return rows
+    return rows + _scale_target_rows(r)
+
+
+def _scale_target_rows(r: Dict[str, Any]) -> List[List[str]]:
+    """The scale phase's targets (see *One worker, many turns*), when it ran."""
+    if not (r.get("scale") or {}).get("levels"):
+        return []
+    from bench.scale import verdicts
+
+    return [[v["target"], v["measured"], "met" if v["ok"] else "**missed**"] for v in verdicts(r["scale"])]
 
 
 def _targets(r: Dict[str, Any]) -> str:
@@ -334,8 +346,171 @@ stack's own delay: management API, relay, event loop). Text latency adds the coa
 1× the one process running the stack is short of CPU and everything in it slows down together."""
 
 
+def _pq(spread: Optional[Dict[str, Optional[float]]]) -> str:
+    """``p50 / p90`` of a per-turn figure, in ms."""
+    spread = spread or {}
+    return f"{ms(spread.get('p50'))} / {ms(spread.get('p90'))}"
+
+
+def _scale_label(level: Dict[str, Any], default: int) -> str:
+    k, late = level["k"], level.get("late") or 0
+    if late:
+        return f"{k}: {k - late} at once, then {late} joining"
+    return f"{k}" + (" (one turn per execution)" if k == 1 else (" (the default)" if k == default else ""))
+
+
+def _scale(r: Dict[str, Any]) -> str:
+    sc = r.get("scale")
+    if not sc or not sc.get("levels"):
+        return "_Not run._"
+    from bench.scale import CAP_MARGIN_MS, IN_FLIGHT, LAMBDA_MB_PER_VCPU as MB_PER_VCPU, MEMORY_STEP_MB, \
+        TTFT_LIMIT_MS, derive, verdicts
+
+    w = sc["workload"]
+    m = sc.get("machine") or r.get("machine") or {}
+    d = derive(sc)
+    default = d["default_turns"]
+    levels = sorted(sc["levels"].values(), key=lambda level: (level["k"], level.get("late") or 0))
+    loads = ", ".join(f"{load[0]:.1f} {when}" for when, load in sc.get("load_average", {}).items())
+    joining = next((lv for lv in levels if lv.get("late")), None)
+    setup = (f"Run {sc['started']} ({sc['duration_s'] / 60:.1f} minutes, `{sc.get('command', 'python -m bench --only scale')}`) "
+             f"on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, the emulators, moto and the worker together), "
+             f"Python {m.get('python', '?')}, app code at {sc.get('code', 'an unrecorded revision')}; load average {loads}. Each turn: {w['deltas']} deltas over "
+             f"{w['answer_s']:g} s after a {w['first_token_ms']:g} ms first token, {w['post_ms']:g} ms per post, "
+             f"{w['flush_ms']} ms flush interval. {w['rounds']} round(s) of every level (one turn alone "
+             f"{w['rounds'] * w['baseline_per_round']} times), levels interleaved.")
+
+    def intact(level: Dict[str, Any]) -> str:
+        return f"{level['turns']}/{level['turns']}" if level["ok"] else "**no**: " + "; ".join(level["errors"][:1])
+
+    rows = []
+    for level in levels:
+        k, late = level["k"], level.get("late") or 0
+        share = level["cpu_share"] or 0
+        ttft = level["late_ttft_overhead_ms"] if late else level["ttft_overhead_ms"]
+        start = level["late_start_ms"] if late else level["start_ms"]
+        busy = level["machine_busy"] or 0
+        rows.append([
+            _scale_label(level, default), f"{level['wall_s']:.1f} s", f"{level['cpu_s']:.2f} s",
+            f"{level['cpu_s'] / k:.2f} s", f"{share * 100:.0f} %", f"{level['peak_rss_mb']:.0f} MB",
+            _pq(ttft) + (" (joining)" if late else ""), _pq(level["terminal_lag_ms"]), _pq(level["eos_lag_ms"]),
+            _pq(start) + (" (queued → agent)" if late else ""), ms(level["text_p95_ms"]["p50"]), num(level["messages"]),
+            f"{level['agent_stretch'] or 0:.3f}×", f"{busy * 100:.0f} %" + (" ⚠" if busy > 0.9 else ""), intact(level),
+        ])
+    measured = table(["turns in the execution (K)", "execution", "worker CPU", "CPU per turn", "% of a vCPU", "peak RSS",
+                      "first-token overhead p50 / p90", "end lag to `done` p50 / p90", "… to the last text",
+                      "start → agent request p50 / p90", "text latency p95", "posts per turn", "agent's pace",
+                      "machine busy", "turns intact"],
+                     rows)
+    saturated = [_scale_label(lv, default) for lv in levels if (lv["machine_busy"] or 0) > 0.9]
+    notes = []
+    if saturated:
+        notes.append(f"⚠ This machine's {m.get('cores', '?')} cores were more than 90 % busy during: "
+                     f"{', '.join(saturated)}. The emulators, moto and the clients share them with the worker, so those "
+                     f"levels measure this machine as much as the worker (the worker's CPU share there is a floor, its "
+                     f"latencies a ceiling).")
+    if joining is not None:
+        notes.append(f"*{_scale_label(joining, default)}*: the invocation's batch is {joining['k'] - joining['late']} "
+                     f"turns; {joining['late']} more are queued {w['answer_s'] / 3:.1f} s in, while those stream, and the "
+                     f"worker's refills take them (short polls, at most one a second when the queue was empty). Its "
+                     f"first-token figures are the joining turns'; its start is from the queue to the agent's request.")
+
+    size_rows = []
+    for level in levels:
+        if level.get("late"):
+            continue
+        k = level["k"]
+        size = d["rule_sizes"][str(k)]
+        bound = {"CPU": f"CPU: {level['cpu_share'] * 100:.0f} % of a vCPU ÷ {w['utilization'] * 100:.0f} %",
+                 "memory": f"memory: {level['peak_rss_mb']:.0f} MB × {w['rss_headroom']:g}",
+                 "minimum": "Lambda's minimum"}[size["bound"]]
+        basis = d["basis"].get(str(k))
+        checked = f"{basis['memory_mb']:,} MB" if basis and basis["how"] == "checked" else ""
+        if not checked and any(c["k"] == k for c in (sc.get("check") or {}).get("configs", [])):
+            checked = "**none passed**"
+        size_rows.append([str(k), f"{size['memory_mb']:,} MB", f"{size['vcpu']:.2f}", bound,
+                          f"{size['gb_s_per_turn']:.2f}", f"{size['gb_s_per_turn_configured']:.2f}", checked,
+                          "**needs more than one vCPU** (one Python process uses one)" if size["over_one_vcpu"] else ""])
+    sizes = table(["K", "memory (rule)", "vCPU", "set by", "GB-s per turn", f"… at {d['configured_mb']} MB",
+                   "smallest that passed the check", "note"], size_rows, "llrlrrll")
+
+    one, pooled = d["basis"].get("1"), d["basis"].get(str(default))
+    flight_rows = []
+    for row in d["in_flight"]:
+        cells = [f"{row['in_flight']:,}", f"{row['batch1_executions']:,}", f"{row['default_executions']:,}",
+                 f"{row['executions_ratio']:.0f}×"]
+        if "gb_s_ratio" in row:
+            cells += [f"{row['batch1_gb_s_per_turn']:.2f} ({row['batch1_configured_gb_s_per_turn']:.2f})",
+                      f"{row['default_gb_s_per_turn']:.2f}", f"{row['gb_s_ratio']:.2f}× ({row['gb_s_ratio_configured']:.2f}×)",
+                      f"{row['batch1_memory_gb']:,.0f} GB", f"{row['default_memory_gb']:,.0f} GB"]
+        flight_rows.append(cells)
+    header = ["turns in flight", "executions, one turn each", f"executions, {default} turns each", "fewer"]
+    if one and pooled:
+        header += [f"GB-s per turn, one turn each at {one['memory_mb']:,} MB (at {d['configured_mb']} MB)",
+                   f"GB-s per turn, {default} each at {pooled['memory_mb']:,} MB",
+                   f"fewer (against {d['configured_mb']} MB)", "memory held, one turn each", f"memory held, {default} each"]
+    flight = table(header, flight_rows)
+    basis_how = ("the smallest sizes that passed the CPU-capped check below, with those runs' durations"
+                 if one and pooled and one["how"] == pooled["how"] == "checked" else "the sizes the rule above gives")
+
+    check = sc.get("check") or {}
+    if check.get("configs"):
+        check_rows = []
+        for c in check["configs"]:
+            late = c.get("late") or 0
+            check_rows.append([
+                _scale_label(c, default), f"{c['memory_mb']:,} MB ({c['why']})", f"{c['vcpu']:.2f}",
+                f"{c['cpu_s']:.2f} s", f"{c['cpu_share'] * 100:.0f} %",
+                f"{c['throttled_periods'] / c['periods'] * 100:.0f} %" if c["periods"] else "–",
+                _pq(c["late_ttft_overhead_ms"] if late else c["ttft_overhead_ms"]) + (" (joining)" if late else ""),
+                _pq(c["terminal_lag_ms"]), _pq(c["late_start_ms"] if late else c["start_ms"]),
+                ms(c["text_p95_ms"]["p50"]), num(c["messages"]),
+                f"{c['wall_s']:.1f} s", f"{c['gb_s_per_turn']:.2f}", intact(c), "yes" if c["passes"] else "**no**",
+            ])
+        checked = (f"**The sizes checked under Lambda's CPU share.** The same turns again, each worker process held "
+                   f"by a cgroup CPU quota to the share Lambda gives that memory (memory ÷ {MB_PER_VCPU:,} MB of a "
+                   f"vCPU; CFS period {check['period_us'] / 1000:g} ms, Lambda's own is not published). *Passes*: every "
+                   f"turn whole; first-token overhead ≤ {TTFT_LIMIT_MS:g} ms at p50; and no more than "
+                   f"{CAP_MARGIN_MS:g} ms added by the cap to the end lag (`done`, p50) or to the text latency (p95) of "
+                   f"the same level run uncapped (above).\n\n" + table(
+                       ["K", "memory", "vCPU", "worker CPU", "% of a vCPU used", "periods throttled",
+                        "first-token overhead p50 / p90", "end lag to `done` p50 / p90", "start → agent request",
+                        "text latency p95", "posts per turn", "execution", "GB-s per turn", "turns intact", "passes"],
+                       check_rows))
+    else:
+        checked = f"_The sizes were not checked under a CPU cap here: {check.get('why_not') or 'not run'}._"
+
+    verdict_rows = [[v["target"], v["measured"], "met" if v["ok"] else "**missed**"] for v in verdicts(sc)]
+    in_flight = ", ".join(f"{n:,}" for n in IN_FLIGHT)
+    return f"""{setup}
+
+{measured}
+
+*Execution* is the invocation's wall time and *worker CPU* the process's CPU time over it (median of
+the runs); *% of a vCPU* is one over the other; *peak RSS* is the process's `VmHWM` over its life
+(its warm-up included). Per-turn figures are percentiles over every turn of every run. *Text
+latency p95*: each turn's 95th percentile of agent sent → client has it, over its {w['deltas']} deltas (the
+median turn's). *Agent's pace* above 1× means the emulated agent (in the bench's own process) fell
+behind its schedule.{''.join(chr(10) + chr(10) + n for n in notes)}
+
+**Lambda memory per level.** The rule: the smallest multiple of {MEMORY_STEP_MB} MB that holds the peak RSS
+× {w['rss_headroom']:g} and gives the measured CPU at most {w['utilization'] * 100:.0f} % of its share. GB-seconds per
+turn = memory × execution ÷ K.
+
+{sizes}
+
+{checked}
+
+**At {in_flight} turns in flight**, one turn per execution against {default} (executions counted full:
+the batch, then refills from the queue), at {basis_how}:
+
+{flight}
+
+{table(["target", "measured", "verdict"], verdict_rows, "lll")}"""
+
+
 RENDER = {"setup": _setup, "targets": _targets, "stream": _stream, "long": _long, "big": _big,
-          "coldstart": _coldstart, "memory": _memory, "size": _size, "capacity": _capacity}
+          "coldstart": _coldstart, "memory": _memory, "size": _size, "capacity": _capacity, "scale": _scale}
 
 SKELETON = """# Benchmarks
 
@@ -377,12 +552,17 @@ management API. `make bench` regenerates everything between the `bench:` markers
 ## Local stack capacity
 <!-- bench:capacity -->
 <!-- /bench:capacity -->
+
+## One worker, many turns
+<!-- bench:scale -->
+<!-- /bench:scale -->
 """
 
 
-def write_doc(path: Path, results: Dict[str, Any]) -> None:
+def write_doc(path: Path, results: Dict[str, Any], regions: Optional[Sequence[str]] = None) -> None:
+    """Rewrite every region (or only ``regions``) of the doc from ``results``."""
     text = path.read_text() if path.exists() else SKELETON
-    for name in REGIONS:
+    for name in regions or REGIONS:
         begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         if begin not in text or end not in text:
             text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
