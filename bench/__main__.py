@@ -1,8 +1,9 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark, then docs/benchmarks.md.
 
 Phases, in order: the three relays side by side (400 deltas, the 100,000-character answer, the long
-answer), the deployment package, cold start and memory, one worker streaming many turns (``scale``),
-the local stack's capacity. Raw results go to build/bench/results.json, worker and stack logs to
+answer; their counted requests also give the cost per 1,000 turns, ``bench.cost``), the deployment
+package, cold start and memory (with the worker's observability code before and after), one worker
+streaming many turns (``scale``), the local stack's capacity. Raw results go to build/bench/results.json, worker and stack logs to
 build/bench/; the tables go to docs/benchmarks.md (only between its ``bench:`` markers) and the plot
 to docs/.
 
@@ -165,7 +166,7 @@ def main(argv: Any = None) -> int:
     results: Dict[str, Any] = dict(run_info)
     if only and results_path.exists():  # keep what the other phases measured before
         results = json.loads(results_path.read_text())
-        results.setdefault("memory_config", run_info["memory_config"])
+        results["memory_config"] = run_info["memory_config"]  # the sizes configured now
     from bench import capacity, coldstart, relays, scale, size, stack
 
     loads = {"at the start": os.getloadavg()}
@@ -208,14 +209,22 @@ def main(argv: Any = None) -> int:
     if not only:  # the setup table describes the whole run
         results["load_average"] = loads
         results["duration_s"] = time.monotonic() - began
+    else:  # and says which phases were measured again since, alone, and when
+        for phase in sorted(only):
+            results.setdefault("reruns", {})[phase] = {
+                "started": run_info["started"], "command": run_info["command"],
+                "duration_s": time.monotonic() - began, "load_average": loads}
+        if "relays" in only:
+            results["workload"] = run_info["workload"]
     results_path.write_text(json.dumps(results, indent=1, default=str))
     say(f"results: {results_path.relative_to(ROOT)}")
     return _report(results, None if not only else sorted(only))
 
 
 # The doc's regions each phase's results are rendered into (besides its own, "targets" gathers verdicts).
-REGIONS_OF = {"relays": ("setup", "targets", "stream", "long", "big"), "size": ("size", "targets"),
-              "coldstart": ("coldstart", "memory", "targets"), "capacity": ("capacity",), "scale": ("scale", "targets")}
+REGIONS_OF = {"relays": ("setup", "targets", "stream", "long", "big", "cost"), "size": ("setup", "size", "targets"),
+              "coldstart": ("setup", "coldstart", "observability", "memory", "targets", "cost"),
+              "capacity": ("setup", "capacity"), "scale": ("setup", "scale", "targets")}
 
 
 def _report(results: Dict[str, Any], phases: Any = None) -> int:

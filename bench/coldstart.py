@@ -35,6 +35,75 @@ from bench.stack import ROOT, Edge, MotoServer, clean_env
 
 _TIMER = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 
+# The worker's cold path without and with the observability code it runs on its first turn: "before"
+# imports the module path every handler starts with (`app`, which brings the worker's modules) and
+# boto3 (the worker creates its clients with it either way); "after" then does what the first turn
+# adds: the Tracer (`chalicelib.tracing.tracer()`: the X-Ray SDK, botocore patched), the report's
+# consumers (`chalicelib.turns.report.consumers()`: metrics, metering, turn events) and the first EMF
+# metrics line (`chalicelib.turns.metrics.record_turn`, Powertools EphemeralMetrics). Each step timed
+# with `time.perf_counter()`, peak RSS (`VmHWM`) read after each. The EMF line goes to stdout before
+# the answer, which is the last line.
+_OBSERVABILITY = r"""
+import json, sys, time
+def hwm():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+out = {"interpreter_mb": hwm()}
+began = time.perf_counter()
+import app
+import chalicelib.handlers.worker, chalicelib.turns.pool, chalicelib.turns.run
+import boto3
+out["before_s"] = time.perf_counter() - began
+out["before_mb"] = hwm()
+if sys.argv[1] == "after":
+    t = time.perf_counter()
+    from chalicelib import tracing
+    tracer = tracing.tracer()
+    out["tracer_s"], out["tracer_disabled"] = time.perf_counter() - t, bool(tracer.disabled)
+    out["tracer_mb"] = hwm()
+    t = time.perf_counter()
+    from chalicelib.turns.report import TurnReport, consumers
+    consumers()
+    out["consumers_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from chalicelib.turns.metrics import record_turn
+    record_turn(None, TurnReport("turn", "user", "connection", "session", "agent", "bench", "done", 2000, 10, 300, 47,
+                                 1000, 400))
+    out["metrics_s"] = time.perf_counter() - t
+    out["after_s"] = time.perf_counter() - began
+    out["after_mb"] = hwm()
+from bench.probe import WATCHED
+out["loaded"] = [name for name in WATCHED if name in sys.modules]
+out["modules"] = len(sys.modules)
+sys.stdout.flush()
+print(json.dumps(out))
+"""
+
+# A trace header like the one Lambda sets for an invocation of a function with active tracing.
+FAKE_TRACE_ID = "Root=1-675f0e3a-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+def observability_cost(cwd: Path, env: Dict[str, str], runs: int) -> Dict[str, Any]:
+    """``runs`` fresh interpreters of each kind (after one discarded warm-up that writes the bytecode):
+    the worker's cold path before and after its observability code, in a Lambda-like environment
+    (``LAMBDA_TASK_ROOT`` and a trace header set, or the Tracer disables itself and patches nothing),
+    and after it outside Lambda (as the local stack and the other phases run it)."""
+    lambda_env = dict(env, LAMBDA_TASK_ROOT=str(cwd), _X_AMZN_TRACE_ID=FAKE_TRACE_ID,
+                      AWS_LAMBDA_FUNCTION_NAME="agentstream-dev-turn_worker")
+    kinds = {"before": ("before", lambda_env), "after": ("after", lambda_env), "after_outside_lambda": ("after", env)}
+    out: Dict[str, Any] = {"runs": runs}
+    for kind, (mode, kind_env) in kinds.items():
+        samples = []
+        for index in range(runs + 1):
+            done = subprocess.run([sys.executable, "-c", _OBSERVABILITY, mode], cwd=cwd, env=kind_env,
+                                  capture_output=True, text=True, check=True)
+            if index:
+                samples.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        out[kind] = samples
+    return out
+
 
 def import_seconds(module: str, cwd: Path, env: Dict[str, str], runs: int, no_bytecode: bool = False) -> List[float]:
     """``runs`` timings of ``import module`` in fresh interpreters (after one discarded run)."""
@@ -155,6 +224,11 @@ def measure(moto: MotoServer, package_dir: Optional[str], runs: int, chain_runs:
     say(f"  import app: {median(result['app_s']) * 1000:.0f} ms")
     result["app_breakdown_ms"] = importtime_breakdown("app", ROOT, env)
     result["boto3_breakdown_ms"] = importtime_breakdown("boto3", ROOT, env)
+    result["observability"] = observability_cost(ROOT, env, runs)
+    obs = result["observability"]
+    say(f"  worker cold path, before/after its observability code: "
+        f"{median([s['before_s'] for s in obs['before']]) * 1000:.0f} ms / "
+        f"{median([s['after_s'] for s in obs['after']]) * 1000:.0f} ms")
     deployed: Optional[Tuple[Path, str]] = None
     if package_dir is not None:
         deployed = unpack(package_dir, work / "lambda")
@@ -195,6 +269,7 @@ def measure(moto: MotoServer, package_dir: Optional[str], runs: int, chain_runs:
             "after_calls_rss_mb": [median([p["calls"][i]["peak_rss_mb"] for p in probes]) for i in range(calls)],
             "peak_rss_mb": max(p["peak_rss_mb"] for p in probes),
             "modules": median([p["modules"] for p in probes]),
+            "loaded": sorted({name for p in probes for name in p.get("loaded", [])}),
         }
     return result
 

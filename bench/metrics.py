@@ -36,6 +36,13 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else seconds * 1000
 
 
+def _count(requests: Optional[Dict[str, Dict[str, int]]], service: str) -> Optional[int]:
+    """All requests one client made (``{service: {operation: count}}``), or None when not counted."""
+    if not requests or service not in requests:
+        return None
+    return sum(requests[service].values())
+
+
 def carriers(agent: AgentStream, text_frames: List[Frame]) -> Iterator[Tuple[float, int]]:
     """For every delta that arrived: when the agent sent it, and the index of the frame that
     completed it at the client (text is matched by length, in order)."""
@@ -148,6 +155,16 @@ def measure_turn(relay: str, expected: str, agent: AgentStream, frames: List[Fra
         "dynamodb_write_units": (worker.get("dynamodb") or {}).get("write_units"),
         "dynamodb_read_units": (worker.get("dynamodb") or {}).get("read_units"),
         "dynamodb": worker.get("dynamodb"),
+        # What else the turn cost (agentstream's only: the baselines make none of these requests).
+        "sqs_requests": _count(worker.get("requests"), "sqs"),
+        "event_requests": _count(worker.get("requests"), "events"),
+        "ask_ms": _ms((worker.get("ask") or {}).get("wall_s")),
+        "ask_dynamodb_requests": ((worker.get("ask") or {}).get("dynamodb") or {}).get("requests"),
+        "ask_dynamodb_write_units": ((worker.get("ask") or {}).get("dynamodb") or {}).get("write_units"),
+        "ask_dynamodb_read_units": ((worker.get("ask") or {}).get("dynamodb") or {}).get("read_units"),
+        "ask_sqs_requests": _count((worker.get("ask") or {}).get("requests"), "sqs"),
+        "ask": worker.get("ask"),
+        "requests": worker.get("requests"),
         "wall_ms": _ms(worker.get("wall_s")),
         "delta_latency_ms": {
             "p50": _ms(percentile(deltas, 50)), "p95": _ms(percentile(deltas, 95)), "max": _ms(max(deltas, default=None)),
@@ -173,7 +190,8 @@ def measure_turn(relay: str, expected: str, agent: AgentStream, frames: List[Fra
 
 SCALARS = ("ttft_overhead_ms", "eos_lag_ms", "terminal_lag_ms", "messages", "text_messages", "units", "bytes",
            "max_message_bytes", "cpu_ms", "wall_ms", "first_hold_ms", "dynamodb_requests", "dynamodb_write_units",
-           "dynamodb_read_units")
+           "dynamodb_read_units", "sqs_requests", "event_requests", "ask_ms", "ask_dynamodb_requests",
+           "ask_dynamodb_write_units", "ask_dynamodb_read_units", "ask_sqs_requests")
 
 
 def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -4,7 +4,8 @@ Imports the deployed module path (``app``, where Chalice puts every handler), th
 ``HANDLER`` once per event, in order, with Lambda-like contexts; the first invocation creates the
 boto3 clients it needs, as a cold container's does. Prints one JSON line: the import time, each
 invocation's time (wall and CPU) and result, and the peak resident memory (``ru_maxrss``) after the import and
-after every invocation (``VmHWM``). The app's own log lines go to stderr.
+after every invocation (``VmHWM``), and which of the observability modules (``WATCHED``) the container had
+loaded by then. The app's own log lines go to stderr.
 """
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ import os
 import resource
 import sys
 import time
+
+# The worker's observability code and what it brings (the WebSocket handlers should load none of the
+# X-Ray SDK and the turn report's consumers; Powertools' metrics and tracing modules come with its Logger).
+WATCHED = ("aws_lambda_powertools.metrics", "aws_lambda_powertools.tracing", "aws_xray_sdk", "aws_xray_sdk.core",
+           "aws_xray_sdk.ext.botocore.patch", "wrapt", "chalicelib.turns.metrics", "chalicelib.turns.eventbus",
+           "chalicelib.turns.metering")
 
 
 def _peak_rss_mb() -> float:
@@ -62,6 +69,7 @@ def main() -> int:
         "calls": calls,
         "peak_rss_mb": _peak_rss_mb(),
         "modules": len(sys.modules),
+        "loaded": [name for name in WATCHED if name in sys.modules],
     }, default=str) + "\n")
     answers.flush()
     return 0

@@ -106,7 +106,10 @@ def compare(moto: MotoServer, workload: Workload, logs: Path, say: Callable[[str
     """Every workload, every relay; returns runs and summaries per workload."""
     w = workload
     edge = Edge(w.first_token_ms / 1000, w.delta_ms / 1000, w.post_ms / 1000).start()
-    env = edge.app_env(moto, FLUSH_INTERVAL_MS=str(w.flush_ms))
+    # Turn events on, as a deployed stage has them (the template's TurnEventBus defaults to `default`):
+    # one PutEvents per ended turn, to moto's EventBridge, counted for the cost per 1,000 turns.
+    env = edge.app_env(moto, FLUSH_INTERVAL_MS=str(w.flush_ms), TURN_EVENT_BUS="default",
+                       AWS_ENDPOINT_URL_EVENTBRIDGE=moto.url)
     workers = {relay: WorkerProcess(relay, env, logs / f"worker-{relay}.log") for relay in RELAYS}
     results: Dict[str, Any] = {}
     try:

@@ -15,7 +15,8 @@ from bench.relays import LABELS, RELAYS
 
 LAMBDA_MB_PER_VCPU = 1769  # AWS: a function gets one vCPU's worth of CPU at 1,769 MB, pro rata below
 
-REGIONS = ("setup", "targets", "stream", "long", "big", "coldstart", "memory", "size", "capacity", "scale")
+REGIONS = ("setup", "targets", "stream", "long", "big", "coldstart", "observability", "memory", "size", "capacity",
+           "scale", "cost")
 
 
 # ---- formatting -------------------------------------------------------------------------------
@@ -68,6 +69,9 @@ def _setup(r: Dict[str, Any]) -> str:
         ["Chalice", m["chalice"]],
         ["run", f"{r['started']}, {r['duration_s'] / 60:.1f} minutes, `{r['command']}`"],
         ["load average (1 min)", ", ".join(f"{load[0]:.1f} {when}" for when, load in r.get("load_average", {}).items())],
+        *[[f"re-run alone since: {phase}", f"{again['started']}, {again['duration_s'] / 60:.1f} minutes, `{again['command']}`; "
+           f"load average " + ", ".join(f"{load[0]:.1f} {when}" for when, load in again["load_average"].items())]
+          for phase, again in sorted(r.get("reruns", {}).items())],
     ], "ll")
     return f"""{machine}
 
@@ -187,7 +191,8 @@ def _relay_table(r: Dict[str, Any], workload: str) -> str:
     row("bytes posted", lambda x: x["bytes"], lambda v: kb(v))
     row("largest message", lambda x: x["max_message_bytes"], lambda v: kb(v))
     row("worker CPU (process time)", lambda x: x["cpu_ms"], ms)
-    row("DynamoDB requests (the turn record)", lambda x: x["dynamodb_requests"], num, ratios=False)
+    row("DynamoDB requests (the worker's: turn record, slots, token totals)", lambda x: x["dynamodb_requests"], num,
+        ratios=False)
     row("… their write capacity units (estimated)", lambda x: x["dynamodb_write_units"], num, ratios=False)
     row("text latency p50 (agent sent → client has it)", lambda x: x["delta_latency_ms"]["p50"], ms)
     row("text latency p95", lambda x: x["delta_latency_ms"]["p95"], ms)
@@ -265,6 +270,55 @@ A chain of fresh interpreters, one per handler ({where}), against moto and the e
 three turns (the third a 100,000-character answer), `websocket_disconnect` for both connections.
 Medians of {c['chain_runs']} chains. Times are on this machine's full core; Lambda gives a function
 CPU in proportion to its memory (one vCPU at {LAMBDA_MB_PER_VCPU:,} MB), see *Memory*."""
+
+
+def _observability(r: Dict[str, Any]) -> str:
+    c = r.get("coldstart") or {}
+    obs = c.get("observability")
+    if not obs:
+        return "_Not run._"
+    from bench.probe import WATCHED
+
+    def med(kind: str, key: str) -> float:
+        return _median([s[key] for s in obs[kind]])
+
+    before_ms, after_ms = med("before", "before_s") * 1000, med("after", "after_s") * 1000
+    before_mb, after_mb = med("before", "before_mb"), med("after", "after_mb")
+    in_process_mb = _median([s["after_mb"] - s["before_mb"] for s in obs["after"]])
+    tracer_mb = _median([s["tracer_mb"] - s["before_mb"] for s in obs["after"]])
+    steps_ms = _median([(s["tracer_s"] + s["consumers_s"] + s["metrics_s"]) * 1000 for s in obs["after"]])
+    outside_ms = med("after_outside_lambda", "tracer_s") * 1000
+    outside_mb = _median([s["tracer_mb"] - s["before_mb"] for s in obs["after_outside_lambda"]])
+    enabled = not any(s["tracer_disabled"] for s in obs["after"])
+    rows = [
+        ["before: `import app` (the worker's modules with it) and `import boto3`", ms(before_ms), f"{before_mb:.1f} MB"],
+        ["after: the same, then `chalicelib.tracing.tracer()`: the X-Ray SDK imported, botocore patched"
+         + ("" if enabled else " (**the Tracer disabled itself**)"),
+         "+" + ms(med("after", "tracer_s") * 1000), f"+{tracer_mb:.1f} MB"],
+        ["… then the turn report's consumers imported (`metrics`, `metering`, `eventbus`)",
+         "+" + ms(med("after", "consumers_s") * 1000), ""],
+        ["… then the first metrics line (Powertools `EphemeralMetrics`, `aws_lambda_powertools.metrics`)",
+         "+" + ms(med("after", "metrics_s") * 1000), ""],
+        ["**after, in all** (in the same process: the three steps above)", f"**{ms(after_ms)}** (+{ms(steps_ms)})",
+         f"**{after_mb:.1f} MB** (+{in_process_mb:.1f} MB)"],
+        ["after − before, across the two kinds of process (medians; noisier)", f"{after_ms - before_ms:+.1f} ms",
+         f"{after_mb - before_mb:+.1f} MB"],
+        ["for comparison: `tracer()` outside Lambda (the local stack, the other phases): disabled, patches nothing",
+         ms(outside_ms), f"+{outside_mb:.1f} MB"],
+    ]
+    handlers = c.get("handlers") or {}
+    lines = []
+    for name, h in handlers.items():
+        if "loaded" not in h:
+            continue
+        loaded = [m for m in WATCHED if m in h["loaded"]]
+        missing = [m for m in WATCHED if m not in h["loaded"]]
+        lines.append(f"- `{name}`: loaded {', '.join(f'`{m}`' for m in loaded) or 'none of them'}"
+                     + (f"; not {', '.join(f'`{m}`' for m in missing)}" if missing else "") + ".")
+    checked = ("\n\nWhich of these modules each fresh handler container of the chain above had loaded after its "
+               "invocations (`sys.modules`):\n\n" + "\n".join(lines)) if lines else ""
+    return table([f"the worker's cold path, fresh interpreter with `LAMBDA_TASK_ROOT` and a trace header set "
+                  f"(median of {obs['runs']})", "time", "peak RSS"], rows) + checked
 
 
 def _memory(r: Dict[str, Any]) -> str:
@@ -509,8 +563,106 @@ the batch, then refills from the queue), at {basis_how}:
 {table(["target", "measured", "verdict"], verdict_rows, "lll")}"""
 
 
+def _quantity(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+COST_ITEMS = (
+    ("lambda_request", "Lambda requests", "`$default` + the worker's invocation ÷ turns in it"),
+    ("lambda_gb_s", "Lambda GB-seconds", "`$default` + worker memory × its duration ÷ turns in it"),
+    ("apigw_message", "API Gateway messages", "posts in 32 KB units, the ask, `accepted`"),
+    ("apigw_minute", "API Gateway connection minutes", "the ask to the last frame"),
+    ("dynamodb_wru", "DynamoDB write request units", "`$default` + worker, counted"),
+    ("dynamodb_rru", "DynamoDB read request units", "`$default` + worker, counted"),
+    ("sqs_request", "SQS requests", "send, Lambda's receive and delete, refill polls ÷ turns"),
+    ("eventbridge_event", "EventBridge events", "the turn event, counted"),
+)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
+
+
+def _cost(r: Dict[str, Any]) -> str:
+    if not (r.get("relays") or {}).get("stream"):
+        return "_Not run._"
+    from bench import cost
+
+    turns = {w: cost.per_turn(r, w) for w in cost.workloads(r)}
+    main = turns["stream"]
+    agent = r["relays"]["stream"]["agentstream"]["summary"]["agent"]
+    header = [f"per turn ({agent['deltas']:,.0f} deltas in {_seconds(agent['last_ms'] / 1000)})", "unit price"]
+    for relay in RELAYS:
+        header += [LABELS[relay], "per 1,000 turns"]
+    rows = []
+    for item, label, how in COST_ITEMS:
+        row = [f"{label} ({how})", cost.PRICES[item]["shown"].split(" (")[0].split(",")[0]]
+        for relay in RELAYS:
+            row += [_quantity(main[relay]["quantities"][item]), cost.usd_per_1000(main[relay]["usd"][item])]
+        rows.append(row)
+    rows.append(["**AWS, all of the above**", ""] + [cell for relay in RELAYS
+                 for cell in ("", f"**{cost.usd_per_1000(main[relay]['infrastructure_usd'])}**")])
+    tokens = main["agentstream"]["output_tokens"]
+    rows.append([f"Bedrock tokens, for scale ({cost.INPUT_TOKENS:,} in + {tokens:,} out, {cost.MODEL['name']})",
+                 cost.MODEL["shown"]] + [cell for relay in RELAYS
+                                         for cell in ("", cost.usd_per_1000(main[relay]["bedrock_usd"]))])
+    rows.append(["**Total**", ""] + [cell for relay in RELAYS for cell in (
+        "", f"**{cost.usd_per_1000(main[relay]['infrastructure_usd'] + main[relay]['bedrock_usd'])}**")])
+    rows.append(["AWS's share of the total", ""] + [cell for relay in RELAYS for cell in (
+        "", f"{main[relay]['infrastructure_usd'] / (main[relay]['infrastructure_usd'] + main[relay]['bedrock_usd']):.1%}")])
+    first = table(header, rows, "ll" + "rr" * len(RELAYS))
+
+    names = {"stream": "the 400-delta answer", "long": "the long answer (the same deltas, spread out)",
+             "big": "the 100,000-character answer"}
+    summary_rows = []
+    for w, by_relay in turns.items():
+        seconds = r["relays"][w]["agentstream"]["summary"]["agent"]["last_ms"] / 1000
+        ours = by_relay["agentstream"]["infrastructure_usd"]
+        summary_rows.append(
+            [f"{names[w]} ({_seconds(seconds)}, {by_relay['agentstream']['output_tokens']:,} output tokens)"]
+            + [cost.usd_per_1000(by_relay[relay]["infrastructure_usd"])
+               + ("" if relay == "agentstream" else f" ({ratio(by_relay[relay]['infrastructure_usd'], ours)})")
+               for relay in RELAYS]
+            + [cost.usd_per_1000(by_relay["agentstream"]["bedrock_usd"])])
+    second = table(["AWS per 1,000 turns, by answer", *[LABELS[x] for x in RELAYS], "Bedrock tokens (the same for all)"],
+                   summary_rows)
+
+    ours = main["agentstream"]
+    baselines = ", ".join(
+        f"{LABELS[relay]} {main[relay]['worker_mb']:,} MB (it used {cost.baseline_memory_mb(r, relay)['cpu_share']:.1%} "
+        f"of a vCPU on the 400-delta answer)" for relay in RELAYS if relay != "agentstream")
+    polls = {w: by_relay["agentstream"]["refill_polls"] for w, by_relay in turns.items()}
+    price_rows = [[label, cost.PRICES[item]["shown"], cost.PRICES[item]["source"],
+                   "yes" if cost.PRICES[item]["confirmed"] else "**no**: the figure from the source named"]
+                  for item, label, _ in COST_ITEMS]
+    price_rows.append([f"Bedrock, {cost.MODEL['name']}", cost.MODEL["shown"], cost.MODEL["source"],
+                       "yes" if cost.MODEL["confirmed"] else "**no**: Anthropic's own price"])
+    prices = table(["item", "price", "source", "confirmed in AWS's own text"], price_rows, "llll")
+    return f"""{first}
+
+{second}
+
+From this run (medians): `$default` took {ours['ask_s'] * 1000:.0f} ms, priced at {ours['default_mb']} MB (its configured
+size), for every relay; agentstream's worker {ours['wall_s']:.2f} s a turn at {ours['worker_mb']:,} MB,
+{ours['turns_per_execution']} turns to an execution; the baselines one turn an execution, at the memory the scale rule gives
+them: {baselines}. Refill polls counted in agentstream's one-turn executions:
+{', '.join(f'{n:g} on {names[w]}' for w, n in polls.items())}, shared here by the {ours['turns_per_execution']} turns of a
+pooled execution. Prices for {cost.REGION}, on demand, the first tier, read {cost.PRICES_READ}:
+
+{prices}"""
+
+
 RENDER = {"setup": _setup, "targets": _targets, "stream": _stream, "long": _long, "big": _big,
-          "coldstart": _coldstart, "memory": _memory, "size": _size, "capacity": _capacity, "scale": _scale}
+          "coldstart": _coldstart, "observability": _observability, "memory": _memory, "size": _size,
+          "capacity": _capacity, "scale": _scale, "cost": _cost}
 
 SKELETON = """# Benchmarks
 
@@ -541,6 +693,10 @@ management API. `make bench` regenerates everything between the `bench:` markers
 <!-- bench:coldstart -->
 <!-- /bench:coldstart -->
 
+### The observability code on the worker's first turn
+<!-- bench:observability -->
+<!-- /bench:observability -->
+
 ## Memory
 <!-- bench:memory -->
 <!-- /bench:memory -->
@@ -556,6 +712,10 @@ management API. `make bench` regenerates everything between the `bench:` markers
 ## One worker, many turns
 <!-- bench:scale -->
 <!-- /bench:scale -->
+
+## Cost per 1,000 turns
+<!-- bench:cost -->
+<!-- /bench:cost -->
 """
 
 
