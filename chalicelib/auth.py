@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from chalicelib.settings import Settings
+from chalicelib.settings import DEV_JWT_SECRET_MARKER, Settings, SettingsError
 
 HMAC_ALGORITHMS = ["HS256"]
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
@@ -104,7 +104,12 @@ class TokenVerifier:
 
     def _hmac_secret(self) -> str:
         if self._secret is None and self._secret_loader is not None and self._settings.jwt_secret_parameter:
-            self._secret = self._secret_loader()
+            loaded = self._secret_loader()
+            if self._settings.stage != "local" and loaded.startswith(DEV_JWT_SECRET_MARKER):
+                # The environment check (Settings.check) cannot see a secret kept in SSM.
+                raise SettingsError(f"stage {self._settings.stage!r}: the JWT secret parameter holds the local development "
+                                    "secret; put a secret of your own in it (docs/deploy.md)")
+            self._secret = loaded
         if not self._secret:
             raise AuthError("HS256 tokens are not accepted: no secret is configured")
         return self._secret

@@ -267,3 +267,9 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []
     assert session.client("cloudformation").list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"] == []
+
+
+def test_the_docs_and_gitignore_agree_about_chalices_deployed_records():
+    ignored = ".chalice/deployed/" in (stack.ROOT / ".gitignore").read_text().split()
+    docs = (stack.ROOT / "docs" / "deploy.md").read_text()
+    assert ignored and "It is git-ignored (`.gitignore`)" in docs and "git add -f .chalice/deployed/<stage>.json" in docs

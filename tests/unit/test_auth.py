@@ -81,6 +81,20 @@ def test_secret_can_come_from_a_loader_once():
     assert calls == [1]
 
 
+def test_a_deployed_stage_refuses_the_development_secret_from_ssm_too():
+    from chalicelib.settings import DEV_JWT_SECRET_MARKER, SettingsError
+
+    for stage, refused in (("dev", True), ("local", False)):
+        settings = Settings(stage=stage, jwt_secret_parameter="/agentstream/jwt")
+        verifier = TokenVerifier(settings, secret_loader=lambda: DEV_JWT_SECRET_MARKER + "what make run generates")
+        if refused:
+            with pytest.raises(SettingsError, match="development secret"):
+                verifier.verify(make_token())
+        else:
+            with pytest.raises(AuthError, match="Signature"):  # the test token is signed with another secret
+                verifier.verify(make_token())
+
+
 def test_hs256_refused_when_no_secret_is_configured():
     with pytest.raises(AuthError, match="no secret"):
         TokenVerifier(Settings(jwks_url="http://127.0.0.1:1/jwks", jwt_issuer=ISSUER)).verify(make_token())
