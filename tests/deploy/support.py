@@ -22,7 +22,7 @@ US_SONNET_MODELS = tuple(f"arn:aws:bedrock:{region}::foundation-model/{SONNET}" 
 APPLICATION_PROFILE = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:application-inference-profile/a1b2c3d4e5f6"
 RUNTIME_ARN = f"arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:runtime/answers_agent-A1b2C3d4E5"
 BACKENDS: Dict[str, Dict[str, str]] = {
-    "agent": {"AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345"},
+    "agent": {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345"},
     "converse-model": {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0"},
     "converse-profile": {"Backend": "converse", "ModelId": US_SONNET_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS)},
     "converse-application-profile": {

@@ -284,7 +284,7 @@ def data_stack():
     """The data stack as moto's CloudFormation builds it (moto skips alarms and queue policies)."""
     with mock_aws():
         cloudformation = boto3.client("cloudformation")
-        parameters = stack.resolve_parameters("dev", {"AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
+        parameters = stack.resolve_parameters("dev", {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
                                                       "JwtSecretParameter": "/agentstream/dev/jwt",
                                                       "TableDeletionProtection": "false"})
         with warnings.catch_warnings():

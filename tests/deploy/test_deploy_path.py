@@ -22,7 +22,7 @@ from infra import deploy, stack
 from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, data_outputs
 
 SIGN_IN = {"JWT_ISSUER": "https://issuer.example", "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
-AGENT = {"AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
+AGENT = {"BACKEND": "agent", "AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
 
 
 def test_parameter_names_follow_the_apps_environment():
@@ -57,8 +57,10 @@ def test_parameters_come_from_the_environment_and_pairs():
 @pytest.mark.parametrize(
     "environ, problem",
     [
-        ({**SIGN_IN}, "Backend=agent needs AgentId and AgentAliasId"),
-        ({**SIGN_IN, "AGENT_ID": "AGENT12345"}, "Backend=agent needs AgentId and AgentAliasId"),
+        ({**SIGN_IN}, "Backend is required"),  # no default: Agents Classic is closed to new accounts
+        ({**SIGN_IN, "AGENT_ID": "AGENT12345"}, "Backend is required"),
+        ({**SIGN_IN, "BACKEND": "agent"}, "Backend=agent needs AgentId and AgentAliasId"),
+        ({**SIGN_IN, "BACKEND": "agent", "AGENT_ID": "AGENT12345"}, "Backend=agent needs AgentId and AgentAliasId"),
         ({**AGENT, **SIGN_IN, "AGENT_ID": "agent-1"}, "AgentId='agent-1' does not match"),
         ({**AGENT, **SIGN_IN, "BACKEND": "bedrock"}, "Backend='bedrock' is not one of"),
         ({**SIGN_IN, "BACKEND": "converse"}, "Backend=converse needs ModelId"),

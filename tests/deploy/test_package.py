@@ -266,7 +266,9 @@ def test_parameters_cover_every_backend_and_sign_in_and_hold_no_secret(templates
         assert name in parameters
     from chalicelib.settings import BACKENDS as APP_BACKENDS
 
-    assert parameters["Backend"]["AllowedValues"] == list(APP_BACKENDS) and parameters["Backend"]["Default"] == "agent"
+    assert parameters["Backend"]["AllowedValues"] == list(APP_BACKENDS)
+    # No default: a deployer must choose, since Agents Classic (agent) is closed to new AWS customers.
+    assert "Default" not in parameters["Backend"] and "closed to new AWS customers" in parameters["Backend"]["Description"]
     assert parameters["AgentMemory"]["AllowedValues"] == ["true", "false"]
     assert parameters["Latency"]["AllowedValues"] == ["", "standard", "optimized"]  # what the settings accept
     # Each backend's target is optional in the template and required by a Rule when that backend is chosen.

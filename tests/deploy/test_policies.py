@@ -300,7 +300,7 @@ def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
 
 def test_the_secret_statement_is_there_only_when_a_parameter_is_configured():
     document = stack.policy_documents(STAGE)["websocket_connect"][1]
-    base = stack.resolve_parameters(STAGE, {"AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
+    base = stack.resolve_parameters(STAGE, {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
                                             "JwtIssuer": "https://issuer.example", "JwtJwksUrl": "https://issuer.example/jwks"})
     context = stack.Context(parameters=base, attributes={"ConnectionsTable.Arn": "arn:table"},
                             pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
