@@ -137,7 +137,35 @@ class Deployer:
         command = stack.chalice_command() + ["--project-dir", str(self.build)] + list(args)
         subprocess.run(command, check=True, env=stack.chalice_env(self.region))
 
+    def refuse_the_other_path(self) -> None:
+        """Stop before touching anything when this stage's functions exist but this project did not
+        deploy them: the CloudFormation path (or another checkout) owns them, and going on would
+        fail halfway with "already exists"."""
+        if (self.project_dir / ".chalice" / "deployed" / f"{self.stage}.json").exists():
+            return
+        name = stack.function_name(self.stage, "websocket_connect")
+        try:
+            function = self.session.client("lambda").get_function(FunctionName=name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return
+            raise
+        # CloudFormation tags each function it creates with its stack's name (lambda:GetFunction returns
+        # the tags): no further permission is needed to tell the two paths apart.
+        owner = (function.get("Tags") or {}).get("aws:cloudformation:stack-name")
+        if owner:
+            raise SystemExit(
+                f"Stage {self.stage!r} is already deployed by the CloudFormation stack {owner!r} "
+                f"({name} is its resource). Update it on that path (docs/deploy.md, Path 1), or delete that stack "
+                "before using make deploy for this stage."
+            )
+        raise SystemExit(
+            f"{name} already exists but this checkout has no .chalice/deployed/{self.stage}.json: another checkout "
+            "deployed this stage with make deploy. Copy its .chalice/deployed file here (docs/deploy.md), or use another STAGE."
+        )
+
     def deploy(self, parameters: Mapping[str, str]) -> Dict[str, str]:
+        self.refuse_the_other_path()
         outputs = self.data_stack(parameters)
         api_id = stack.deployed_websocket_api_id(self.stage, self.project_dir)
         context = stack.context_from_outputs(parameters, outputs, api_id)

@@ -275,3 +275,29 @@ def test_the_docs_and_gitignore_agree_about_chalices_deployed_records():
     ignored = ".chalice/deployed/" in (stack.ROOT / ".gitignore").read_text().split()
     docs = (stack.ROOT / "docs" / "deploy.md").read_text()
     assert ignored and "It is git-ignored (`.gitignore`)" in docs and "git add -f .chalice/deployed/<stage>.json" in docs
+
+
+def _function(awslambda: Any, iam: Any, name: str, **tags: str) -> None:
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    awslambda.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="app.app",
+                              Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18}, Tags=tags)
+
+
+@pytest.mark.parametrize("owner, refusal", [
+    # What the CloudFormation path leaves: CloudFormation tags each function with its stack's name.
+    ({"aws:cloudformation:stack-name": "agentstream-dev"}, "already deployed by the CloudFormation stack 'agentstream-dev'"),
+    ({}, "another checkout deployed this stage"),  # make deploy from a checkout with its own .chalice/deployed
+])
+def test_make_deploy_refuses_a_stage_it_did_not_deploy_before_creating_anything(owner, refusal, project, tmp_path):
+    from moto import mock_aws
+
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        _function(session.client("lambda"), session.client("iam"), stack.function_name("dev", "websocket_connect"), **owner)
+        deployer = deploy.Deployer(session, "dev", project_dir=project, build_dir=tmp_path / "build", poll_seconds=0.05,
+                                   log=lambda line: None)
+        with pytest.raises(SystemExit, match=refusal):
+            deployer.deploy(deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN}))
+        assert session.client("cloudformation").list_stacks()["StackSummaries"] == []  # no data stack was started
