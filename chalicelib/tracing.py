@@ -19,32 +19,16 @@ _tracer: Optional[Any] = None
 _lock = threading.Lock()
 
 
-class _Untraced:
-    """Outside Lambda: no Tracer at all. Even disabled, the X-Ray SDK would build a sampler with a
-    botocore client of its own (about 20 MB and 130 ms) that nothing here would use."""
-
-    class provider:  # noqa: N801 - the attribute Powertools' Tracer has
-        @staticmethod
-        @contextmanager
-        def in_subsegment(name: str) -> Iterator[Any]:
-            yield _Untraced
-
-    @staticmethod
-    def put_annotation(key: str, value: str) -> None:
-        pass
-
-
-def tracer() -> Any:
-    """The worker's Powertools Tracer (botocore patched), created once per container."""
+def tracer() -> Optional[Any]:
+    """The worker's Powertools Tracer (botocore patched), created once per container; None outside
+    Lambda, where even a disabled one would build an X-Ray sampler with a botocore client of its own
+    (about 20 MB and 130 ms) that nothing would use."""
     global _tracer
     with _lock:
-        if _tracer is None:
-            if not os.environ.get("LAMBDA_TASK_ROOT"):  # the local stack, tests, the bench
-                _tracer = _Untraced
-            else:
-                from aws_lambda_powertools import Tracer
+        if _tracer is None and os.environ.get("LAMBDA_TASK_ROOT"):
+            from aws_lambda_powertools import Tracer
 
-                _tracer = Tracer(service="agentstream", patch_modules=("botocore",))
+            _tracer = Tracer(service="agentstream", patch_modules=("botocore",))
         return _tracer
 
 
@@ -58,7 +42,11 @@ def use(replacement: Optional[Any]) -> None:
 @contextmanager
 def subsegment(name: str, **annotations: str) -> Iterator[None]:
     """A traced block; ``annotations`` are indexed ids (a turn id), never content."""
-    with tracer().provider.in_subsegment(name) as segment:
+    traced = tracer()
+    if traced is None:
+        yield
+        return
+    with traced.provider.in_subsegment(name) as segment:
         for key, value in annotations.items():
             segment.put_annotation(key, value)
         yield
