@@ -374,6 +374,9 @@ def _settle_redelivery(runtime: Runtime, gateway: Gateway, turn_id: str) -> None
     # The last seq its client was sent, as far as the last checkpoint knows: it may resume from there.
     last_seq = len(decode_ends(turn.seq_ends)) or None
     post_quietly(gateway, turn.connection_id, INTERRUPTED.event(turn_id, lastSeq=last_seq))
+    # It waited until its claim and ran, as far as its last heartbeat knew, until that heartbeat.
+    claimed = turn.claimed_at or turn.created_at
     settings = runtime.settings
     report_turn(runtime, TurnReport(turn_id, turn.user_id, turn.connection_id, turn.session_id, settings.backend,
-                                    settings.stage, INTERRUPTED.code, queue_ms=max(0, now_ms() - turn.created_at)))
+                                    settings.stage, INTERRUPTED.code, queue_ms=max(0, claimed - turn.created_at),
+                                    duration_ms=max(0, (turn.checkpoint_at or claimed) - claimed)))

@@ -1,10 +1,14 @@
 """Per-turn metrics: which ones (pure), and the EMF lines the worker really writes (parsed)."""
 import json
+import time
+
+import boto3
 
 from chalicelib.turns.metrics import Metric, turn_metrics
 from chalicelib.turns.report import TurnReport
 from tests.support.fakes import client_error
-from tests.support.worker import run_queued
+from tests.support.events import sqs_event
+from tests.support.worker import drain_queue, run_queued
 
 DONE = TurnReport("t1", "alice", "c1", "s1", "agent", "dev", "done", duration_ms=900, queue_ms=20,
                   first_token_ms=300, messages=7, input_tokens=12, output_tokens=40)
@@ -63,3 +67,24 @@ def test_a_failed_turn_adds_an_error_count_by_code(conn, client, settings, agent
     assert (errors["ErrorCode"], errors["TurnErrors"]) == ("throttled", [1.0])
     (turn,) = [d for d in documents if "Turns" in d]
     assert turn["BedrockThrottles"] == [1.0]
+
+
+def test_an_interrupted_turn_reports_its_wait_and_its_run_until_the_last_heartbeat(conn, client, runtime, settings, capsys):
+    conn()(prompt="hi")
+    (body,) = drain_queue(settings)
+    turn_id = json.loads(body)["turnId"]
+    assert runtime.turns.claim(turn_id)  # a worker claimed it, then died
+    now = int(time.time() * 1000)
+    created, claimed, heartbeat = now - 61_000, now - 60_000, now - 58_766  # long stale
+    boto3.client("dynamodb").update_item(
+        TableName=settings.turns_table, Key={"turnId": {"S": turn_id}},
+        UpdateExpression="SET createdAt = :c, claimedAt = :cl, checkpointAt = :h",
+        ExpressionAttributeValues={":c": {"N": str(created)}, ":cl": {"N": str(claimed)}, ":h": {"N": str(heartbeat)}},
+    )
+    capsys.readouterr()
+    client.lambda_.invoke("turn_worker", sqs_event([body]))  # the redelivery ends it
+    documents = emf_lines(capsys.readouterr().out)
+    (turn,) = [d for d in documents if "Turns" in d]
+    assert (turn["InterruptedTurns"], turn["QueueWaitMs"], turn["TurnDurationMs"]) == ([1.0], [1000.0], [1234.0])
+    (errors,) = [d for d in documents if "TurnErrors" in d]
+    assert errors["ErrorCode"] == "interrupted"
