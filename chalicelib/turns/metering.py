@@ -19,9 +19,9 @@ from chalicelib.usage import DAY, Period, periods, spent, wait_in_words
 
 def meter(runtime: Any, report: TurnReport) -> None:
     """A report consumer: add the turn's tokens to its user's day and month (when it had any)."""
-    if report.input_tokens is None and report.output_tokens is None:
-        return
-    runtime.usage.add(report.user_id, report.input_tokens or 0, report.output_tokens or 0)
+    usage = report.usage()
+    if usage is not None:
+        runtime.usage.add(report.user_id, usage["inputTokens"], usage["outputTokens"])
 
 
 def _budgets(runtime: Runtime, now_ms: int) -> List[Tuple[Period, int]]:

@@ -66,7 +66,6 @@ class TurnPool:
         self._executor = ThreadPoolExecutor(max_workers=self._size, thread_name_prefix="turn")
         self._running: Dict["Future[Verdict]", Delivery] = {}
         self._failed: List[str] = []
-        self.taken = 0  # turns this execution took from the queue itself
 
     def run(self, batch: Iterable[Delivery]) -> List[str]:
         """Serve the batch, and refills while there is room, until every turn has ended."""
@@ -108,7 +107,6 @@ class TurnPool:
             return False
         for delivery in taken:
             self._submit(delivery)
-        self.taken += len(taken)
         return bool(taken)
 
     def _settle(self, delivery: Delivery, verdict: Verdict) -> None:

@@ -29,6 +29,12 @@ class TurnMessage:
         return cls(data["turnId"], data["apiId"], data["stage"])
 
 
+def _receives(attributes: Dict[str, Any]) -> int:
+    """``ApproximateReceiveCount`` (a string in both shapes SQS hands it over); 1 if absent."""
+    receives = str(attributes.get("ApproximateReceiveCount", "1"))
+    return int(receives) if receives.isdigit() else 1
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One receive of a turn message: a record of the worker's SQS event, or one the worker took
@@ -43,16 +49,14 @@ class Delivery:
     @classmethod
     def from_record(cls, record: Dict[str, Any]) -> "Delivery":
         """A record of Lambda's SQS event (camelCase keys, attributes as strings)."""
-        receives = str(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
         return cls(record.get("messageId", ""), record.get("receiptHandle", ""), record.get("body", ""),
-                   int(receives) if receives.isdigit() else 1)
+                   _receives(record.get("attributes", {})))
 
     @classmethod
     def from_message(cls, message: Dict[str, Any]) -> "Delivery":
         """A message of ReceiveMessage's answer (PascalCase keys)."""
-        receives = str(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         return cls(message["MessageId"], message["ReceiptHandle"], message.get("Body", ""),
-                   int(receives) if receives.isdigit() else 1, taken=True)
+                   _receives(message.get("Attributes", {})), taken=True)
 
 
 class TurnQueue:
