@@ -64,6 +64,7 @@ def test_a_turn_and_its_bedrock_stream_are_subsegments_annotated_with_ids(conn, 
 
 def test_outside_lambda_the_default_tracer_is_disabled_and_the_blocks_still_run(conn, client, settings, monkeypatch):
     monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)
+    assert tracing.tracer() is None  # no X-Ray SDK, no sampler client built for nothing
     with tracing.subsegment("## anything", turn_id="t"):
         pass  # no X-Ray daemon, no segment: nothing raised
     conn()(prompt="hi")
