@@ -8,19 +8,16 @@ shared. The long answer runs the three relays at once, one connection each.
 """
 from __future__ import annotations
 
-import json
-import queue
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from bench.agent import Prompt, big_prompt, stream_prompt
+from bench.child import JsonLinesChild
 from bench.client import Receiver, terminal_received, text_length_reached
 from bench.metrics import measure_turn, representative, summarize
-from bench.stack import ROOT, Edge, MotoServer
+from bench.stack import Edge, MotoServer
 
 RELAYS = ("agentstream", "post_once", "post_per_delta")
 LABELS = {"agentstream": "agentstream", "post_once": "post-once", "post_per_delta": "post-per-delta"}
@@ -40,48 +37,15 @@ class Workload:
     big_runs: int = 3
 
 
-class WorkerProcess:
+class WorkerProcess(JsonLinesChild):
     """One ``python -m bench.worker`` process serving one relay."""
 
     def __init__(self, relay: str, env: Dict[str, str], log: Path) -> None:
         self.relay = relay
-        self.log = log
-        self._log = open(log, "w")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker"], cwd=ROOT, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-        )
-        self._answers: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = self._answers.get(timeout=60)
-        if not ready or not ready.get("ready"):
-            raise RuntimeError(f"the {relay} worker did not start; see {log}")
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._answers.put(json.loads(line))
-        self._answers.put(None)
+        super().__init__(["-m", "bench.worker"], env, log, relay, ready_timeout=60)
 
     def run(self, job: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps({**job, "relay": self.relay}) + "\n")
-        self._process.stdin.flush()
-        try:
-            answer = self._answers.get(timeout=timeout)
-        except queue.Empty:
-            return {"error": f"no answer from the worker in {timeout:.0f} s"}
-        return answer if answer is not None else {"error": "the worker died"}
-
-    def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
+        return super().run({**job, "relay": self.relay}, timeout)
 
 
 def turn(edge: Edge, worker: WorkerProcess, prompt: Prompt, timeout: float, flush_ms: float = 50) -> Dict[str, Any]:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -60,6 +59,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
+
+from bench.child import JsonLinesChild
 
 LAMBDA_MB_PER_VCPU = 1769  # one vCPU at 1,769 MB, CPU in proportion to memory below (AWS)
 MEMORY_STEP_MB = 64
@@ -285,53 +286,14 @@ class CpuCap:
 
 # ---- the bench side ---------------------------------------------------------------------------
 
-class ScaleWorker:
+class ScaleWorker(JsonLinesChild):
     """One ``python -m bench.scale --serve`` process: a warm container for one level."""
 
     def __init__(self, name: str, env: Dict[str, str], log: Path, cap: Optional[CpuCap] = None) -> None:
-        from bench.stack import ROOT
-
-        self.name, self.log, self.cap = name, log, cap
-        self._log = open(log, "w")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.scale", "--serve"], cwd=ROOT, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-        )
-        if cap is not None:
-            cap.add(self._process.pid)
-        self._answers: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = self._answers.get(timeout=120)
-        if not ready or not ready.get("ready"):
-            self.stop()
-            raise RuntimeError(f"the {name} worker did not start; see {log}")
-        self.started_rss_mb = ready["rss_mb"]
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._answers.put(json.loads(line))
-        self._answers.put(None)
-
-    def run(self, job: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps(job) + "\n")
-        self._process.stdin.flush()
-        try:
-            answer = self._answers.get(timeout=timeout)
-        except queue.Empty:
-            return {"error": f"no answer from the worker in {timeout:.0f} s"}
-        return answer if answer is not None else {"error": "the worker died"}
-
-    def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
+        self.cap = cap
+        super().__init__(["-m", "bench.scale", "--serve"], env, log, name, ready_timeout=120,
+                         on_start=cap.add if cap is not None else None)
+        self.started_rss_mb = self.ready["rss_mb"]
 
 
 def _cpu_ticks() -> Tuple[float, float]:
