@@ -8,9 +8,11 @@ API's endpoint comes from the event (or ``MANAGEMENT_ENDPOINT_URL``).
 from __future__ import annotations
 
 import threading
+import time
 from functools import cached_property
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
+from chalicelib.logs import logger
 from chalicelib.settings import Settings
 
 
@@ -63,6 +65,10 @@ class AwsClients:
     def ssm(self) -> Any:
         return self._client("ssm", connect_timeout=2, read_timeout=5)
 
+    def parameter(self, name: str) -> str:
+        """An SSM parameter's value (a SecureString decrypted): the one place the app reads SSM."""
+        return str(self.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+
     @cached_property
     def events(self) -> Any:
         """EventBridge (turn events); its endpoint variable is ``AWS_ENDPOINT_URL_EVENTBRIDGE``."""
@@ -107,3 +113,41 @@ class AwsClients:
                 )
                 self._management[endpoint_url] = client
         return client
+
+
+class CachedParameter:
+    """An SSM parameter's value, read on first use and again once older than ``max_age_s``.
+
+    Settings too large for a Lambda function's 4 KB environment (the system prompt) live in SSM;
+    the environment names them. Every turn asks, so this reads SSM once per container and age,
+    not per turn. A read that fails raises while nothing was read yet; after that a failed
+    refresh keeps the value read before (and logs), so a passing SSM fault never fails turns
+    that worked a moment ago.
+    """
+
+    def __init__(self, read: Callable[[], str], max_age_s: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()  # a worker's turns run in threads: one read at a time
+        self._value: Optional[str] = None
+        self._read_at = 0.0
+
+    def get(self) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        with self._lock:
+            now = self._clock()
+            if self._value is not None and (self._max_age_s is None or now - self._read_at < self._max_age_s):
+                return self._value
+            try:
+                value = self._read()
+            except (BotoCoreError, ClientError):
+                if self._value is None:
+                    raise
+                logger.warning("could not refresh an SSM parameter; keeping the value read before", exc_info=True)
+                self._read_at = now  # try again after another max_age_s, not on every turn
+                return self._value
+            self._value, self._read_at = value, now
+            return value

@@ -6,11 +6,11 @@ in their own with ``set_runtime``.
 """
 from __future__ import annotations
 
-from functools import cached_property
-from typing import Optional
+from functools import cached_property, partial
+from typing import Callable, Optional
 
 from chalicelib.auth import TokenVerifier
-from chalicelib.aws import AwsClients, management_endpoint
+from chalicelib.aws import AwsClients, CachedParameter, management_endpoint
 from chalicelib.backends import Backend
 from chalicelib.gateway import Gateway
 from chalicelib.settings import Settings, get_settings
@@ -49,8 +49,16 @@ class Runtime:
         return TokenVerifier(self.settings, secret_loader=self._load_jwt_secret)
 
     def _load_jwt_secret(self) -> str:
-        name = self.settings.jwt_secret_parameter
-        return self.clients.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        return self.clients.parameter(self.settings.jwt_secret_parameter)
+
+    @cached_property
+    def system_prompt(self) -> Optional[Callable[[], str]]:
+        """Where the converse backend gets its system prompt on AWS: the SSM parameter
+        ``SYSTEM_PROMPT_PARAMETER`` names, cached (None: ``SYSTEM_PROMPT`` holds the prompt itself)."""
+        s = self.settings
+        if not s.system_prompt_parameter:
+            return None
+        return CachedParameter(partial(self.clients.parameter, s.system_prompt_parameter), s.system_prompt_max_age_s).get
 
     @cached_property
     def backend(self) -> Backend:
@@ -62,7 +70,7 @@ class Runtime:
 
             history = History(self.clients.dynamodb, s.history_table, s.turn_ttl_s, s.history_max_turns, s.history_max_chars)
             model = ModelConfig(s.model_id, s.system_prompt, s.max_tokens, s.temperature, s.top_p, s.latency)
-            return ConverseBackend(self.clients.bedrock_runtime, history, model)
+            return ConverseBackend(self.clients.bedrock_runtime, history, model, self.system_prompt)
         if s.backend == "agentcore":
             from chalicelib.backends.agentcore import AgentCoreBackend
 

@@ -61,7 +61,12 @@ class Settings:
     agent_memory: bool = env("AGENT_MEMORY", default=False)
     # BACKEND=converse: the model, its settings, and the server-side history's bounds.
     model_id: str = env("MODEL_ID", default="")
+    # The system prompt itself (the local stack), or on AWS the name of the SSM parameter holding it:
+    # a long prompt would not fit the 4 KB a Lambda function's environment may hold. Read from SSM on
+    # first use and again once older than SYSTEM_PROMPT_MAX_AGE_S, so a changed prompt reaches warm workers.
     system_prompt: str = env("SYSTEM_PROMPT", default="")
+    system_prompt_parameter: str = env("SYSTEM_PROMPT_PARAMETER", default="")
+    system_prompt_max_age_s: int = env("SYSTEM_PROMPT_MAX_AGE_S", default=300)
     max_tokens: Optional[int] = env("MAX_TOKENS")
     temperature: Optional[float] = env("TEMPERATURE")
     top_p: Optional[float] = env("TOP_P")
@@ -155,6 +160,9 @@ class Settings:
             raise SettingsError(f"BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.latency not in ("", "standard", "optimized"):
             raise SettingsError("LATENCY must be 'standard' or 'optimized'")
+        if self.system_prompt and self.system_prompt_parameter:
+            raise SettingsError("set SYSTEM_PROMPT (the prompt) or SYSTEM_PROMPT_PARAMETER (the SSM parameter that holds it), "
+                                "not both")
         if self.jwks_url and not self.jwt_issuer:
             raise SettingsError("JWT_JWKS_URL needs JWT_ISSUER so tokens from other issuers are refused")
         if self.user_daily_token_budget < 0 or self.user_monthly_token_budget < 0:

@@ -6,7 +6,7 @@ The client sends only the new prompt; the history of its conversation (per user 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from chalicelib.protocol import ErrorCode
 from chalicelib.backends import Events, End, Failure, TextDelta, TurnRequest, guarded
@@ -14,6 +14,8 @@ from chalicelib.store.history import History, Message
 from chalicelib.logs import logger
 
 _GUARDRAIL_STOPS = ("guardrail_intervened", "content_filtered")
+# SSM errors a later try may not meet (AccessDenied or ParameterNotFound need an operator).
+_SSM_TRANSIENT = ("ThrottlingException", "InternalServerError")
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,20 @@ class ModelConfig:
 
 
 class ConverseBackend:
-    def __init__(self, client: Any, history: History, model: ModelConfig) -> None:
+    """``system_prompt``, when given, reads the prompt (from SSM, on AWS) instead of ``model.system_prompt``."""
+
+    def __init__(self, client: Any, history: History, model: ModelConfig,
+                 system_prompt: Optional[Callable[[], str]] = None) -> None:
         self._client = client
         self._history = history
         self._model = model
+        self._system_prompt = system_prompt or (lambda: model.system_prompt)
 
-    def _params(self, messages: List[Message]) -> Dict[str, Any]:
+    def _params(self, messages: List[Message], system_prompt: str) -> Dict[str, Any]:
         model = self._model
         params: Dict[str, Any] = {"modelId": model.model_id, "messages": messages}
-        if model.system_prompt:
-            params["system"] = [{"text": model.system_prompt}]
+        if system_prompt:
+            params["system"] = [{"text": system_prompt}]
         inference = {
             key: value
             for key, value in (("maxTokens", model.max_tokens), ("temperature", model.temperature), ("topP", model.top_p))
@@ -49,9 +55,16 @@ class ConverseBackend:
         return params
 
     def stream(self, request: TurnRequest) -> Events:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            system_prompt = self._system_prompt()
+        except (BotoCoreError, ClientError) as exc:
+            logger.exception("could not read the system prompt")
+            return _only(_prompt_failure(exc))
         messages = self._history.load(request.session_id) + [{"role": "user", "content": [{"text": request.prompt}]}]
         return guarded(
-            lambda: self._client.converse_stream(**self._params(messages)), lambda r: self._read(r, request)
+            lambda: self._client.converse_stream(**self._params(messages, system_prompt)), lambda r: self._read(r, request)
         )
 
     def _read(self, response: Dict[str, Any], request: TurnRequest) -> Events:
@@ -85,3 +98,19 @@ class ConverseBackend:
             usage=metadata.get("usage"),
             latency_ms=(metadata.get("metrics") or {}).get("latencyMs"),
         )
+
+
+def _prompt_failure(exc: Exception) -> Failure:
+    """The turn's error when its system prompt cannot be read: the stage's fault, said plainly."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        retryable = code in _SSM_TRANSIENT
+    else:  # no answer from SSM: a network fault
+        code, retryable = type(exc).__name__, True
+    return Failure(ErrorCode.INTERNAL, f"The model's system prompt could not be read from SSM ({code}).", retryable)
+
+
+def _only(event: Failure) -> Events:
+    yield event

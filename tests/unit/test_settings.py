@@ -58,3 +58,12 @@ def test_token_budgets_default_to_no_limit_and_are_never_negative():
     assert (settings.user_daily_token_budget, settings.user_monthly_token_budget) == (100_000, 2_000_000)
     with pytest.raises(SettingsError, match="USER_DAILY_TOKEN_BUDGET"):
         Settings.from_env({"USER_MONTHLY_TOKEN_BUDGET": "-1"})
+
+
+def test_the_system_prompt_is_given_itself_or_as_the_ssm_parameter_holding_it_not_both():
+    assert Settings.from_env({"SYSTEM_PROMPT": "Be brief."}).system_prompt == "Be brief."  # the local stack
+    on_aws = Settings.from_env({"SYSTEM_PROMPT_PARAMETER": "/agentstream/prod/system-prompt"})
+    assert (on_aws.system_prompt, on_aws.system_prompt_parameter, on_aws.system_prompt_max_age_s) == (
+        "", "/agentstream/prod/system-prompt", 300)
+    with pytest.raises(SettingsError, match="not both"):
+        Settings.from_env({"SYSTEM_PROMPT": "Be brief.", "SYSTEM_PROMPT_PARAMETER": "/agentstream/prod/system-prompt"})
