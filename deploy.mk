@@ -1,13 +1,23 @@
 # Packaging and deployment (make package, make deploy, make destroy). docs/deploy.md walks through them.
-# Uses the Makefile's $(BIN), $(STAMP) and $(STAGE); nothing here needs AWS until `deploy`/`destroy`.
+# Uses the Makefile's $(BIN), $(STAMP) and $(STAGE); nothing here needs AWS but `preflight`, `deploy` and `destroy`.
 
 PACKAGE_DIR ?= build/package
+# The packaged stack's name on the CloudFormation path (docs/deploy.md, Path 1).
+STACK_NAME ?= agentstream-$(STAGE)
+# The Lambda runtime to package and deploy for, e.g. RUNTIME=python3.12; empty: infra/chalice_cli.py's
+# DEFAULT_RUNTIME (python3.13). Not the Python running make (docs/deploy.md, "The Lambda runtime").
+RUNTIME ?=
+RUNTIME_ARG = $(if $(RUNTIME),--runtime $(RUNTIME))
 
-.PHONY: package deploy deploy-check destroy
+.PHONY: package preflight deploy deploy-check destroy
 
 ## CloudFormation: $(PACKAGE_DIR)/sam.json, deployment.zip (app code) and layer-deployment.zip (dependencies).
 package: $(STAMP)
-	$(BIN)/python -m infra.stack package --stage $(STAGE) --out $(PACKAGE_DIR)
+	$(BIN)/python -m infra.stack package --stage $(STAGE) --out $(PACKAGE_DIR) $(RUNTIME_ARG)
+
+## Before `aws cloudformation deploy` of $(STACK_NAME): stop if make deploy, or another stack, holds $(STAGE)'s names.
+preflight: $(STAMP)
+	$(BIN)/python -m infra.deploy preflight --stage $(STAGE) --stack-name $(STACK_NAME)
 
 ## Validate the deployment parameters (BACKEND=... AGENT_ID=... or MODEL_ID=... JWT_ISSUER=... ...) without calling AWS.
 deploy-check: $(STAMP)
@@ -15,7 +25,7 @@ deploy-check: $(STAMP)
 
 ## The chalice deploy path: the data stack (infra/data.json), then chalice deploy. Needs AWS credentials.
 deploy: $(STAMP)
-	$(BIN)/python -m infra.deploy deploy --stage $(STAGE)
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) $(RUNTIME_ARG)
 
 ## Remove what `make deploy` created for $(STAGE): chalice delete, then the data stack.
 destroy: $(STAMP)

@@ -2,21 +2,21 @@
 
 One source of truth serves both ways onto AWS:
 
-* ``infra/data.json``: tables, queues, alarms. Deployed on its own (the data stack that precedes
-  ``chalice deploy``), merged into the packaged stack, and provisioned locally by devserver.
+* ``infra/data.json``: tables, queues, alarms. Merged into the packaged stack, provisioned locally
+  by devserver, and the base of the stack that precedes ``chalice deploy`` (``deploy_template``).
 * ``infra/merge.json``: the app's side of the packaged stack: parameters, environment wiring,
   function names, the SQS event source's partial batch failures, API throttling, outputs.
 * ``.chalice/policy-<function>.json``: each function's IAM policy, written with CloudFormation
   intrinsics (``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If``). Chalice copies them verbatim into the
-  packaged template, where CloudFormation resolves them; for ``chalice deploy`` this module
-  resolves the very same documents against the data stack's outputs.
+  packaged template, where CloudFormation resolves them. For ``chalice deploy`` the same documents
+  go verbatim into roles of the stack ``make deploy`` creates first, so CloudFormation resolves
+  them there too, and Chalice is handed the roles (``manage_iam_role: false``).
 
 ``python -m infra.stack package --stage dev --out build/package`` is what ``make package`` runs.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -24,11 +24,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from infra.bytecode import add_bytecode
+from infra.bytecode import add_bytecode, interpreter_for
+from infra.chalice_cli import DEFAULT_RUNTIME, UnsupportedRuntime, check_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_TEMPLATE = ROOT / "infra" / "data.json"
@@ -75,6 +75,16 @@ def chalice_config(stage: str, function: Optional[str] = None, project_dir: Path
     return Config(**kwargs)
 
 
+def log_retention_days(stage: str, project_dir: Path = ROOT) -> int:
+    """The stage's ``log_retention_in_days``: Chalice gives it to the functions' log groups, and both
+    deploy paths pass it as ``LogRetentionInDays`` to the stage's other log groups (the access log)."""
+    days = chalice_config(stage, project_dir=project_dir).log_retention_in_days
+    if not days:
+        raise ParameterError(f"stage {stage!r} has no log_retention_in_days in .chalice/config.json: "
+                             "its logs would be kept forever")
+    return int(days)
+
+
 def functions(project_dir: Path = ROOT) -> List[str]:
     """The app's Lambda functions, as configured (tests check these are the app's handlers)."""
     return list(load_json(Path(project_dir) / ".chalice" / "config.json")["lambda_functions"])
@@ -111,18 +121,19 @@ def merge_template(stage: str) -> Dict[str, Any]:
         "AllowedValues": [stage],
         "Description": f"The Chalice stage this template was packaged for ({stage}).",
     }
+    days = log_retention_days(stage)  # the functions' log groups get it from Chalice: the same for every log group
+    merged["Parameters"]["LogRetentionInDays"] = {
+        **merged["Parameters"]["LogRetentionInDays"],
+        "Default": days,
+        "AllowedValues": [days],
+        "Description": f"Days the stage's log groups keep their logs: {stage}'s log_retention_in_days in .chalice/config.json.",
+    }
     return merged
 
 
 def parameter_specs() -> Dict[str, Dict[str, Any]]:
     """Every parameter of the packaged stack (the data stack's are a subset)."""
     return {**load_json(DATA_TEMPLATE).get("Parameters", {}), **load_json(APP_TEMPLATE).get("Parameters", {})}
-
-
-@functools.lru_cache(maxsize=1)
-def list_parameters() -> frozenset:
-    """Parameters whose ``Ref`` is a list (``CommaDelimitedList``); their values travel as ``a,b,c``."""
-    return frozenset(name for name, spec in parameter_specs().items() if spec.get("Type") == "CommaDelimitedList")
 
 
 class ParameterError(ValueError):
@@ -149,7 +160,8 @@ def resolve_parameters(stage: str, given: Mapping[str, str]) -> Dict[str, str]:
         items = value.split(",") if spec.get("Type") == "CommaDelimitedList" else [value]
         for item in items:
             if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], item):
-                problems.append(f"{name}={item!r} does not match {spec['AllowedPattern']}")
+                # As CloudFormation: the parameter's ConstraintDescription, where it has one, says what to pass.
+                problems.append(f"{name}={item!r} does not match: {spec.get('ConstraintDescription') or spec['AllowedPattern']}")
         if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
             problems.append(f"{name} is longer than {spec['MaxLength']} characters")
         if spec.get("Type") == "Number":
@@ -164,197 +176,122 @@ def resolve_parameters(stage: str, given: Mapping[str, str]) -> Dict[str, str]:
                     problems.append(f"{name}={value} is above {spec['MaxValue']}")
         values[name] = value
     if not problems:
-        context = Context(parameters=values)
         for rule in load_json(APP_TEMPLATE).get("Rules", {}).values():
             for assertion in rule.get("Assertions", []):
-                if not context.evaluate(assertion["Assert"]):
+                if not rule_holds(assertion["Assert"], values):
                     problems.append(assertion["AssertDescription"])
     if problems:
         raise ParameterError("; ".join(problems))
     return values
 
 
-# ---------------------------------------------------------------------------------------------
-# A small CloudFormation evaluator: enough to resolve this project's policies and wiring.
+def rule_holds(assertion: Any, parameters: Mapping[str, str]) -> bool:
+    """One of the templates' Rule assertions, for ``make deploy-check`` to refuse offline what
+    CloudFormation refuses before creating anything.
 
+    Rules may only use these functions, on parameters (CloudFormation's "Rule functions"), so this is
+    all there is to read; both deploy paths still let CloudFormation itself enforce them.
+    """
 
-class Unresolved(KeyError):
-    """A reference this context cannot resolve (yet)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-NO_VALUE = object()
-_SUB = re.compile(r"\$\{([^}]+)\}")
-
-
-@dataclass
-class Context:
-    """Values for ``Ref``/``Fn::GetAtt`` and the templates' ``Conditions``."""
-
-    parameters: Mapping[str, str] = field(default_factory=dict)
-    resources: Mapping[str, str] = field(default_factory=dict)  # logical id -> Ref value
-    attributes: Mapping[str, str] = field(default_factory=dict)  # "LogicalId.Attribute" -> value
-    pseudo: Mapping[str, str] = field(default_factory=dict)  # "AWS::Region" -> value
-    conditions: Mapping[str, Any] = field(default_factory=dict)  # name -> condition expression
-
-    def ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return NO_VALUE
-        if name in self.parameters and name in list_parameters():
-            return str(self.parameters[name]).split(",")  # as CloudFormation: "" is [""]
-        for table in (self.pseudo, self.parameters, self.resources):
-            if name in table:
-                return table[name]
-        raise Unresolved(name)
-
-    def attribute(self, resource: str, attribute: str) -> str:
-        key = f"{resource}.{attribute}"
-        if key not in self.attributes:
-            raise Unresolved(key)
-        return self.attributes[key]
-
-    def condition(self, name: str) -> bool:
-        if name not in self.conditions:
-            raise Unresolved(f"Condition {name}")
-        return bool(self.evaluate(self.conditions[name]))
-
-    def evaluate(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [value for value in (self.evaluate(item) for item in node) if value is not NO_VALUE]
+    def value(node: Any) -> Any:
         if isinstance(node, dict):
-            if len(node) == 1:
-                ((key, argument),) = node.items()
-                function = _FUNCTIONS.get(key)
-                if function is not None:
-                    return function(self, argument)
-            return {key: value for key, value in ((k, self.evaluate(v)) for k, v in node.items()) if value is not NO_VALUE}
+            ((function, argument),) = node.items()
+            if function == "Ref":
+                text = str(parameters[argument])
+                return text.split(",") if _is_list(argument) else text
+            if function == "Fn::Equals":
+                return value(argument[0]) == value(argument[1])
+            if function == "Fn::Not":
+                return not value(argument[0])
+            if function == "Fn::And":
+                return all(value(item) for item in argument)
+            if function == "Fn::Or":
+                return any(value(item) for item in argument)
+            if function == "Fn::Contains":
+                return value(argument[1]) in value(argument[0])
+            raise ValueError(f"{function} is not a Rule function CloudFormation allows")
         return node
 
-    def sub(self, argument: Any) -> str:
-        template, variables = (argument, {}) if isinstance(argument, str) else argument
-        values = {name: self.evaluate(value) for name, value in variables.items()}
-
-        def replace(match: "re.Match[str]") -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in values:
-                return str(values[name])
-            if "." in name and not name.startswith("AWS::"):
-                return str(self.attribute(*name.split(".", 1)))
-            return str(self.ref(name))
-
-        return _SUB.sub(replace, template)
+    return bool(value(assertion))
 
 
-def _get_att(context: Context, argument: Any) -> str:
-    resource, attribute = argument.split(".", 1) if isinstance(argument, str) else argument
-    return context.attribute(resource, attribute)
+def _is_list(parameter: str) -> bool:
+    """A ``CommaDelimitedList`` parameter: its ``Ref`` is a list (``""`` is ``[""]``)."""
+    return parameter_specs().get(parameter, {}).get("Type") == "CommaDelimitedList"
 
 
-def _if(context: Context, argument: Sequence[Any]) -> Any:
-    condition, when_true, when_false = argument
-    return context.evaluate(when_true if context.condition(condition) else when_false)
+# ---------------------------------------------------------------------------------------------
+# The chalice deploy path: CloudFormation resolves what Chalice's config can only take literally
 
-
-_FUNCTIONS = {
-    "Ref": lambda context, name: context.ref(name),
-    "Fn::GetAtt": _get_att,
-    "Fn::Sub": Context.sub,
-    "Fn::If": _if,
-    "Fn::Equals": lambda context, args: str(context.evaluate(args[0])) == str(context.evaluate(args[1])),
-    "Fn::Not": lambda context, args: not context.evaluate(args[0]),
-    "Fn::And": lambda context, args: all(context.evaluate(arg) for arg in args),
-    "Fn::Or": lambda context, args: any(context.evaluate(arg) for arg in args),
-    "Fn::Join": lambda context, args: args[0].join(str(v) for v in context.evaluate(args[1])),
-    "Fn::Split": lambda context, args: str(context.evaluate(args[1])).split(args[0]),
-    "Fn::Select": lambda context, args: context.evaluate(args[1])[int(context.evaluate(args[0]))],
-    "Condition": lambda context, name: context.condition(name),
+# The API's id, a parameter of the deploy path's stack: the packaged stack's Chalice resource of the
+# same name is what the policies' ``Ref``/``${WebsocketAPI}`` mean there. Empty until the API exists.
+WEBSOCKET_API = "WebsocketAPI"
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 
 
-def all_conditions() -> Dict[str, Any]:
-    return {**load_json(DATA_TEMPLATE).get("Conditions", {}), **load_json(APP_TEMPLATE).get("Conditions", {})}
+def logical_id(function: str) -> str:
+    """Chalice's logical id for a function (``turn_worker`` -> ``TurnWorker``), as in ``merge.json``."""
+    return "".join(part.capitalize() for part in function.split("_"))
 
 
-def context_from_outputs(
-    parameters: Mapping[str, str], outputs: Mapping[str, str], websocket_api_id: Optional[str] = None
-) -> Context:
-    """Resolve references the way the data stack's outputs name them.
+def role_output(function: str) -> str:
+    return f"{logical_id(function)}RoleArn"
 
-    Each output of ``data.json`` is a ``Ref`` or ``Fn::GetAtt`` of one resource, so its value is
-    that reference's value; account, Region and partition come from the turn queue's ARN.
+
+def environment_output(variable: str) -> str:
+    """``TURN_QUEUE_URL`` -> ``EnvTurnQueueUrl``: an output's id may only hold letters and digits."""
+    return "Env" + "".join(part.capitalize() for part in variable.split("_"))
+
+
+def app_environment_expressions() -> Dict[str, Any]:
+    """The environment ``merge.json`` gives every function, as written (intrinsics unresolved)."""
+    return dict(load_json(APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"])
+
+
+def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
+    """The stack ``make deploy`` creates before ``chalice deploy``: ``data.json`` plus what Chalice's
+    config cannot express, for CloudFormation to resolve rather than this project.
+
+    Composed, never rewritten: one role per function holding its ``.chalice`` policy document
+    verbatim, the app's parameters, conditions and Rules from ``merge.json``, and as outputs each
+    role's ARN and each of the app's environment variables (``merge.json`` Globals, verbatim).
     """
-    resources: Dict[str, str] = {}
-    attributes: Dict[str, str] = {}
-    for name, output in load_json(DATA_TEMPLATE).get("Outputs", {}).items():
-        value = output["Value"]
-        if name not in outputs:
-            raise ValueError(f"the data stack has no output {name}: deploy infra/data.json first")
-        if "Ref" in value:
-            resources[value["Ref"]] = outputs[name]
-        elif "Fn::GetAtt" in value:
-            resource, attribute = value["Fn::GetAtt"]
-            attributes[f"{resource}.{attribute}"] = outputs[name]
-    if websocket_api_id:
-        resources["WebsocketAPI"] = websocket_api_id
-    _, partition, _, region, account, _ = attributes["TurnQueue.Arn"].split(":", 5)
-    pseudo = {
-        "AWS::Partition": partition,
-        "AWS::Region": region,
-        "AWS::AccountId": account,
-        "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
+    data, app = load_json(DATA_TEMPLATE), load_json(APP_TEMPLATE)
+    template = json.loads(json.dumps(data))
+    template["Description"] = f"agentstream {stage}: tables, queues, alarms and the functions' roles (make deploy)"
+    template["Parameters"] = {
+        **app["Parameters"],
+        **data["Parameters"],
+        WEBSOCKET_API: {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^$|^[a-z0-9]{10}$",
+            "Description": "The WebSocket API's id once chalice deploy created it; empty before (the functions' "
+            "@connections grants then match no API).",
+        },
     }
-    return Context(parameters, resources, attributes, pseudo, all_conditions())
-
-
-def render_policy(document: Dict[str, Any], context: Context, defer: Iterable[str] = ()) -> Tuple[Dict[str, Any], List[str]]:
-    """A policy with every intrinsic resolved; statements naming a deferred reference are left out.
-
-    Returns the policy and the Sids left out (e.g. those needing the API id before it exists).
-    """
-    defer = set(defer)
-    statements: List[Any] = []
-    deferred: List[str] = []
-    for statement in document["Statement"]:
-        try:
-            value = context.evaluate(statement)
-        except Unresolved as exc:
-            if exc.name not in defer:
-                raise
-            deferred.append(_sid(statement))
-            continue
-        if value is not NO_VALUE:
-            statements.append(value)
-    return {**document, "Statement": statements}, deferred
-
-
-def _sid(statement: Dict[str, Any]) -> str:
-    if "Fn::If" in statement:
-        return _sid(statement["Fn::If"][1])
-    return statement.get("Sid", "?")
-
-
-def app_environment(context: Context) -> Dict[str, str]:
-    """The environment ``merge.json`` gives every function, resolved."""
-    variables = load_json(APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
-    return {name: str(value) for name, value in context.evaluate(variables).items()}
-
-
-def app_resource_properties(logical_id: str, context: Context) -> Dict[str, Any]:
-    """What ``merge.json`` sets on one of Chalice's resources, resolved (for the deploy path)."""
-    return context.evaluate(load_json(APP_TEMPLATE)["Resources"][logical_id]["Properties"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The chalice deploy path: a project directory whose .chalice/ holds literal values
+    template["Conditions"] = {**data.get("Conditions", {}), **app.get("Conditions", {})}
+    template["Rules"] = {**data.get("Rules", {}), **app.get("Rules", {})}
+    for function, (_, document) in policy_documents(stage, project_dir).items():
+        role = f"{logical_id(function)}Role"
+        template["Resources"][role] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": LAMBDA_TRUST,
+                "Policies": [{"PolicyName": function, "PolicyDocument": document}],
+            },
+        }
+        template["Outputs"][role_output(function)] = {"Value": {"Fn::GetAtt": [role, "Arn"]}}
+    for variable, value in app_environment_expressions().items():
+        template["Outputs"][environment_output(variable)] = {"Description": variable, "Value": value}
+    return template
 
 
 def prepare_project(stage: str, dest: Path, project_dir: Path = ROOT) -> Path:
-    """A Chalice project at ``dest`` with the app's sources and this repository's ``.chalice`` files.
+    """A Chalice project at ``dest`` with the app's sources and this repository's ``config.json``.
 
     Deployed state (``.chalice/deployed``) and Chalice's package cache stay in the real project,
     linked from ``dest``, so ``chalice deploy`` and ``chalice delete`` keep track of what exists
@@ -384,29 +321,37 @@ def prepare_project(stage: str, dest: Path, project_dir: Path = ROOT) -> Path:
         if not link.is_symlink():
             link.symlink_to(target, target_is_directory=True)
     shutil.copy2(project_dir / ".chalice" / "config.json", chalice_dir / "config.json")
-    for filename, _ in policy_documents(stage, project_dir).values():
-        shutil.copy2(project_dir / ".chalice" / filename, chalice_dir / filename)
     return dest
 
 
 def render_project(
-    stage: str, context: Context, dest: Path, project_dir: Path = ROOT, defer: Iterable[str] = ()
-) -> List[str]:
-    """A project for ``chalice deploy`` whose config and policies hold resolved, literal values.
-
-    Returns the Sids of statements left out because they name a reference in ``defer``.
+    stage: str, outputs: Mapping[str, str], dest: Path, project_dir: Path = ROOT,
+    reserved: Optional[Mapping[str, int]] = None,
+) -> Path:
+    """A project for ``chalice deploy`` wired by the deploy stack's ``outputs``: each function runs
+    with the role that stack made for it (``manage_iam_role: false``) and the environment it
+    resolved; ``reserved`` gives functions reserved concurrency (the others get none).
     """
     chalice_dir = prepare_project(stage, dest, project_dir) / ".chalice"
     config = load_json(chalice_dir / "config.json")
     stage_config = config["stages"][stage]
-    stage_config["environment_variables"] = {**stage_config.get("environment_variables", {}), **app_environment(context)}
+    stage_config["environment_variables"] = {**stage_config.get("environment_variables", {}), **environment_from_outputs(outputs)}
+    stage_config["manage_iam_role"] = False
+    # Chalice wants a stage-wide role too; every function names its own, so none runs with this one.
+    stage_config["iam_role_arn"] = outputs[role_output(functions(project_dir)[0])]
+    per_function = stage_config.setdefault("lambda_functions", {})
+    for function in functions(project_dir):
+        settings = per_function.setdefault(function, {})
+        settings["iam_role_arn"] = outputs[role_output(function)]
+        if reserved and function in reserved:
+            settings["reserved_concurrency"] = reserved[function]
     (chalice_dir / "config.json").write_text(serialize(config))
-    deferred: List[str] = []
-    for function, (filename, document) in policy_documents(stage, project_dir).items():
-        policy, left_out = render_policy(document, context, defer)
-        deferred += [f"{function}:{sid}" for sid in left_out]
-        (chalice_dir / filename).write_text(serialize(policy))
-    return deferred
+    return dest
+
+
+def environment_from_outputs(outputs: Mapping[str, str]) -> Dict[str, str]:
+    """The app's environment as the deploy stack resolved it (an empty value has no ``OutputValue``)."""
+    return {variable: outputs.get(environment_output(variable), "") for variable in app_environment_expressions()}
 
 
 def deployed_websocket_api_id(stage: str, project_dir: Path = ROOT) -> Optional[str]:
@@ -424,9 +369,13 @@ def deployed_websocket_api_id(stage: str, project_dir: Path = ROOT) -> Optional[
 # Packaging
 
 
-def chalice_command() -> List[str]:
-    """The chalice CLI of the Python running this (the project's virtualenv)."""
-    return [str(Path(sys.executable).parent / "chalice")]
+def chalice_command(runtime: str = DEFAULT_RUNTIME) -> List[str]:
+    """The chalice CLI of the Python running this (the project's virtualenv), fixed to a Lambda runtime.
+
+    Through ``infra/chalice_cli.py``: Chalice alone would pick the runtime of the Python running it.
+    Run as a file, so it works from any directory. UnsupportedRuntime for a runtime not packaged for.
+    """
+    return [sys.executable, str(ROOT / "infra" / "chalice_cli.py"), "--runtime", check_runtime(runtime)]
 
 
 def chalice_env(region: Optional[str] = None) -> Dict[str, str]:
@@ -436,21 +385,33 @@ def chalice_env(region: Optional[str] = None) -> Dict[str, str]:
     return env
 
 
-def package(stage: str, out_dir: Path, project_dir: Path = ROOT, region: Optional[str] = None) -> Path:
-    """``chalice package`` with the merged templates, plus bytecode; returns the path of ``sam.json``."""
+def package(
+    stage: str, out_dir: Path, project_dir: Path = ROOT, region: Optional[str] = None, runtime: str = DEFAULT_RUNTIME
+) -> Path:
+    """``chalice package`` for ``runtime`` with the merged templates, plus that runtime's bytecode.
+
+    Returns the path of ``sam.json``. An unsupported runtime is refused before anything is written.
+    """
+    command = chalice_command(runtime)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     with tempfile.TemporaryDirectory() as scratch:
         merge_path = Path(scratch) / f"merge-{stage}.json"
         merge_path.write_text(serialize(merge_template(stage)))
-        command = chalice_command() + [
+        command += [
             "--project-dir", str(project_dir),
             "package", "--stage", stage, "--merge-template", str(merge_path), str(out_dir),
         ]
         subprocess.run(command, check=True, env=chalice_env(region))
-    for archive in sorted(out_dir.glob("*.zip")):
-        add_bytecode(archive)
+    python = interpreter_for(runtime)  # bytecode is version-specific: compiled by the runtime's Python or not at all
+    if python:
+        for archive in sorted(out_dir.glob("*.zip")):
+            add_bytecode(archive, python)
+    else:
+        print(f"No {runtime} interpreter (this is Python {sys.version_info.major}.{sys.version_info.minor}, and no "
+              f"working {runtime} on PATH): the zips carry no bytecode, so each cold start compiles what it imports.",
+              file=sys.stderr)
     sam = out_dir / "sam.json"
     template = load_json(sam)
     outputs = template.get("Outputs", {})
@@ -468,11 +429,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pkg.add_argument("--stage", required=True)
     pkg.add_argument("--out", required=True, type=Path)
     pkg.add_argument("--region")
+    pkg.add_argument("--runtime", default=DEFAULT_RUNTIME, help=f"the Lambda runtime (default {DEFAULT_RUNTIME})")
     merge = commands.add_parser("merge-template", help="print the template chalice package merges")
     merge.add_argument("--stage", required=True)
     args = parser.parse_args(argv)
     if args.command == "package":
-        sam = package(args.stage, args.out, region=args.region)
+        try:
+            sam = package(args.stage, args.out, region=args.region, runtime=args.runtime)
+        except UnsupportedRuntime as exc:
+            print(exc, file=sys.stderr)
+            return 2
         for path in sorted(sam.parent.iterdir()):
             print(f"{path}  {path.stat().st_size:,} bytes")
     else:

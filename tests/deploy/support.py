@@ -1,14 +1,20 @@
 """Helpers for the deployment tests: running the tools, reading templates, judging policies."""
 from __future__ import annotations
 
+import ast
 import fnmatch
+import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import boto3
 
 from infra import stack
+from tests.deploy import cfn
 
 STAGES = ("dev", "prod")
 ACCOUNT = "123456789012"  # moto's
@@ -21,12 +27,15 @@ US_SONNET_PROFILE = f"us.{SONNET}"
 US_SONNET_MODELS = tuple(f"arn:aws:bedrock:{region}::foundation-model/{SONNET}" for region in ("us-east-1", "us-east-2", "us-west-2"))
 APPLICATION_PROFILE = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:application-inference-profile/a1b2c3d4e5f6"
 RUNTIME_ARN = f"arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:runtime/answers_agent-A1b2C3d4E5"
+SYSTEM_PROMPT = "Réponds brièvement, en français. 🙂"  # non-ASCII: kept in SSM, never in an environment
 BACKENDS: Dict[str, Dict[str, str]] = {
     "agent": {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345"},
-    "converse-model": {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0"},
-    "converse-profile": {"Backend": "converse", "ModelId": US_SONNET_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS)},
+    # With a system prompt the worker reads it from SSM (ReadSystemPrompt); converse-profile has none.
+    "converse-model": {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0", "SystemPrompt": SYSTEM_PROMPT},
+    "converse-profile": {"Backend": "converse", "InferenceProfile": US_SONNET_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS)},
     "converse-application-profile": {
-        "Backend": "converse", "ModelId": APPLICATION_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS),
+        "Backend": "converse", "InferenceProfile": APPLICATION_PROFILE, "InferenceProfileModelArns": ",".join(US_SONNET_MODELS),
+        "SystemPrompt": SYSTEM_PROMPT,
     },
     "agentcore": {"Backend": "agentcore", "AgentRuntimeArn": RUNTIME_ARN},
     "agentcore-endpoint": {"Backend": "agentcore", "AgentRuntimeArn": RUNTIME_ARN, "AgentRuntimeQualifier": "production"},
@@ -68,7 +77,7 @@ def statements(document: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
             yield statement
 
 
-class Placeholders(stack.Context):
+class Placeholders(cfn.Context):
     """Resolves every reference to a visible marker, so a ``*`` left in a resource is the template's own.
 
     Conditions are whatever ``truth`` says (true when it does not name them), so a scan can walk
@@ -80,13 +89,43 @@ class Placeholders(stack.Context):
         self.truth = dict(truth or {})
 
     def ref(self, name: str) -> Any:
-        return stack.NO_VALUE if name == "AWS::NoValue" else f"<{name.replace('AWS::', '')}>"
+        return cfn.NO_VALUE if name == "AWS::NoValue" else f"<{name.replace('AWS::', '')}>"
 
     def attribute(self, resource: str, attribute: str) -> str:
         return f"<{resource}.{attribute}>"
 
     def condition(self, name: str) -> bool:
         return self.truth.get(name, True)
+
+
+def deploy_stack(parameters: Mapping[str, str], websocket_api_id: str = "", stage: str = "dev") -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
+    """The stack ``make deploy`` creates, as (moto's) CloudFormation resolves it: its outputs, and each
+    role's policy by the role's logical id (``TurnWorkerRole``). Call inside ``mock_aws``.
+    """
+    template = stack.deploy_template(stage)
+    values = {**parameters, stack.WEBSOCKET_API: websocket_api_id}
+    cloudformation, iam = boto3.client("cloudformation", region_name=REGION), boto3.client("iam", region_name=REGION)
+    name = stack.data_stack_name(stage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "No Moto CloudFormation support for AWS::CloudWatch::Alarm"
+        cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"],
+                                    Parameters=[{"ParameterKey": k, "ParameterValue": values[k]} for k in template["Parameters"]])
+    (described,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    assert described["StackStatus"] == "CREATE_COMPLETE", described
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in described["Outputs"]}
+    policies = {f"{stack.logical_id(f)}Role": role_policy(iam, outputs[stack.role_output(f)], f) for f in stack.functions()}
+    return outputs, policies
+
+
+def role_policy(iam: Any, role_arn: str, function: str) -> Dict[str, Any]:
+    """A function's inline policy on the role the deploy stack made for it, as CloudFormation would
+    have stored it. Two moto habits are undone: it returns the document as Python's ``repr``, and
+    keeps an ``AWS::NoValue`` list item as ``None`` where CloudFormation drops it."""
+    document = iam.get_role_policy(RoleName=role_arn.rsplit("/", 1)[1], PolicyName=function)["PolicyDocument"]
+    if isinstance(document, str):
+        document = ast.literal_eval(document) if document.startswith("{'") else json.loads(document)
+    document["Statement"] = [statement for statement in document["Statement"] if statement is not None]
+    return document
 
 
 def conditions_in(node: Any) -> set:

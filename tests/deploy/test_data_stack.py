@@ -10,7 +10,8 @@ import pytest
 from moto import mock_aws
 
 from infra import stack
-from tests.deploy.support import BACKENDS, STAGES
+from tests.deploy.cfn import Context
+from tests.deploy.support import BACKENDS, STAGES, deploy_stack
 
 DATA = stack.load_json(stack.DATA_TEMPLATE)
 TABLES = tuple(name for name, r in DATA["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
@@ -69,7 +70,7 @@ def test_alarms_watch_the_dead_letters_the_backlog_the_worker_and_bedrock():
     assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
     (dimension,) = errors["Dimensions"]
     for stage in STAGES:
-        context = stack.Context(parameters={"Stage": stage})
+        context = Context(parameters={"Stage": stage})
         assert context.evaluate(dimension["Value"]) == stack.function_name(stage, "turn_worker")
 
     (query,) = alarms["BedrockThrottlesAlarm"]["Metrics"]
@@ -101,11 +102,12 @@ QUOTA_ALARMS = ("LambdaConcurrencyQuotaAlarm", "AgentModelThrottlesAlarm", "Mode
 
 
 def test_the_data_stack_reads_the_backend_as_the_app_template_does():
-    """Backend and ModelId choose the quota alarms: the same parameters, and conditions, as infra/merge.json's."""
+    """Backend, ModelId and InferenceProfile choose the quota alarms: the same parameters, and conditions, as
+    infra/merge.json's."""
     app = stack.load_json(stack.APP_TEMPLATE)
-    for name in ("Backend", "ModelId"):
+    for name in ("Backend", "ModelId", "InferenceProfile"):
         assert DATA["Parameters"][name] == app["Parameters"][name], name
-    for name in ("InvokesAgent", "InvokesModel"):
+    for name in ("InvokesAgent", "InvokesModel", "HasInferenceProfile"):
         assert DATA["Conditions"][name] == app["Conditions"][name], name
 
 
@@ -133,7 +135,9 @@ def test_quota_alarms_watch_the_metrics_aws_documents_for_each_quota():
     model = DATA["Resources"]["ModelThrottlesAlarm"]
     assert model["Condition"] == "InvokesModelById"
     assert (model["Properties"]["Namespace"], model["Properties"]["MetricName"]) == ("AWS/Bedrock", "InvocationThrottles")
-    assert model["Properties"]["Dimensions"] == [{"Name": "ModelId", "Value": {"Ref": "ModelId"}}]
+    # The ModelId dimension is the modelId the worker calls ConverseStream with: its MODEL_ID (infra/merge.json Globals).
+    invoked = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]["MODEL_ID"]
+    assert model["Properties"]["Dimensions"] == [{"Name": "ModelId", "Value": invoked}]
     for name in ("AgentModelThrottlesAlarm", "ModelThrottlesAlarm"):
         properties = DATA["Resources"][name]["Properties"]
         fires = properties["Statistic"], properties["ComparisonOperator"], properties["Threshold"]
@@ -157,13 +161,13 @@ QUOTA_ALARMS_BY_SCENARIO = {
 def test_each_backend_gets_the_quota_alarms_of_what_it_consumes(scenario):
     given = BACKENDS.get(scenario) or {"Backend": "converse", "ModelId": FOUNDATION_MODEL_ARN}
     parameters = stack.resolve_parameters("dev", {"JwtSecretParameter": "/agentstream/dev/jwt", **given})
-    context = stack.Context(parameters=parameters, conditions=DATA["Conditions"])
+    context = Context(parameters=parameters, conditions=DATA["Conditions"])
     deployed = {name for name in QUOTA_ALARMS
                 if "Condition" not in DATA["Resources"][name] or context.condition(DATA["Resources"][name]["Condition"])}
     assert deployed == QUOTA_ALARMS_BY_SCENARIO[scenario]
     if "ModelThrottlesAlarm" in deployed:  # the dimension names the model the worker invokes
         (dimension,) = context.evaluate(DATA["Resources"]["ModelThrottlesAlarm"]["Properties"]["Dimensions"])
-        assert dimension == {"Name": "ModelId", "Value": given["ModelId"]}
+        assert dimension == {"Name": "ModelId", "Value": given.get("InferenceProfile") or given["ModelId"]}
 
 
 def test_every_backend_scenario_has_its_quota_alarms_decided():
@@ -186,7 +190,7 @@ def _documented_metrics():
 
 def _dashboard(stage, backend):
     """The dashboard's name and body as CloudFormation resolves them (queue names and Region are placeholders)."""
-    context = stack.Context(
+    context = Context(
         parameters={"Stage": stage, "Backend": backend, "TurnQueueAgeAlarmSeconds": "1200", "QuotaAlarmPercent": "80"},
         attributes={"TurnQueue.QueueName": f"{stage}-turns", "TurnDeadLetterQueue.QueueName": f"{stage}-dead-letters"},
         pseudo={"AWS::Region": "eu-west-1"},
@@ -257,7 +261,7 @@ def test_the_dashboard_watches_the_queues_the_functions_and_the_quotas():
     for widget, namespace, metric, dimensions, stat in series:
         by_metric.setdefault((namespace, metric), []).append((widget, dimensions, stat))
     # The queues, named as the queue alarms name them.
-    names = stack.Context(attributes={"TurnQueue.QueueName": f"{stage}-turns",
+    names = Context(attributes={"TurnQueue.QueueName": f"{stage}-turns",
                                       "TurnDeadLetterQueue.QueueName": f"{stage}-dead-letters"})
     alarm_queue = {name: names.evaluate(DATA["Resources"][name]["Properties"]["Dimensions"][0]["Value"])
                    for name in ("TurnQueueAgeAlarm", "TurnDeadLetterQueueAlarm")}
@@ -281,22 +285,14 @@ def test_the_dashboard_watches_the_queues_the_functions_and_the_quotas():
 
 @pytest.fixture
 def data_stack():
-    """The data stack as moto's CloudFormation builds it (moto skips alarms and queue policies)."""
+    """The stack ``make deploy`` creates (``data.json`` and the roles) as moto's CloudFormation builds
+    it (moto skips alarms and queue policies); the packaged stack carries the same ``data.json``."""
     with mock_aws():
-        cloudformation = boto3.client("cloudformation")
         parameters = stack.resolve_parameters("dev", {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
                                                       "JwtSecretParameter": "/agentstream/dev/jwt",
                                                       "TableDeletionProtection": "false"})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "moto does not support AWS::CloudWatch::Alarm"
-            cloudformation.create_stack(
-                StackName=stack.data_stack_name("dev"),
-                TemplateBody=json.dumps(DATA),
-                Parameters=[{"ParameterKey": k, "ParameterValue": parameters[k]} for k in DATA["Parameters"]],
-            )
-        (described,) = cloudformation.describe_stacks(StackName=stack.data_stack_name("dev"))["Stacks"]
-        assert described["StackStatus"] == "CREATE_COMPLETE"
-        yield {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}, parameters
+        outputs, _ = deploy_stack(parameters)
+        yield outputs, parameters
 
 
 def test_the_data_stack_yields_the_tables_and_queue_the_app_uses(data_stack):
@@ -320,7 +316,7 @@ def test_the_data_stack_yields_the_tables_and_queue_the_app_uses(data_stack):
     assert json.loads(queue["RedrivePolicy"])["deadLetterTargetArn"] == outputs["TurnDeadLetterQueueArn"]
 
     # The app, configured by the environment the stack's outputs give it, uses them.
-    env = stack.app_environment(stack.context_from_outputs(parameters, outputs))
+    env = stack.environment_from_outputs(outputs)
     runtime = Runtime(Settings.from_env({**env, "STAGE": "dev", "AWS_REGION": "us-east-1"}))
     connection = runtime.connections.put("c1", "alice")
     assert runtime.connections.get("c1") == connection
@@ -350,3 +346,59 @@ def test_the_local_stack_provisions_from_the_same_template():
         resources = provision(boto3.client("dynamodb"), boto3.client("sqs"), prefix="check")
         queue = boto3.client("sqs").get_queue_attributes(QueueUrl=resources.turn_queue_url, AttributeNames=["All"])
         assert int(queue["Attributes"]["VisibilityTimeout"]) == DATA["Resources"]["TurnQueue"]["Properties"]["VisibilityTimeout"]
+
+
+# ---- the WebSocket stage's access log (docs/deploy.md, "Access logs")
+
+ACCESS_LOG_GROUP = "/aws/apigateway/agentstream-{stage}-websocket-access"
+
+
+def _data_stack_outputs(stage, **given):
+    """The data stack built by moto's CloudFormation with these parameters; its outputs."""
+    cloudformation = boto3.client("cloudformation")
+    parameters = stack.resolve_parameters(stage, {**BACKENDS["agent"], "JwtSecretParameter": "/agentstream/jwt",
+                                                  "TableDeletionProtection": "false", **given})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "moto does not support AWS::CloudWatch::Alarm"
+        cloudformation.create_stack(StackName=stack.data_stack_name(stage), TemplateBody=json.dumps(DATA),
+                                    Parameters=[{"ParameterKey": k, "ParameterValue": parameters[k]} for k in DATA["Parameters"]])
+    (described,) = cloudformation.describe_stacks(StackName=stack.data_stack_name(stage))["Stacks"]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+@pytest.mark.parametrize("logging", ["true", "false"])
+def test_the_access_log_group_exists_only_when_asked_and_keeps_logs_as_long_as_the_stages(logging):
+    """Both deploy paths deploy data.json: with WebsocketAccessLogging=true it makes the stage's access log
+    group, with the stage's retention, and names it in an output; otherwise neither (the default)."""
+    assert DATA["Parameters"]["WebsocketAccessLogging"]["Default"] == "false"
+    with mock_aws():
+        outputs = _data_stack_outputs("prod", WebsocketAccessLogging=logging,
+                                      LogRetentionInDays=str(stack.log_retention_days("prod")))
+        groups = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/aws/apigateway/")["logGroups"]
+    if logging == "false":
+        assert groups == [] and "WebsocketAccessLogGroupArn" not in outputs
+        return
+    (group,) = groups
+    assert group["logGroupName"] == ACCESS_LOG_GROUP.format(stage="prod")
+    assert group["retentionInDays"] == stack.chalice_config("prod").log_retention_in_days == 90
+    assert outputs["WebsocketAccessLogGroupArn"] == group["logGroupArn"]
+
+
+def test_the_log_retention_parameter_takes_every_stages_retention_and_only_what_cloudwatch_logs_accepts():
+    # CloudWatch Logs' PutRetentionPolicy accepts exactly these (its API reference, retentionInDays).
+    accepted = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
+    spec = DATA["Parameters"]["LogRetentionInDays"]
+    assert spec["AllowedValues"] == accepted and spec["Default"] in accepted
+    for stage in STAGES:
+        assert stack.log_retention_days(stage) in accepted, stage
+    assert DATA["Resources"]["WebsocketAccessLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+
+def test_a_stage_without_a_log_retention_is_refused(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    config = stack.load_json(stack.ROOT / ".chalice" / "config.json")
+    del config["stages"]["dev"]["log_retention_in_days"]
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(stack.ParameterError, match="'dev' has no log_retention_in_days .* kept forever"):
+        stack.log_retention_days("dev", tmp_path)

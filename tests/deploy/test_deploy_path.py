@@ -2,7 +2,8 @@
 
 The end-to-end test runs the real thing (the data stack through CloudFormation, ``chalice deploy``
 twice, the event source and stage fixes, a redeploy, ``make destroy``) against a moto server. Three
-API calls moto does not implement are filled in below, each with the smallest stand-in.
+API calls and the CloudFormation role updates moto does not implement are filled in below, each with
+the smallest stand-in.
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 from urllib.parse import unquote
 
 import boto3
 import pytest
 
 from infra import deploy, stack
-from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, data_outputs
+from tests.deploy import deployer_iam, recording
+from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, deploy_stack, role_policy
 
 SIGN_IN = {"JWT_ISSUER": "https://issuer.example", "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
 AGENT = {"BACKEND": "agent", "AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
@@ -30,6 +32,7 @@ def test_parameter_names_follow_the_apps_environment():
     assert deploy.env_name("JwtJwksUrl") == "JWT_JWKS_URL"
     assert deploy.env_name("TurnQueueAgeAlarmSeconds") == "TURN_QUEUE_AGE_ALARM_SECONDS"
     assert deploy.env_name("InferenceProfileModelArns") == "INFERENCE_PROFILE_MODEL_ARNS"
+    assert deploy.env_name("InferenceProfile") == "INFERENCE_PROFILE"
     # A parameter the app reads is named as the app's own variable: BACKEND=converse make run / make deploy.
     variables = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
     for variable, value in variables.items():
@@ -38,9 +41,10 @@ def test_parameter_names_follow_the_apps_environment():
 
 
 def test_each_backend_needs_only_its_own_parameters():
-    converse = deploy.gather_parameters("dev", [], {**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE,
+    converse = deploy.gather_parameters("dev", [], {**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": US_SONNET_PROFILE,
                                                     "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)})
-    assert (converse["Backend"], converse["AgentId"], converse["ModelId"]) == ("converse", "", US_SONNET_PROFILE)
+    assert (converse["Backend"], converse["AgentId"], converse["ModelId"]) == ("converse", "", "")
+    assert converse["InferenceProfile"] == US_SONNET_PROFILE
     assert converse["InferenceProfileModelArns"] == ",".join(US_SONNET_MODELS)
     agentcore = deploy.gather_parameters("dev", ["Backend=agentcore", f"AgentRuntimeArn={RUNTIME_ARN}"], SIGN_IN)
     assert (agentcore["Backend"], agentcore["AgentRuntimeArn"], agentcore["AgentRuntimeQualifier"]) == ("agentcore", RUNTIME_ARN, "")
@@ -65,13 +69,44 @@ def test_parameters_come_from_the_environment_and_pairs():
         ({**AGENT, **SIGN_IN, "BACKEND": "bedrock"}, "Backend='bedrock' is not one of"),
         ({**SIGN_IN, "BACKEND": "converse"}, "Backend=converse needs ModelId"),
         ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "anthropic.*"}, "ModelId='anthropic.*' does not match"),
-        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE,
+        ({**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": US_SONNET_PROFILE,
           "INFERENCE_PROFILE_MODEL_ARNS": f"{US_SONNET_MODELS[0]},arn:aws:bedrock:*::foundation-model/{US_SONNET_PROFILE[3:]}"},
          "InferenceProfileModelArns='arn:aws:bedrock:*::"),
+        # A profile is never a ModelId: granted as a foundation model, every turn would be denied (issue #17).
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE,
+          "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)},
+         f"ModelId={US_SONNET_PROFILE!r} does not match: ModelId takes a foundation model id or ARN"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": f"global.{US_SONNET_PROFILE[3:]}"},
+         "goes in InferenceProfile instead, with InferenceProfileModelArns, and ModelId stays empty"),
+        ({**SIGN_IN, "BACKEND": "converse",
+          "MODEL_ID": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{US_SONNET_PROFILE}"},
+         f"ModelId='arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/"),
+        ({**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": US_SONNET_PROFILE[3:],
+          "INFERENCE_PROFILE_MODEL_ARNS": US_SONNET_MODELS[0]},
+         f"InferenceProfile={US_SONNET_PROFILE[3:]!r} does not match: "
+         "InferenceProfile takes a cross-Region inference profile id"),
+        # A profile needs the models it routes to, and those models need their profile.
+        ({**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": US_SONNET_PROFILE},
+         "InferenceProfile needs InferenceProfileModelArns, without empty items: the foundation-model ARNs the profile "
+         "routes to, as aws bedrock get-inference-profile --inference-profile-identifier <InferenceProfile>"),
+        ({**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": US_SONNET_PROFILE,
+          "INFERENCE_PROFILE_MODEL_ARNS": f"{US_SONNET_MODELS[0]},"},
+         "InferenceProfile needs InferenceProfileModelArns, without empty items"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE[3:],
+          "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)},
+         "InferenceProfileModelArns needs InferenceProfile: pass the profile they belong to as InferenceProfile"),
+        ({**AGENT, **SIGN_IN, "INFERENCE_PROFILE_MODEL_ARNS": US_SONNET_MODELS[0]},
+         "InferenceProfileModelArns needs InferenceProfile"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": US_SONNET_PROFILE[3:], "INFERENCE_PROFILE": US_SONNET_PROFILE,
+          "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)},
+         "Backend=converse takes ModelId or InferenceProfile, not both"),
         ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "LATENCY": "fast"}, "Latency='fast' is not one of"),
         ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "MAX_TOKENS": "0"}, "MaxTokens='0' does not match"),
-        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "SYSTEM_PROMPT": "x" * 2001},
-         "SystemPrompt is longer than 2000"),
+        ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "SYSTEM_PROMPT": "x" * 2049},
+         "SystemPrompt is longer than 2048"),
+        ({**SIGN_IN, **AGENT, "JWT_AUDIENCE": "client-id " * 26}, "JwtAudience is longer than 256"),
+        ({**AGENT, "JWT_ISSUER": "https://issuer.example/é", "JWT_JWKS_URL": "https://issuer.example/jwks"},
+         "JwtIssuer='https://issuer.example/é' does not match"),
         ({**SIGN_IN, "BACKEND": "agentcore"}, "Backend=agentcore needs AgentRuntimeArn"),
         ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN.replace("A1b2C3d4E5", "*")}, "AgentRuntimeArn='arn"),
         ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN, "AGENT_RUNTIME_QUALIFIER": "DEFAULT*"},
@@ -89,52 +124,84 @@ def test_parameters_are_refused_as_cloudformation_would(environ, problem):
         deploy.gather_parameters("dev", [], environ)
 
 
+@pytest.mark.parametrize("model", [
+    "anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.nova-lite-v1:0", "meta.llama3-1-70b-instruct-v1:0",
+    "ai21.jamba-1-5-large-v1:0", "anthropic.claude-v2:1", "amazon.titan-text-express-v1", "moonshotai.kimi-k2.5",
+    "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+])
+def test_model_id_takes_foundation_models(model):
+    """Real Bedrock model ids, dotted versions included, pass the pattern that keeps profiles out."""
+    assert deploy.gather_parameters("dev", [], {**SIGN_IN, "BACKEND": "converse", "MODEL_ID": model})["ModelId"] == model
+
+
+@pytest.mark.parametrize("profile", [
+    *(f"{geography}.{US_SONNET_PROFILE[3:]}" for geography in ("us", "us-gov", "eu", "apac", "jp", "au", "ca", "global")),
+    f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{US_SONNET_PROFILE}",
+    f"arn:aws-us-gov:bedrock:us-gov-west-1:{ACCOUNT}:inference-profile/us-gov.{US_SONNET_PROFILE[3:]}",
+    f"arn:aws:bedrock:{REGION}:{ACCOUNT}:application-inference-profile/a1b2c3d4e5f6",
+])
+def test_inference_profile_takes_profile_ids_and_arns(profile):
+    environ = {**SIGN_IN, "BACKEND": "converse", "INFERENCE_PROFILE": profile, "INFERENCE_PROFILE_MODEL_ARNS": ",".join(US_SONNET_MODELS)}
+    values = deploy.gather_parameters("dev", [], environ)
+    assert (values["InferenceProfile"], values["ModelId"]) == (profile, "")
+
+
 def test_unknown_parameters_are_refused():
     with pytest.raises(stack.ParameterError, match="unknown parameters: JwtSecret"):
         deploy.gather_parameters("dev", ["JwtSecret=hunter2"], {**AGENT, **SIGN_IN})
 
 
-def _outputs() -> Dict[str, str]:
-    data = stack.load_json(stack.DATA_TEMPLATE)["Resources"]
-    return data_outputs({name: f"dev-{name}" for name, r in data.items() if r["Type"] in ("AWS::DynamoDB::Table", "AWS::SQS::Queue")})
+def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(project, tmp_path):
+    """The stack before ``chalice deploy`` holds the functions' roles and resolves the app's
+    environment; the rendered project hands both to Chalice as literals."""
+    from moto import mock_aws
 
-
-def test_the_first_render_leaves_out_only_what_needs_the_api_id(project, tmp_path):
     parameters = deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN})
-    context = stack.context_from_outputs(parameters, _outputs())
-    deferred = stack.render_project("dev", context, tmp_path / "p", project, defer={"WebsocketAPI"})
-    assert sorted(deferred) == ["turn_worker:StreamToClients", "websocket_message:ReplyToClients"]
-
-    context = stack.context_from_outputs(parameters, _outputs(), websocket_api_id="a1b2c3d4e5")
-    assert stack.render_project("dev", context, tmp_path / "p", project) == []
-    chalice_dir = tmp_path / "p" / ".chalice"
-    for path in chalice_dir.glob("policy-*.json"):
-        text = path.read_text()
-        assert "Fn::" not in text and "${" not in text and '"Ref"' not in text, path.name
-    worker = json.loads((chalice_dir / "policy-turn_worker.json").read_text())
-    by_sid = {s["Sid"]: s for s in worker["Statement"]}
-    assert by_sid["StreamToClients"]["Resource"] == [  # post the answer; close a connection that refuses it
+    with mock_aws():
+        outputs, policies = deploy_stack(parameters, websocket_api_id="")
+    worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
+    # Before chalice deploy made the API, the @connections grants name no API, so match none.
+    assert worker["StreamToClients"]["Resource"] == [
+        f"arn:aws:execute-api:{REGION}:{ACCOUNT}:/dev/{method}/@connections/*" for method in ("POST", "DELETE")
+    ]
+    assert worker["InvokeTheAgent"]["Resource"] == f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"
+    assert worker["RunTurns"]["Resource"] == outputs["TurnsTableArn"]
+    with mock_aws():
+        _, policies = deploy_stack(parameters, websocket_api_id="a1b2c3d4e5")
+    worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
+    assert worker["StreamToClients"]["Resource"] == [  # post the answer; close a connection that refuses it
         f"arn:aws:execute-api:{REGION}:{ACCOUNT}:a1b2c3d4e5/dev/{method}/@connections/*" for method in ("POST", "DELETE")
     ]
-    assert by_sid["InvokeTheAgent"]["Resource"] == f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"
-    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
-    assert env["TURN_QUEUE_URL"] == _outputs()["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == _outputs()["TurnQueueArn"]
-    assert env["CONNECTIONS_TABLE"] == "dev-ConnectionsTable" and env["JWT_ISSUER"] == SIGN_IN["JWT_ISSUER"]
-    assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and "JWT_SECRET" not in env
+
+    stack.render_project("dev", outputs, tmp_path / "p", project, reserved={"websocket_connect": 7})
+    chalice_dir = tmp_path / "p" / ".chalice"
+    config = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]
+    assert config["manage_iam_role"] is False
+    for function in stack.functions():
+        settings = config["lambda_functions"][function]
+        assert settings["iam_role_arn"] == outputs[stack.role_output(function)]
+        assert settings.get("reserved_concurrency") == (7 if function == "websocket_connect" else None)
+    env = config["environment_variables"]
+    assert env["TURN_QUEUE_URL"] == outputs["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == outputs["TurnQueueArn"]
+    assert env["CONNECTIONS_TABLE"] == outputs["ConnectionsTableName"] and env["JWT_ISSUER"] == SIGN_IN["JWT_ISSUER"]
+    assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and env["MODEL_ID"] == "" and "JWT_SECRET" not in env
+    assert set(stack.app_environment_expressions()) <= set(env)
+    assert sorted(p.name for p in chalice_dir.iterdir()) == ["config.json", "deployed", "deployments"]  # no policy to resolve
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".chalice", "app.py", "chalicelib", "requirements.txt"]
     assert (chalice_dir / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()
 
 
 @pytest.mark.parametrize("scenario", ["converse-profile", "agentcore"])
-def test_the_stage_runs_the_backend_its_parameters_choose(scenario, project, tmp_path):
-    """BACKEND in the rendered config.json and the worker's grants both follow the Backend parameter."""
+def test_the_stage_runs_the_backend_its_parameters_choose(scenario):
+    """BACKEND in the environment and the worker's grants both follow the Backend parameter."""
+    from moto import mock_aws
+
     given = [f"{name}={value}" for name, value in BACKENDS[scenario].items()]
     parameters = deploy.gather_parameters("dev", given, SIGN_IN)
-    context = stack.context_from_outputs(parameters, _outputs(), websocket_api_id="a1b2c3d4e5")
-    stack.render_project("dev", context, tmp_path / "p", project)
-    chalice_dir = tmp_path / "p" / ".chalice"
-    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["dev"]["environment_variables"]
-    worker = json.loads((chalice_dir / "policy-turn_worker.json").read_text())
+    with mock_aws():
+        outputs, policies = deploy_stack(parameters, websocket_api_id="a1b2c3d4e5")
+    env = stack.environment_from_outputs(outputs)
+    worker = policies["TurnWorkerRole"]
     bedrock = {a for s in worker["Statement"] for a in s["Action"] if a.startswith(("bedrock:", "bedrock-agentcore:"))}
     if scenario == "converse-profile":
         assert (env["BACKEND"], env["MODEL_ID"], env["AGENT_ID"]) == ("converse", US_SONNET_PROFILE, "")
@@ -142,7 +209,7 @@ def test_the_stage_runs_the_backend_its_parameters_choose(scenario, project, tmp
         (models,) = [s for s in worker["Statement"] if s["Sid"] == "InvokeTheProfilesModels"]
         assert models["Resource"] == list(US_SONNET_MODELS)
         history = [s for s in worker["Statement"] if s["Sid"] == "KeepConversations"]
-        assert history and history[0]["Resource"] == f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/dev-HistoryTable"
+        assert history and history[0]["Resource"] == outputs["HistoryTableArn"]
     else:
         assert (env["BACKEND"], env["AGENT_RUNTIME_ARN"], env["AGENT_RUNTIME_QUALIFIER"]) == ("agentcore", RUNTIME_ARN, "")
         assert bedrock == {"bedrock-agentcore:InvokeAgentRuntime"}
@@ -154,10 +221,13 @@ def test_the_stage_runs_the_backend_its_parameters_choose(scenario, project, tmp
 
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch):
-    """A moto server (a separate process talks to it: chalice), with the three calls moto lacks."""
+    """A moto server (a separate process talks to it: chalice), with the three calls and the
+    CloudFormation role updates moto lacks."""
     import moto.apigatewayv2.urls
+    import moto.cloudformation.parsing
     from moto.apigatewayv2.responses import ApiGatewayV2Response
     from moto.awslambda.responses import LambdaResponse
+    from moto.iam.models import Role
     from moto.server import ThreadedMotoServer
 
     deployments = itertools.count(1)
@@ -174,6 +244,30 @@ def moto_server(monkeypatch: pytest.MonkeyPatch):
     def get_layer_version_by_arn(self: Any) -> str:  # lambda GetLayerVersionByArn
         return json.dumps(self.backend.layers_versions_by_arn(self._get_param("Arn")).get_layer_version())
 
+    original_update_role = Role.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def update_role(cls: Any, **kwargs: Any) -> Any:
+        """CloudFormation's update of a role's inline policies (moto updates only its description)."""
+        role = original_update_role(cls, **kwargs)
+        policies = {p["PolicyName"]: p["PolicyDocument"] for p in kwargs["cloudformation_json"]["Properties"].get("Policies", [])}
+        for gone in set(role.policies) - set(policies):
+            role.delete_policy(gone)
+        for policy_name, document in policies.items():
+            role.put_policy(policy_name, document)
+        return role
+
+    monkeypatch.setattr(Role, "update_from_cloudformation_json", classmethod(update_role))
+    original_references = moto.cloudformation.parsing.get_references_from_template
+
+    def references(template: Any) -> List[str]:
+        """What a resource refers to, ``${Name}`` in an ``Fn::Sub`` too (moto sees only ``Ref``), so a
+        changed parameter updates every resource that names it, as in CloudFormation."""
+        found = original_references(template)
+        if isinstance(template, (dict, list)):
+            found += re.findall(r"\$\{([A-Za-z0-9]+)\}", json.dumps(template))
+        return found
+
+    monkeypatch.setattr(moto.cloudformation.parsing, "get_references_from_template", references)
     monkeypatch.setitem(moto.apigatewayv2.urls.url_paths, "{0}/v2/apis/(?P<api_id>[^/]+)/deployments$", create_deployment)
     monkeypatch.setattr(ApiGatewayV2Response, "update_stage", update_stage, raising=False)
     monkeypatch.setattr(LambdaResponse, "get_layer_version_by_arn", get_layer_version_by_arn, raising=False)
@@ -216,12 +310,14 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     result = deployer.deploy(parameters)
     api_id = stack.deployed_websocket_api_id("dev", project)
     assert result[stack.URL_OUTPUT] == f"wss://{api_id}.execute-api.{REGION}.amazonaws.com/dev/"
-    assert any(line.startswith("Scoping websocket_message:ReplyToClients, turn_worker:StreamToClients to the API") for line in log)
+    assert f"Scoping the functions' @connections grants to the API {api_id} ..." in log
 
     iam, awslambda = session.client("iam"), session.client("lambda")
     for function in stack.functions():
         name = stack.function_name("dev", function)
-        policy = iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"]
+        role = awslambda.get_function_configuration(FunctionName=name)["Role"]
+        assert role == result[stack.role_output(function)]  # the stack's role, not one Chalice made
+        policy = role_policy(iam, role, function)
         text = json.dumps(policy)
         assert "${" not in text and "Fn::" not in text
         for statement in policy["Statement"]:
@@ -256,7 +352,7 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     assert "Updating the data stack agentstream-dev-data ..." in log
     assert not any(line.startswith("Scoping") for line in log)
     worker = stack.function_name("dev", "turn_worker")
-    policy = iam.get_role_policy(RoleName=worker, PolicyName=worker)["PolicyDocument"]
+    policy = role_policy(iam, result[stack.role_output("turn_worker")], "turn_worker")
     sids = {statement["Sid"] for statement in policy["Statement"]}
     assert {"InvokeTheModel", "InvokeTheProfilesModels", "KeepConversations"} <= sids and "InvokeTheAgent" not in sids
     variables = awslambda.get_function_configuration(FunctionName=worker)["Environment"]["Variables"]
@@ -269,6 +365,39 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []
     assert session.client("cloudformation").list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"] == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_make_deploys_policy_allows_every_call_it_makes(moto_server, project, tmp_path):
+    """The flow above (deploy, a redeploy that switches the backend, destroy), with every AWS request
+    recorded by the moto server, those of the ``chalice`` subprocesses too: docs/iam/make-deploy.json
+    allows each as IAM authorizes it, and what CloudFormation does with the caller's credentials for
+    each template handed to it (its resource types' handler permissions, since moto's CloudFormation
+    calls its backends in-process and nothing of it is recorded); and it needs every grant it holds.
+    """
+    import os
+
+    recorder = recording.MotoRecorder(os.environ["AWS_ENDPOINT_URL"], tmp_path / "recording.jsonl")
+    deployer = deploy.Deployer(boto3.session.Session(region_name=REGION), "dev", project_dir=project,
+                               build_dir=tmp_path / "build", poll_seconds=0.05, log=lambda line: None)
+    switched = [f"{k}={v}" for k, v in BACKENDS["converse-profile"].items()] + ["WebsocketReservedConcurrency=50"]
+    recorder.start()
+    deployer.deploy(deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN}))
+    deployer.deploy(deploy.gather_parameters("dev", switched, SIGN_IN))
+    deployer.destroy()
+    calls = [recording.operation(request) for request in recorder.stop()]
+
+    operations = {f"{call.service}:{call.operation}" for call in calls}
+    # Both processes were heard: infra/deploy.py's stack and event source calls, and chalice's.
+    assert {"cloudformation:CreateStack", "lambda:UpdateEventSourceMapping", "lambda:CreateFunction",
+            "apigatewayv2:CreateApi", "lambda:DeleteFunction"} <= operations
+    assert "describe_stack_events" in (stack.ROOT / "infra" / "deploy.py").read_text()  # why unrecorded_checks holds it
+    needed = deployer_iam.recorded_checks(calls, REGION, ACCOUNT) + deployer_iam.unrecorded_checks("dev", REGION, ACCOUNT)
+    policy = deployer_iam.policy("make-deploy", region=REGION, account=ACCOUNT, stage="dev")
+    denied = deployer_iam.missing(policy, needed)
+    assert not denied, "docs/iam/make-deploy.json does not allow:\n" + "\n".join(denied)
+    needless = deployer_iam.needless(policy, needed)
+    assert not needless, "docs/iam/make-deploy.json grants what nothing needs:\n" + "\n".join(needless)
 
 
 def test_the_docs_and_gitignore_agree_about_chalices_deployed_records():
@@ -301,3 +430,170 @@ def test_make_deploy_refuses_a_stage_it_did_not_deploy_before_creating_anything(
         with pytest.raises(SystemExit, match=refusal):
             deployer.deploy(deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN}))
         assert session.client("cloudformation").list_stacks()["StackSummaries"] == []  # no data stack was started
+
+
+# ---- the CloudFormation path's preflight (docs/deploy.md, Path 1)
+
+
+def _preflight(session: Any, project: Path, tmp_path: Path, stack_name: str = "agentstream-dev") -> List[str]:
+    """``make preflight`` for dev; what it logged (it raises SystemExit to refuse)."""
+    log: List[str] = []
+    deployer = deploy.Deployer(session, "dev", project_dir=project, build_dir=tmp_path / "build", log=log.append)
+    deployer.preflight(stack_name)
+    return log
+
+
+def _stack(cloudformation: Any, name: str, resources: dict[str, Any]) -> None:
+    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps({"Resources": resources}))
+
+
+@pytest.mark.parametrize("owner, refusal", [
+    ({}, "agentstream-dev-websocket_connect exists outside CloudFormation: make deploy made it; make destroy STAGE=dev"),
+    ({"aws:cloudformation:stack-name": "agentstream-dev-blue"},
+     "agentstream-dev-websocket_connect is a resource of the stack 'agentstream-dev-blue', not of 'agentstream-dev'"),
+])
+def test_preflight_refuses_functions_the_stack_does_not_own_before_creating_anything(owner, refusal, project, tmp_path):
+    from moto import mock_aws
+
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        _function(session.client("lambda"), session.client("iam"), stack.function_name("dev", "websocket_connect"), **owner)
+        with pytest.raises(SystemExit, match=re.escape(refusal)) as refused:
+            _preflight(session, project, tmp_path)
+        assert "Stage 'dev' cannot be deployed as the stack 'agentstream-dev'" in str(refused.value)
+        assert session.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
+def test_preflight_refuses_the_data_stack_of_make_deploy(project, tmp_path):
+    from moto import mock_aws
+
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        _stack(session.client("cloudformation"), stack.data_stack_name("dev"), {"Queue": {"Type": "AWS::SQS::Queue"}})
+        with pytest.raises(SystemExit, match="the stack agentstream-dev-data exists: make deploy deployed this stage"):
+            _preflight(session, project, tmp_path)
+        with pytest.raises(SystemExit, match="agentstream-dev-data is the name of make deploy's own stack for this stage"):
+            _preflight(session, project, tmp_path, stack_name="agentstream-dev-data")
+
+
+def test_preflight_refuses_the_log_groups_make_destroy_leaves_but_not_the_stacks_own(project, tmp_path):
+    from moto import mock_aws
+
+    group = f"/aws/lambda/{stack.function_name('dev', 'turn_worker')}"
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        session.client("logs").create_log_group(logGroupName=group)
+        with pytest.raises(SystemExit, match=re.escape(f"aws logs delete-log-group --log-group-name {group}")):
+            _preflight(session, project, tmp_path)
+        session.client("logs").delete_log_group(logGroupName=group)
+        # The stack's own log group (an update of that stack) is no obstacle.
+        _stack(session.client("cloudformation"), "agentstream-dev",
+               {"TurnWorkerLogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": group}}})
+        assert _preflight(session, project, tmp_path) == [
+            "Stage 'dev': nothing of make deploy's or of another stack's in the way of 'agentstream-dev'."
+        ]
+
+
+def test_preflight_passes_a_new_stage_and_an_update_of_the_same_stack(project, tmp_path):
+    from moto import mock_aws
+
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        assert _preflight(session, project, tmp_path)[-1].startswith("Stage 'dev': nothing of make deploy's")
+        for function in stack.functions(project):  # what the stack itself made
+            _function(session.client("lambda"), session.client("iam"), stack.function_name("dev", function),
+                      **{"aws:cloudformation:stack-name": "agentstream-dev"})
+        assert _preflight(session, project, tmp_path)[-1].startswith("Stage 'dev': nothing of make deploy's")
+
+
+def test_make_preflight_runs_the_check_for_the_stack_named(tmp_path):
+    import subprocess
+
+    result = subprocess.run(["make", "-n", "preflight", "STAGE=prod", f"STAMP={tmp_path}/stamp"],
+                            cwd=stack.ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "-m infra.deploy preflight --stage prod --stack-name agentstream-prod" in result.stdout
+    docs = (stack.ROOT / "docs" / "deploy.md").read_text().split("## Path 1", 1)[1].split("\n## ", 1)[0]
+    assert "make preflight STAGE=prod" in docs  # in Path 1's steps, before aws cloudformation deploy
+    assert docs.index("make preflight STAGE=prod") < docs.index("aws cloudformation deploy")
+
+
+# ---- the WebSocket stage's access logs on the chalice deploy path
+
+
+@pytest.fixture
+def stage_settings(monkeypatch: pytest.MonkeyPatch):
+    """moto's apigatewayv2 lacks UpdateStage and DeleteAccessLogSettings: the smallest stand-ins, refusing
+    access logs as API Gateway does while the account has no CloudWatch Logs role in the Region."""
+    import moto.apigateway.urls
+    import moto.apigatewayv2.urls
+    from moto.apigateway.models import apigateway_backends
+    from moto.apigatewayv2.exceptions import BadRequestException
+    from moto.apigatewayv2.models import apigatewayv2_backends
+    from moto.apigatewayv2.responses import ApiGatewayV2Response
+
+    def update_stage(self: Any) -> Any:  # apigatewayv2 UpdateStage: route and access log settings
+        api_id, stage_name = self.path.split("/")[-3], unquote(self.path.split("/")[-1])
+        stage = self.apigatewayv2_backend.get_stage(api_id, stage_name)
+        body = json.loads(self.body)
+        if "accessLogSettings" in body:
+            if not apigateway_backends[self.current_account][self.region].account.cloudwatch_role_arn:
+                raise BadRequestException("CloudWatch Logs role ARN must be set in account settings to enable logging")
+            stage.access_log_settings = body["accessLogSettings"]
+        stage.default_route_settings.update(body.get("defaultRouteSettings", {}))
+        return 200, {}, json.dumps(stage.to_json())
+
+    def delete_access_log_settings(request: Any, full_url: str, headers: Any) -> Any:  # apigatewayv2 DeleteAccessLogSettings
+        api_id, _, stage_name, _ = full_url.split("/v2/apis/", 1)[1].split("/")
+        apigatewayv2_backends[ACCOUNT][REGION].get_stage(api_id, unquote(stage_name)).access_log_settings = None
+        return 204, {}, ""
+
+    monkeypatch.setattr(ApiGatewayV2Response, "update_stage", update_stage, raising=False)
+    path = "{0}/v2/apis/(?P<api_id>[^/]+)/stages/(?P<stage_name>[^/]+)/accesslogsettings$"
+    for urls in (moto.apigateway.urls, moto.apigatewayv2.urls):  # apigateway's copies apigatewayv2's when imported
+        monkeypatch.setitem(urls.url_paths, path, delete_access_log_settings)
+
+
+def test_make_deploy_logs_the_stages_access_as_the_template_does_and_stops_when_asked(stage_settings, project, tmp_path):
+    from moto import mock_aws
+
+    template_format = stack.load_json(stack.APP_TEMPLATE)["Resources"]["WebsocketAPIStage"]["Properties"]["AccessLogSettings"]
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/apigateway/agentstream-dev-websocket-access:*"
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        apigateway = session.client("apigatewayv2")
+        api_id = apigateway.create_api(Name="dev-agentstream", ProtocolType="WEBSOCKET",
+                                       RouteSelectionExpression="$request.body.action")["ApiId"]
+        apigateway.create_stage(ApiId=api_id, StageName="dev")
+        log: List[str] = []
+        deployer = deploy.Deployer(session, "dev", project_dir=project, build_dir=tmp_path / "build", log=log.append)
+
+        # A new account has no API Gateway logging role in the Region: a clear stop, not a BadRequestException.
+        with pytest.raises(SystemExit, match="the account has no CloudWatch Logs role for API Gateway there"):
+            deployer.access_logs(api_id, "dev", group)
+        assert "AccessLogSettings" not in apigateway.get_stage(ApiId=api_id, StageName="dev")
+
+        role = f"arn:aws:iam::{ACCOUNT}:role/apigateway-logs"  # set once per Region (docs/deploy.md, "Access logs")
+        account = session.client("apigateway")
+        account.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}])
+        deployer.access_logs(api_id, "dev", group)
+        settings = apigateway.get_stage(ApiId=api_id, StageName="dev")["AccessLogSettings"]
+        assert settings == {"DestinationArn": group, "Format": template_format["Fn::If"][1]["Format"]}  # the packaged stage's
+        log.clear()
+        deployer.access_logs(api_id, "dev", group)  # a redeploy changes nothing
+        assert log == []
+
+        deployer.access_logs(api_id, "dev", None)  # WebsocketAccessLogging=false: the data stack has no such output
+        assert "AccessLogSettings" not in apigateway.get_stage(ApiId=api_id, StageName="dev")
+        assert log == ["Turning off the access logs of the WebSocket stage dev ..."]
+        deployer.access_logs(api_id, "dev", None)
+        assert len(log) == 1
+
+
+def test_make_deploy_gives_the_data_stack_the_stages_log_retention():
+    for stage in ("dev", "prod"):
+        values = deploy.gather_parameters(stage, [], {**AGENT, **SIGN_IN, "LOG_RETENTION_IN_DAYS": "1"})
+        assert values["LogRetentionInDays"] == str(stack.chalice_config(stage).log_retention_in_days), stage  # not a choice
+        assert values["WebsocketAccessLogging"] == "false"
+    logging_on = deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN, "WEBSOCKET_ACCESS_LOGGING": "true"})
+    assert logging_on["WebsocketAccessLogging"] == "true"

@@ -1,17 +1,31 @@
 """``make package``: what ``chalice package`` with the merged templates produces, and what is in it."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+import marshal
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
 from typing import Any, Dict
 
 import pytest
+from chalice.deploy.packager import BaseLambdaDeploymentPackager
 
 from infra import stack
+from infra.bytecode import add_bytecode, interpreter_for
+from infra.chalice_cli import (
+    DEFAULT_RUNTIME,
+    DEPRECATED,
+    RUNTIMES,
+    UnsupportedRuntime,
+    check_runtime,
+    patch_chalice,
+    python_version,
+)
 from tests.deploy.support import (
     ACCOUNT,
     APPLICATION_PROFILE,
@@ -25,6 +39,7 @@ from tests.deploy.support import (
     as_list,
     cfn_lint,
     conditions_in,
+    deploy_stack,
     resources_of_type,
     statements,
 )
@@ -46,33 +61,236 @@ def test_package_writes_the_template_the_code_and_the_layer(packaged):
 def test_deployment_zip_holds_only_the_app_and_stays_small(packaged):
     with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as archive:
         names = archive.namelist()
-    tops = {name.split("/")[0] for name in names}
-    assert tops == {"app.py", "__pycache__", "chalicelib", "chalice"}, tops  # chalice/: Chalice's own runtime module
+    tops = {name.split("/")[0] for name in names} - {"__pycache__"}  # app.py's bytecode, when shipped
+    assert tops == {"app.py", "chalicelib", "chalice"}, tops  # chalice/: Chalice's own runtime module
     assert (packaged["dev"] / "deployment.zip").stat().st_size < 1_000_000
 
 
-def test_both_zips_carry_bytecode_lambda_could_not_write_itself(packaged, tmp_path):
+# ---- the Lambda runtime: a choice (RUNTIME=), not the builder's Python
+
+RUNTIME = DEFAULT_RUNTIME  # what the packaged fixture used: make package without RUNTIME=
+XY = python_version(RUNTIME).replace(".", "")
+# importlib.util.MAGIC_NUMBER of each version (read from CPython 3.11.7, 3.12.1 and 3.13.0).
+MAGIC = {"python3.11": 3495, "python3.12": 3531, "python3.13": 3571}
+
+
+def test_the_default_runtime_is_supported_and_not_deprecated():
+    assert RUNTIME in RUNTIMES and RUNTIME not in DEPRECATED
+    assert set(RUNTIMES) <= set(BaseLambdaDeploymentPackager._RUNTIME_TO_ABI)  # Chalice has each one's wheel ABI
+
+
+def test_the_functions_and_the_layer_declare_the_chosen_runtime_not_the_builders(templates):
+    """The builder here is Python 3.11; Chalice alone would have declared python3.11 everywhere."""
+    for stage, template in templates.items():
+        runtimes = {logical_id: resource["Properties"].get("Runtime") for logical_id, resource in template["Resources"].items()
+                    if resource["Type"] == "AWS::Serverless::Function"}
+        assert runtimes == {logical_id: RUNTIME for logical_id in FUNCTIONS.values()}, stage
+        assert "Runtime" not in template.get("Globals", {}).get("Function", {})
+        assert template["Resources"]["ManagedLayer"]["Properties"]["CompatibleRuntimes"] == [RUNTIME], stage
+
+
+def test_the_layers_compiled_dependencies_are_wheels_for_the_runtime(packaged):
+    with zipfile.ZipFile(packaged["dev"] / "layer-deployment.zip") as archive:
+        names = archive.namelist()
+        wheels = {name.split("/")[4].split("-")[0]: archive.read(name).decode() for name in names
+                  if name.endswith(".dist-info/WHEEL")}
+    site = f"python/lib/{RUNTIME}/site-packages/"
+    assert all(name.startswith(site) for name in names)  # where the runtime looks in /opt
+    extensions = [name[len(site):] for name in names if name.endswith(".so")]
+    for extension in extensions:
+        assert extension.endswith((f".cpython-{XY}-x86_64-linux-gnu.so", ".abi3.so")), extension
+    # cffi (for cryptography's bindings) and wrapt compiled for this runtime, cryptography for the stable ABI.
+    assert {f"_cffi_backend.cpython-{XY}-x86_64-linux-gnu.so", f"wrapt/_wrappers.cpython-{XY}-x86_64-linux-gnu.so",
+            "cryptography/hazmat/bindings/_rust.abi3.so"} <= set(extensions)
+    for name in ("cffi", "wrapt"):
+        tags = re.findall(r"^Tag: (\S+)$", wheels[name], re.MULTILINE)
+        assert tags and all(tag.startswith(f"cp{XY}-cp{XY}-manylinux") for tag in tags), (name, tags)
+
+
+def test_bytecode_in_the_zips_is_the_runtimes_or_none(packaged):
+    """A .pyc is only any use to the Python version that wrote it: the runtime's, or none at all."""
+    shipped = 0
+    for stage, out in packaged.items():
+        for archive in ("deployment.zip", "layer-deployment.zip"):
+            with zipfile.ZipFile(out / archive) as zipped:
+                for name in zipped.namelist():
+                    if name.endswith(".pyc"):
+                        assert name.endswith(f".cpython-{XY}.pyc"), (stage, name)
+                        header = zipped.read(name)[:4]
+                        assert header == MAGIC[RUNTIME].to_bytes(2, "little") + b"\r\n", (stage, name)
+                        shipped += 1
+    # Compiled when an interpreter of the runtime's version is at hand (the builder's, or pythonX.Y on PATH).
+    assert bool(shipped) == (interpreter_for(RUNTIME) is not None)
+
+
+def test_bytecode_is_compiled_by_the_interpreter_given_and_is_what_python_loads(packaged, tmp_path):
+    """infra/bytecode.py with this interpreter standing in for the runtime's: same code path."""
+    copy = tmp_path / "deployment.zip"
+    shutil.copy(packaged["dev"] / "deployment.zip", copy)
     tag = sys.implementation.cache_tag
-    for archive, expected in (
-        ("deployment.zip", ["app.py", "chalicelib/turns/run.py"]),
-        ("layer-deployment.zip", ["python/lib/{py}/site-packages/botocore/client.py"]),
-    ):
-        with zipfile.ZipFile(packaged["dev"] / archive) as zipped:
-            names = set(zipped.namelist())
-            for source in expected:
-                source = source.format(py=f"python{sys.version_info.major}.{sys.version_info.minor}")
-                folder, _, file = source.rpartition("/")
-                pyc = f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")
-                assert source in names and pyc in names, (archive, pyc)
+    assert add_bytecode(copy, sys.executable) > 10
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(copy) as zipped:
+        names = set(zipped.namelist())
+        for source in ("app.py", "chalicelib/turns/run.py", "chalicelib/turns/ids.py"):
+            folder, _, file = source.rpartition("/")
+            pyc = f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")
+            assert source in names and pyc in names, pyc
+        data = zipped.read(f"chalicelib/turns/__pycache__/ids.{tag}.pyc")
+        zipped.extractall(unpacked)
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 0b01  # hash-based, unchecked: no timestamps to compare
+    assert marshal.loads(data[16:]).co_filename == "/var/task/chalicelib/turns/ids.py"  # as tracebacks on Lambda show it
     # The bytecode is what Python loads: unpacked, the app imports from it without its sources.
-    with zipfile.ZipFile(packaged["dev"] / "deployment.zip") as zipped:
-        zipped.extractall(tmp_path)
-    turns = tmp_path / "chalicelib" / "turns"
+    turns = unpacked / "chalicelib" / "turns"
     (turns / "ids.py").unlink()
     (turns / "__pycache__" / f"ids.{tag}.pyc").rename(turns / "ids.pyc")
     probe = "import chalicelib.turns.ids as s; print(s.memory_id('x'))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=unpacked, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("m-"), result.stderr
+
+
+def _fake_python(directory, name: str, script: str) -> None:
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o755)
+
+
+def test_only_an_interpreter_of_the_runtimes_version_compiles_bytecode(tmp_path, monkeypatch):
+    builder = "python%d.%d" % sys.version_info[:2]
+    assert interpreter_for(builder) == sys.executable
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert interpreter_for("python3.13") is None  # none on PATH
+    _fake_python(bin_dir, "python3.13", "exit 127")  # e.g. a pyenv shim for a version not selected
+    assert interpreter_for("python3.13") is None
+    _fake_python(bin_dir, "python3.13", f'exec "{sys.executable}" "$@"')  # named python3.13, but it is not
+    assert interpreter_for("python3.13") is None
+    _fake_python(bin_dir, "python3.13", "echo 3.13")
+    assert interpreter_for("python3.13") == str(bin_dir / "python3.13")
+
+
+def test_an_unsupported_runtime_is_refused_with_the_choices_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept")
+    choices = "choose one of python3.12, python3.13, python3.14 (default python3.13"
+    commands = {
+        "make package": ["-m", "infra.stack", "package", "--stage", "dev", "--out", str(out), "--runtime", "python3.9"],
+        "make deploy": ["-m", "infra.deploy", "deploy", "--stage", "dev", "--runtime", "nodejs22.x"],
+        "the wrapper": [str(stack.ROOT / "infra" / "chalice_cli.py"), "--runtime", "python3.10", "package", str(out)],
+    }
+    for what, command in commands.items():
+        result = subprocess.run([sys.executable, *command], cwd=stack.ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (what, result.stdout, result.stderr)
+        assert "is not a Lambda runtime agentstream packages for: " + choices in result.stderr, (what, result.stderr)
+    assert [p.name for p in out.iterdir()] == ["earlier.txt"]
+    with pytest.raises(UnsupportedRuntime, match="'python3.15' is not a Lambda runtime"):
+        stack.chalice_command("python3.15")
+
+
+def test_python311_is_still_accepted_with_its_deprecation_dates():
+    assert check_runtime("python3.11") == "python3.11"
+    wrapper = [sys.executable, str(stack.ROOT / "infra" / "chalice_cli.py")]
+    result = subprocess.run(wrapper + ["--runtime", "python3.11", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("chalice "), result.stderr
+    assert "Warning: python3.11 (Amazon Linux 2) is deprecated on Lambda on 2027-06-30" in result.stderr
+
+
+def test_make_deploy_runs_chalice_for_the_chosen_runtime(monkeypatch, tmp_path):
+    import boto3
+
+    from infra import deploy
+
+    commands = []
+    monkeypatch.setattr(deploy.subprocess, "run", lambda command, **_: commands.append(command))
+    for runtime in (None, "python3.12"):
+        kwargs = {} if runtime is None else {"runtime": runtime}
+        deployer = deploy.Deployer(boto3.session.Session(region_name=REGION), "dev", build_dir=tmp_path, **kwargs)
+        deployer.chalice("deploy", "--stage", "dev")
+    wrapper = [sys.executable, str(stack.ROOT / "infra" / "chalice_cli.py"), "--runtime"]
+    assert commands == [wrapper + [RUNTIME, "--project-dir", str(tmp_path / "dev"), "deploy", "--stage", "dev"],
+                        wrapper + ["python3.12", "--project-dir", str(tmp_path / "dev"), "deploy", "--stage", "dev"]]
+
+
+@pytest.fixture
+def chalice_restored(monkeypatch):
+    """Chalice's internals as they were after the test, whatever ``patch_chalice`` replaced."""
+    from chalice.config import Config
+    from chalice.deploy import packager, validate
+
+    monkeypatch.setattr(Config, "lambda_python_version", Config.__dict__["lambda_python_version"])
+    monkeypatch.setattr(validate, "validate_python_version", validate.validate_python_version)
+    monkeypatch.setattr(packager.PipRunner, "_execute", packager.PipRunner._execute)
+    monkeypatch.setattr(BaseLambdaDeploymentPackager, "_build_python_dependencies",
+                        BaseLambdaDeploymentPackager._build_python_dependencies)
+
+
+def test_the_wrapper_asks_pip_for_the_runtimes_wheels_and_stops_on_a_missing_one(chalice_restored):
+    from chalice.config import Config
+    from chalice.deploy import packager
+
+    patch_chalice("python3.13")
+    assert Config(chalice_stage="dev").lambda_python_version == "python3.13"
+    calls = []
+
+    class Pip:
+        def main(self, args, env_vars=None, shim=None):
+            calls.append(args)
+            return 0, b"", b""
+
+    runner = packager.PipRunner(Pip())
+    runner.download_manylinux_wheels("cp313", ["cffi==2.1.1"], "/tmp/wheels", ["manylinux2014_x86_64"])
+    # Without --python-version pip matches the builder's version: no cp313-cp313 wheel, and cffi left out.
+    assert calls[-1][:3] == ["download", "--python-version", "3.13"] and calls[-1][-4:] == ["cp313", "--dest", "/tmp/wheels",
+                                                                                          "cffi==2.1.1"]
+    runner.download_sdists(["cffi==2.1.1"], "/tmp/sdists")
+    assert "--python-version" not in calls[-1]  # only downloads by ABI name a Python version
+
+    class Builder:
+        def build_site_packages(self, abi, requirements, directory):
+            raise packager.MissingDependencyError({packager.Package(directory, "cffi-2.1.1-cp311-cp311-manylinux2014_x86_64.whl")})
+
+    layer = packager.LayerDeploymentPackager(None, Builder(), None)
+    with pytest.raises(SystemExit, match=r"No python3.13 \(cp313\) wheel for: cffi==2.1.1"):
+        layer._build_python_dependencies("python3.13", "requirements.txt", "/tmp/site")
+
+
+def test_the_runtimes_resolve_the_pinned_closure_as_the_builder_does():
+    """pip resolves requirements.txt's environment markers for the builder's Python, not the runtime's:
+    safe only while no marker in the closure tells them apart."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    def environment(version: str) -> Dict[str, str]:
+        return {"python_version": version, "python_full_version": f"{version}.0"}
+
+    builder = "%d.%d" % sys.version_info[:2]
+    todo = [Requirement(line) for line in (stack.ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    seen = set()
+    while todo:
+        requirement = todo.pop()
+        name = requirement.name.lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in distribution(requirement.name).requires or []:
+            child = Requirement(spec)
+            if child.marker is None:
+                todo.append(child)
+                continue
+            for extra in {""} | set(requirement.extras):
+                wanted = child.marker.evaluate({**environment(builder), "extra": extra})
+                for runtime in RUNTIMES:
+                    assert child.marker.evaluate({**environment(python_version(runtime)), "extra": extra}) == wanted, (
+                        f"{requirement.name} requires {spec}: pip resolves it for Python {builder}, not {runtime}"
+                    )
+                if wanted:
+                    todo.append(child)
+    assert {"cffi", "wrapt", "cryptography", "botocore"} <= seen
 
 
 def test_the_layer_holds_the_pinned_dependencies_and_sdk(packaged):
@@ -208,8 +426,9 @@ WIRING = {
     "AGENT_ID": {"Ref": "AgentId"},
     "AGENT_ALIAS_ID": {"Ref": "AgentAliasId"},
     "AGENT_MEMORY": {"Ref": "AgentMemory"},
-    "MODEL_ID": {"Ref": "ModelId"},
-    "SYSTEM_PROMPT": {"Ref": "SystemPrompt"},
+    "MODEL_ID": {"Fn::If": ["HasInferenceProfile", {"Ref": "InferenceProfile"}, {"Ref": "ModelId"}]},  # what the worker invokes
+    # The prompt's SSM parameter, not the prompt: it may take 8 KB, and the whole environment 4 KB.
+    "SYSTEM_PROMPT_PARAMETER": {"Fn::If": ["UsesSystemPrompt", {"Ref": "SystemPromptParameter"}, ""]},
     "MAX_TOKENS": {"Ref": "MaxTokens"},
     "LATENCY": {"Ref": "Latency"},
     "AGENT_RUNTIME_ARN": {"Ref": "AgentRuntimeArn"},
@@ -260,8 +479,8 @@ def test_every_variable_set_is_read_by_someone(templates):
 
 def test_parameters_cover_every_backend_and_sign_in_and_hold_no_secret(templates):
     parameters = templates["dev"]["Parameters"]
-    for name in ("Backend", "AgentId", "AgentAliasId", "AgentMemory", "ModelId", "InferenceProfileModelArns", "SystemPrompt",
-                 "MaxTokens", "Latency", "AgentRuntimeArn", "AgentRuntimeQualifier",
+    for name in ("Backend", "AgentId", "AgentAliasId", "AgentMemory", "ModelId", "InferenceProfile", "InferenceProfileModelArns",
+                 "SystemPrompt", "MaxTokens", "Latency", "AgentRuntimeArn", "AgentRuntimeQualifier",
                  "JwtIssuer", "JwtAudience", "JwtJwksUrl", "JwtSecretParameter"):
         assert name in parameters
     from chalicelib.settings import BACKENDS as APP_BACKENDS
@@ -272,7 +491,7 @@ def test_parameters_cover_every_backend_and_sign_in_and_hold_no_secret(templates
     assert parameters["AgentMemory"]["AllowedValues"] == ["true", "false"]
     assert parameters["Latency"]["AllowedValues"] == ["", "standard", "optimized"]  # what the settings accept
     # Each backend's target is optional in the template and required by a Rule when that backend is chosen.
-    for name in ("AgentId", "AgentAliasId", "ModelId", "AgentRuntimeArn"):
+    for name in ("AgentId", "AgentAliasId", "ModelId", "InferenceProfile", "AgentRuntimeArn"):
         assert parameters[name]["Default"] == "" and re.fullmatch(parameters[name]["AllowedPattern"], ""), name
     # The HS256 secret is referenced by name, never passed in.
     assert not [n for n in parameters if "Secret" in n and n not in ("JwtSecretParameter", "JwtSecretKmsKeyArn")]
@@ -382,14 +601,15 @@ def test_the_agent_and_the_api_are_named_exactly(templates):
         assert stack.chalice_config(stage).api_gateway_stage == stage
 
 
-def test_only_the_worker_invokes_bedrock_and_only_connect_reads_the_secret(templates):
+def test_only_the_worker_invokes_bedrock_and_reads_the_prompt_only_connect_reads_the_secret(templates):
     actions: Dict[str, set] = {}
     for role, document in _identity_policies(templates["dev"]):
         actions[role] = {a for s in statements(document) for a in as_list(s["Action"])}
     for bedrock in ("bedrock:InvokeAgent", "bedrock:InvokeModelWithResponseStream", "bedrock-agentcore:InvokeAgentRuntime"):
         assert [r for r, a in actions.items() if bedrock in a] == ["TurnWorkerRole"], bedrock
     assert [r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)] == ["TurnWorkerRole"]
-    assert [r for r, a in actions.items() if "ssm:GetParameter" in a] == ["WebsocketConnectRole"]
+    # SSM: the sign-in secret for connect, the system prompt for the worker (each its own parameter).
+    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["TurnWorkerRole", "WebsocketConnectRole"]
     assert [r for r, a in actions.items() if "sqs:SendMessage" in a] == ["WebsocketMessageRole"]
     assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
     assert actions["WebsocketDisconnectRole"] == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DeleteItem"}
@@ -421,10 +641,10 @@ def test_turn_events_go_to_the_bus_a_parameter_names_and_only_the_worker_may_put
         assert wrapped["Fn::If"][0] == "PublishesTurnEvents" and wrapped["Fn::If"][2] == {"Ref": "AWS::NoValue"}
 
     # Resolved: the grant names the bus given, and is gone when the parameter is empty.
-    on = _resolved_policies(templates["dev"], {**BACKENDS["agent"], "TurnEventBus": "billing"})["TurnWorkerRole"]
+    on = _resolved_policies("dev", {**BACKENDS["agent"], "TurnEventBus": "billing"})["TurnWorkerRole"]
     (put,) = [s for s in on["Statement"] if s["Sid"] == "PublishTurnEvents"]
     assert put["Resource"] == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/billing"
-    off = _resolved_policies(templates["dev"], {**BACKENDS["agent"], "TurnEventBus": ""})["TurnWorkerRole"]
+    off = _resolved_policies("dev", {**BACKENDS["agent"], "TurnEventBus": ""})["TurnWorkerRole"]
     assert not [s for s in off["Statement"] if "events:PutEvents" in as_list(s["Action"])]
 
 
@@ -435,6 +655,15 @@ def test_make_package_runs_this_packaging(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "-m infra.stack package --stage prod --out build/package" in result.stdout
+    assert "--runtime" not in result.stdout  # the default: infra/chalice_cli.py's DEFAULT_RUNTIME
+
+
+def test_make_package_and_make_deploy_pass_the_runtime_chosen(tmp_path):
+    for target, command in (("package", "-m infra.stack package --stage dev --out build/package --runtime python3.12"),
+                            ("deploy", "-m infra.deploy deploy --stage dev --runtime python3.12")):
+        result = subprocess.run(["make", "-n", target, "RUNTIME=python3.12", f"STAMP={tmp_path}/stamp"],
+                                cwd=stack.ROOT, capture_output=True, text=True)
+        assert result.returncode == 0 and command in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -453,7 +682,7 @@ def test_the_packaged_stack_carries_the_data_stack_unchanged(templates):
             for name, value in data[section].items():
                 assert template[section][name] == value, f"{section}.{name}"
         for name, value in data["Parameters"].items():
-            if name != "Stage":
+            if name not in ("Stage", "LogRetentionInDays"):  # both fixed to the packaged stage's
                 assert template["Parameters"][name] == value, name
 
 
@@ -480,26 +709,32 @@ def test_every_handler_of_the_app_is_configured_and_packaged(templates):
 # ---- each backend: only its own grants
 
 
-def _resolved_policies(template: Dict[str, Any], parameters: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
-    """Each role's policy in ``template`` as CloudFormation resolves it for these parameter values.
-
-    The template's own Conditions decide every ``Fn::If``; this stack's resources stay placeholders.
+def _resolved_policies(stage: str, parameters: Dict[str, str]) -> Dict[str, Dict[str, Any]]:
+    """Each role's policy as CloudFormation (moto's) resolves it for these parameter values, on the
+    stack ``make deploy`` creates: its roles hold the same documents as the packaged template's
+    (test_both_paths_give_each_function_its_policy_file_verbatim). This stack's tables and queues
+    show as markers (``<HistoryTable.Arn>``), as they are named only once deployed.
     """
+    from moto import mock_aws
 
-    class Resolver(stack.Context):
-        def attribute(self, resource: str, attribute: str) -> str:
-            return f"<{resource}.{attribute}>"
+    values = stack.resolve_parameters(stage, {"JwtSecretParameter": "/agentstream/dev/jwt", **parameters})
+    with mock_aws():
+        outputs, policies = deploy_stack(values, stage=stage)
+    text = json.dumps(policies)
+    for resource in stack.load_json(stack.DATA_TEMPLATE)["Resources"]:
+        if f"{resource}Arn" in outputs:
+            text = text.replace(f'"{outputs[f"{resource}Arn"]}"', f'"<{resource}.Arn>"')
+    return json.loads(text)
 
-        def ref(self, name: str) -> Any:
-            if name in self.parameters or name in self.pseudo or name == "AWS::NoValue":
-                return super().ref(name)
-            return f"<{name}>"
 
-    values = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
-    values.update(stack.resolve_parameters("dev", {"JwtSecretParameter": "/agentstream/dev/jwt", **parameters}))
-    context = Resolver(parameters=values, pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
-                                                 "AWS::URLSuffix": "amazonaws.com"}, conditions=template["Conditions"])
-    return {role: context.evaluate(document) for role, document in _identity_policies(template)}
+def test_both_paths_give_each_function_its_policy_file_verbatim(templates):
+    for stage, template in templates.items():
+        deploy_path = stack.deploy_template(stage)
+        for function, (_, document) in stack.policy_documents(stage).items():
+            role = f"{stack.logical_id(function)}Role"
+            for path in (template, deploy_path):
+                (policy,) = path["Resources"][role]["Properties"]["Policies"]
+                assert policy["PolicyDocument"] == document, (stage, role)
 
 
 PROFILE_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{US_SONNET_PROFILE}"
@@ -509,6 +744,7 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "InvokeTheAgent": (["bedrock:InvokeAgent"], [f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"], None),
     },
     "converse-model": {
+        "ReadSystemPrompt": (["ssm:GetParameter"], [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/agentstream/<Stage>/system-prompt"], None),
         "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"],
                            [f"arn:aws:bedrock:{REGION}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"], None),
         "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
@@ -520,6 +756,7 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
     },
     "converse-application-profile": {
+        "ReadSystemPrompt": (["ssm:GetParameter"], [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/agentstream/<Stage>/system-prompt"], None),
         "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"], [APPLICATION_PROFILE], None),
         "InvokeTheProfilesModels": (["bedrock:InvokeModelWithResponseStream"], list(US_SONNET_MODELS),
                                     {"StringEquals": {"bedrock:InferenceProfileArn": APPLICATION_PROFILE}}),
@@ -542,17 +779,89 @@ def test_every_backend_scenario_is_checked():
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_each_backend_gets_only_its_own_grants(backend, templates):
-    """The packaged template, resolved for each Backend: the worker gets that backend's grants and no other's."""
-    for stage, template in templates.items():
-        policies = _resolved_policies(template, BACKENDS[backend])
+    """The roles' policies, resolved by CloudFormation for each Backend: the worker gets that backend's grants and no other's."""
+    for stage in templates:
+        policies = _resolved_policies(stage, BACKENDS[backend])
         worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
         own = {sid: statement for sid, statement in worker.items() if sid not in SHARED_WORKER_SIDS}
         assert sorted(own) == sorted(BACKEND_GRANTS[backend]), (stage, backend)
         for sid, (actions, resources, condition) in BACKEND_GRANTS[backend].items():
             assert as_list(own[sid]["Action"]) == actions, sid
-            assert as_list(own[sid]["Resource"]) == resources, sid
+            assert as_list(own[sid]["Resource"]) == [r.replace("<Stage>", stage) for r in resources], sid
             assert own[sid].get("Condition") == condition, sid
         # Nothing else moves with the backend: the other roles are the same under every backend.
         assert {role: p for role, p in policies.items() if role != "TurnWorkerRole"} == {
-            role: p for role, p in _resolved_policies(template, BACKENDS["agent"]).items() if role != "TurnWorkerRole"
+            role: p for role, p in _resolved_policies(stage, BACKENDS["agent"]).items() if role != "TurnWorkerRole"
         }
+
+
+# ---- the WebSocket stage's access log (docs/deploy.md, "Access logs")
+
+# $context variables API Gateway supports in a WebSocket API's access log format (Developer Guide,
+# "Configure logging for WebSocket APIs in API Gateway"); requestId must be among them ("Set up CloudWatch logging").
+WEBSOCKET_LOG_VARIABLES = {
+    "apiId", "connectedAt", "connectionId", "domainName", "error.message", "error.messageString", "error.responseType",
+    "eventType", "extendedRequestId", "identity.sourceIp", "identity.userAgent", "integration.error",
+    "integration.integrationStatus", "integration.latency", "integration.requestId", "integration.status",
+    "integrationLatency", "messageId", "requestId", "requestTime", "requestTimeEpoch", "routeKey", "stage", "status",
+}
+
+
+@pytest.mark.parametrize("logging", ["true", "false"])
+def test_the_websocket_stage_logs_access_only_when_asked(logging, templates):
+    """AccessLogSettings resolved both ways: with WebsocketAccessLogging=true the stage logs one JSON line per
+    event to the data stack's log group; with false (the default) it has no AccessLogSettings at all."""
+    for stage, template in templates.items():
+        assert template["Parameters"]["WebsocketAccessLogging"]["Default"] == "false"
+        condition, when_true, when_false = template["Resources"]["WebsocketAPIStage"]["Properties"]["AccessLogSettings"]["Fn::If"]
+        # The log group and its output exist under the very same condition.
+        assert template["Resources"]["WebsocketAccessLogGroup"]["Condition"] == condition
+        assert template["Outputs"]["WebsocketAccessLogGroupArn"]["Condition"] == condition
+        holds = stack.rule_holds(template["Conditions"][condition], {"WebsocketAccessLogging": logging})
+        settings = when_true if holds else when_false
+        if logging == "false":
+            assert settings == {"Ref": "AWS::NoValue"}, stage
+            continue
+        assert settings["DestinationArn"] == {"Fn::GetAtt": ["WebsocketAccessLogGroup", "Arn"]}
+        variables = re.findall(r"\$context\.([A-Za-z.]+)", settings["Format"])
+        assert "requestId" in variables and set(variables) <= WEBSOCKET_LOG_VARIABLES, set(variables) - WEBSOCKET_LOG_VARIABLES
+        line = json.loads(re.sub(r"\$context\.[A-Za-z.]+", "value", settings["Format"]))  # one JSON object per event
+        assert {"requestId", "connectionId", "eventType", "routeKey", "status", "error", "ip"} <= set(line)
+        assert "\n" not in settings["Format"] and "$input" not in settings["Format"]  # only $context; never message content
+
+
+def test_every_log_group_of_the_packaged_stage_keeps_the_stages_retention(templates):
+    for stage, template in templates.items():
+        days = stack.chalice_config(stage).log_retention_in_days
+        spec = template["Parameters"]["LogRetentionInDays"]
+        assert (spec["Default"], spec["AllowedValues"]) == (days, [days]), stage  # not a choice: the stage's
+        for name, group in resources_of_type(template, "AWS::Logs::LogGroup").items():
+            assert group["Properties"]["RetentionInDays"] in (days, {"Ref": "LogRetentionInDays"}), name
+
+
+def _zipped_size(path, within: str = "") -> int:
+    """Bytes a zip's entries take compressed, bytecode left out (it ships only when a Python of the
+    runtime's version built it), optionally only the entries whose path contains ``within``."""
+    with zipfile.ZipFile(path) as archive:
+        return sum(i.compress_size for i in archive.infolist() if not i.filename.endswith(".pyc") and within in i.filename)
+
+
+def _unpacked_size(path) -> int:
+    with zipfile.ZipFile(path) as archive:
+        return sum(i.file_size for i in archive.infolist() if not i.filename.endswith(".pyc"))
+
+
+def test_the_sizes_docs_deploy_md_quotes_are_the_measured_ones(packaged):
+    """An "about" in docs/deploy.md's Path 1 is within 20% of what make package writes."""
+    text = (stack.ROOT / "docs" / "deploy.md").read_text()
+    quoted = {
+        "app": int(re.search(r"`deployment.zip`: the app's code only, about (\d+) KB", text)[1]) * 1024,
+        "layer": int(re.search(r"fastjsonschema\), about (\d+) MB before bytecode", text)[1]) * 2**20,
+        "unpacked": int(re.search(r"MB before bytecode \((\d+) MB unpacked\)", text)[1]) * 2**20,
+        "sdk": int(re.search(r"the SDK \(boto3, botocore, s3transfer, jmespath\) is about (\d+) MB", text)[1]) * 2**20,
+    }
+    app, layer = packaged["dev"] / "deployment.zip", packaged["dev"] / "layer-deployment.zip"
+    sdk = sum(_zipped_size(layer, f"site-packages/{name}/") for name in ("boto3", "botocore", "s3transfer", "jmespath"))
+    measured = {"app": _zipped_size(app), "layer": _zipped_size(layer), "unpacked": _unpacked_size(layer), "sdk": sdk}
+    for what, size in measured.items():
+        assert abs(quoted[what] - size) <= 0.2 * size, f"docs/deploy.md says {quoted[what]:,} bytes for the {what}; it is {size:,}"

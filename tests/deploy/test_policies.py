@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlparse
 
 import boto3
@@ -40,20 +40,55 @@ from tests.deploy.support import (
     REGION,
     US_SONNET_MODELS,
     allows,
-    data_outputs,
+    as_list,
+    deploy_stack,
     grants,
     isolated_env,
-    wired_names,
 )
 from tests.support.events import API_ID, STAGE, sqs_event, ws_event
 from tests.support.tokens import SECRET, make_token
 
 SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
-# Granted for someone other than the app's code: Lambda's SQS poller, the runtime's logging, and
-# active tracing (Lambda sends the X-Ray segments; X-Ray's write actions take no resource ARN, so "*").
-NOT_CALLED_BY_THE_CODE = {"ConsumeTurnQueue", "WriteOwnLogs", "WriteTraces"}
 
 Call = Tuple[str, str, Tuple[Tuple[str, str], ...]]  # (IAM action, resource ARN, request condition keys)
+
+
+def _aws_calls(function: str, queue_arn: str) -> Set[Call]:
+    """The calls AWS makes with a function's role, which no recording of the code can show, as AWS
+    documents them (AWS Lambda Developer Guide):
+
+    * every function: the runtime writes its logs, ``logs:CreateLogStream`` and ``logs:PutLogEvents``
+      on the function's own log group ("Lambda execution role", the AWSLambdaBasicExecutionRole
+      policy; the stack or Chalice creates the group, so no ``logs:CreateLogGroup``);
+    * a function with an SQS event source: Lambda's poller ``sqs:ReceiveMessage``,
+      ``sqs:DeleteMessage`` and ``sqs:GetQueueAttributes`` on the queue ("Using Lambda with Amazon
+      SQS", execution role permissions; AWSLambdaSQSQueueExecutionRole);
+    * a function with active tracing: Lambda sends its segments, ``xray:PutTraceSegments`` and
+      ``xray:PutTelemetryRecords`` ("Using AWS Lambda with AWS X-Ray"; AWSXRayDaemonWriteAccess). X-Ray's
+      write actions have no resource type (Service Authorization Reference), hence ``*``.
+    """
+    name = stack.function_name(STAGE, function)
+    stream = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}:log-stream:2026/12/03/[$LATEST]0123456789abcdef"
+    calls: Set[Call] = {(f"logs:{action}", stream, ()) for action in ("CreateLogStream", "PutLogEvents")}
+    if function == "turn_worker":  # the turn queue's consumer (app.py: @app.on_sqs_message)
+        calls |= {(f"sqs:{action}", queue_arn, ()) for action in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")}
+    if stack.chalice_config(STAGE, function).xray_enabled:
+        calls |= {(f"xray:{action}", "*", ()) for action in ("PutTraceSegments", "PutTelemetryRecords")}
+    return calls
+
+
+def _problems(used: Mapping[str, Set[Call]], policies: Mapping[str, Dict[str, Any]]) -> List[str]:
+    """Both ways a policy can be wrong: a call (the code's or AWS's) it would deny, a grant no call needs."""
+    problems = []
+    for function, calls in used.items():
+        for call in sorted(calls):
+            if not allows(policies[function], call[0], call[1], dict(call[2])):
+                problems.append(f"{function} would be denied {call}: grant it in its .chalice policy file")
+        for single in grants(policies[function]):
+            if not any(allows(single, call[0], call[1], dict(call[2])) for call in calls):
+                problems.append(f"{function} is granted {single['Statement'][0]} but no flow used it: remove it from its "
+                                "policy or add the flow that needs it to tests/deploy/test_policies.py")
+    return problems
 
 
 def _bedrock_checks(service: str, operation: str, params: Mapping[str, Any], profiles: Mapping[str, List[str]]) -> List[Call]:
@@ -134,14 +169,6 @@ class Recorder:
         self.calls.append((f"{service}:{model.name}", resource, ()))
 
 
-def _configure(scenario: str, resources: Any) -> Tuple[Dict[str, str], stack.Context]:
-    """The scenario's parameters, resolved against this run's moto resources as make deploy would."""
-    names = wired_names(resources.env())
-    names["TurnDeadLetterQueue"] = resources.dead_letter_queue_url.rsplit("/", 1)[-1]
-    parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
-    return parameters, stack.context_from_outputs(parameters, data_outputs(names), websocket_api_id=API_ID)
-
-
 def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Dict[str, Set[Call]]:
     """Every flow a client can drive; the calls each function made."""
     sqs = boto3.client("sqs")  # the test's own client: not recorded
@@ -214,7 +241,6 @@ def recorded(request: pytest.FixtureRequest):
     from chalicelib.runtime import Runtime, set_runtime
     from chalicelib.settings import Settings
     from devserver.bedrock import BedrockEmulator
-    from devserver.resources import provision
     from tests.support.fakes import FakeAgentRuntime, FakeClients, FakeManagementApi
 
     scenario = request.param
@@ -226,17 +252,18 @@ def recorded(request: pytest.FixtureRequest):
         for service in ("BEDROCK_RUNTIME", "BEDROCK_AGENTCORE"):  # the real clients, against the emulator
             patch.setenv(f"AWS_ENDPOINT_URL_{service}", bedrock.url)
         with mock_aws():
-            resources = provision(boto3.client("dynamodb"), boto3.client("sqs"))
             boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")
-            parameters, context = _configure(scenario, resources)
-            # The app configured by exactly the environment the template gives every function.
-            env = {**stack.app_environment(context), "STAGE": STAGE, "AWS_REGION": REGION, "FLUSH_INTERVAL_MS": "20",
+            parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
+            # The tables, queues and roles as CloudFormation makes them for make deploy (the packaged
+            # roles hold the same documents), and the app configured by exactly the environment it resolves.
+            outputs, roles = deploy_stack(parameters, websocket_api_id=API_ID, stage=STAGE)
+            env = {**stack.environment_from_outputs(outputs), "STAGE": STAGE, "AWS_REGION": REGION, "FLUSH_INTERVAL_MS": "20",
                    "RELAY_RETRY_BASE_MS": "1"}
             settings = Settings.from_env(env)
             management, agent = FakeManagementApi(), FakeAgentRuntime()
             runtime = Runtime(settings, FakeClients(settings, management, agent))
             # What GetInferenceProfile would answer about the scenario's profile: the models it routes to.
-            model, routes = parameters["ModelId"], [arn for arn in parameters["InferenceProfileModelArns"].split(",") if arn]
+            model, routes = parameters["InferenceProfile"], [arn for arn in parameters["InferenceProfileModelArns"].split(",") if arn]
             profile = model if model.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
             recorder = Recorder(runtime, management, agent, {profile: routes} if routes else {})
             set_runtime(runtime)
@@ -245,28 +272,48 @@ def recorded(request: pytest.FixtureRequest):
                     calls = _drive(client, runtime, management, recorder)
             finally:
                 set_runtime(None)
-            policies = {function: stack.render_policy(document, context)[0]
-                        for function, (_, document) in stack.policy_documents(STAGE).items()}
+            policies = {function: roles[f"{stack.logical_id(function)}Role"] for function in stack.functions()}
+    for function in policies:
+        calls[function] |= _aws_calls(function, outputs["TurnQueueArn"])
     return scenario, calls, policies
 
 
-def test_every_call_a_function_makes_is_allowed_by_its_own_policy(recorded):
+def test_every_call_is_allowed_and_every_grant_is_used(recorded):
     scenario, used, policies = recorded
     assert set(used) == set(policies)
-    for function, calls in used.items():
-        denied = sorted(call for call in calls if not allows(policies[function], call[0], call[1], dict(call[2])))
-        assert not denied, f"{scenario}: {function} would be denied {denied}: grant them in its .chalice policy file"
+    assert not _problems(used, policies), scenario
 
 
-def test_every_grant_is_used(recorded):
+def _mutants(statement: Dict[str, Any]) -> Iterator[Tuple[Optional[Dict[str, Any]], str]]:
+    """The statement without itself, without each action, without each resource, with each resource
+    pointing elsewhere (another log group, queue, table, API ...)."""
+    yield None, "removed"
+    actions, resources = as_list(statement["Action"]), as_list(statement["Resource"])
+    for action in actions:
+        if len(actions) > 1:
+            yield {**statement, "Action": [a for a in actions if a != action]}, f"without {action}"
+    for resource in resources:
+        if len(resources) > 1:
+            yield {**statement, "Resource": [r for r in resources if r != resource]}, f"without {resource}"
+        elsewhere = resource[:-1] + "-elsewhere*" if resource.endswith("*") else resource + "-elsewhere"
+        yield {**statement, "Resource": [elsewhere if r == resource else r for r in resources]}, f"with {elsewhere}"
+
+
+def test_every_statement_action_and_resource_is_needed(recorded):
+    """Remove each statement, each action, each resource in turn, or point a resource elsewhere:
+    the checks above must fail every time, or that part of the policy is untested."""
     scenario, used, policies = recorded
+    assert not _problems(used, policies)
+    tried = 0
     for function, policy in policies.items():
-        code_statements = {**policy, "Statement": [s for s in policy["Statement"] if s["Sid"] not in NOT_CALLED_BY_THE_CODE]}
-        for single in grants(code_statements):
-            assert any(allows(single, call[0], call[1], dict(call[2])) for call in used[function]), (
-                f"{scenario}: {function} is granted {single['Statement'][0]} but no flow used it: remove it from its "
-                "policy or add the flow that needs it to tests/deploy/test_policies.py"
-            )
+        for index, statement in enumerate(policy["Statement"]):
+            for mutant, change in _mutants(statement):
+                rest = policy["Statement"][:index] + ([mutant] if mutant else []) + policy["Statement"][index + 1:]
+                assert _problems(used, {**policies, function: {**policy, "Statement": rest}}), (
+                    f"{scenario}: {function}'s {statement['Sid']} {change}: no check fails"
+                )
+                tried += 1
+    assert tried > 40, tried
 
 
 def test_the_worker_calls_only_its_backend(recorded):
@@ -284,12 +331,9 @@ def test_the_worker_calls_only_its_backend(recorded):
 @pytest.mark.parametrize("scenario", sorted(name for name, given in BACKENDS.items() if "InferenceProfileModelArns" in given))
 def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
     parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
-    context = stack.Context(parameters=parameters, attributes={f"{t}.Arn": f"arn:{t}" for t in ("TurnQueue", "TurnsTable", "ConnectionsTable", "HistoryTable", "RateLimitsTable")},
-                            resources={"WebsocketAPI": API_ID}, conditions=stack.all_conditions(),
-                            pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT})
-    worker = stack.render_policy(stack.policy_documents(STAGE)["turn_worker"][1], context)[0]
-    model = parameters["ModelId"]
-    profile = model if model.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{model}"
+    worker = _resolved(parameters)["TurnWorkerRole"]
+    given = parameters["InferenceProfile"]
+    profile = given if given.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{given}"
     other = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/eu.{US_SONNET_MODELS[0].rsplit('/', 1)[1]}"
     for arn in US_SONNET_MODELS:
         assert allows(worker, "bedrock:InvokeModelWithResponseStream", arn, {"bedrock:InferenceProfileArn": profile})
@@ -298,23 +342,27 @@ def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
     assert not allows(worker, "bedrock:InvokeModelWithResponseStream", other)
 
 
+def _resolved(parameters: Mapping[str, str]) -> Dict[str, Dict[str, Any]]:
+    """Each role's policy as CloudFormation (moto's) resolves it for these parameters."""
+    from moto import mock_aws
+
+    with mock_aws():
+        return deploy_stack(parameters, websocket_api_id=API_ID, stage=STAGE)[1]
+
+
 def test_the_secret_statement_is_there_only_when_a_parameter_is_configured():
-    document = stack.policy_documents(STAGE)["websocket_connect"][1]
     base = stack.resolve_parameters(STAGE, {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
                                             "JwtIssuer": "https://issuer.example", "JwtJwksUrl": "https://issuer.example/jwks"})
-    context = stack.Context(parameters=base, attributes={"ConnectionsTable.Arn": "arn:table"},
-                            pseudo={"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
-                                    "AWS::URLSuffix": "amazonaws.com"}, conditions=stack.all_conditions())
-    sids = {s["Sid"] for s in stack.render_policy(document, context)[0]["Statement"]}
+    sids = {s["Sid"] for s in _resolved(base)["WebsocketConnectRole"]["Statement"]}
     assert sids == {"WriteOwnLogs", "RecordConnections"}
 
-    context.parameters = {**base, "JwtSecretParameter": SECRET_PARAMETER}
-    sids = {s["Sid"] for s in stack.render_policy(document, context)[0]["Statement"]}
+    with_secret = {**base, "JwtSecretParameter": SECRET_PARAMETER}
+    sids = {s["Sid"] for s in _resolved(with_secret)["WebsocketConnectRole"]["Statement"]}
     assert sids == {"WriteOwnLogs", "RecordConnections", "ReadJwtSecret"}  # aws/ssm: no kms grant needed
 
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    context.parameters = {**base, "JwtSecretParameter": SECRET_PARAMETER, "JwtSecretKmsKeyArn": key}
-    (decrypt,) = [s for s in stack.render_policy(document, context)[0]["Statement"] if s["Sid"] == "DecryptJwtSecret"]
+    statements = _resolved({**with_secret, "JwtSecretKmsKeyArn": key})["WebsocketConnectRole"]["Statement"]
+    (decrypt,) = [s for s in statements if s["Sid"] == "DecryptJwtSecret"]
     assert decrypt["Resource"] == key
     assert decrypt["Condition"]["StringEquals"] == {
         "kms:ViaService": f"ssm.{REGION}.amazonaws.com",
