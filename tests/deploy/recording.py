@@ -20,11 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import botocore.session
@@ -34,6 +35,14 @@ import botocore.session
 ACTION_NAMES = {
     ("lambda", "GetLayerVersionByArn"): "lambda:GetLayerVersion",
     ("lambda", "Invoke"): "lambda:InvokeFunction",
+    # Amazon S3 API reference, each operation's "Permissions": HEAD needs s3:GetObject; a multipart
+    # upload's create, parts and completion need s3:PutObject; listing a bucket, s3:ListBucket.
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "HeadBucket"): "s3:ListBucket",
 }
 # Operations no policy can allow or deny. STS API reference, GetCallerIdentity: "No permissions are
 # required to perform this operation."
@@ -97,6 +106,17 @@ class MotoRecorder:
         # The server runs in this process (ThreadedMotoServer); its recorder would otherwise write
         # ./moto_recording, into the repository.
         recorder._location = str(path)
+        if not getattr(recorder, "one_at_a_time", False):
+            # The server answers each request in a thread of its own, and the recorder appends an entry
+            # and its newline in two writes: parallel requests (the AWS CLI uploads an artifact's parts
+            # ten at a time) would interleave them. One entry at a time.
+            lock, record = threading.Lock(), recorder._record_request
+
+            def locked(*args: Any, **kwargs: Any) -> None:
+                with lock:
+                    record(*args, **kwargs)
+
+            vars(recorder).update(_record_request=locked, one_at_a_time=True)
 
     def _call(self, path: str) -> bytes:
         method = "GET" if path.endswith("download-recording") else "POST"
@@ -110,6 +130,10 @@ class MotoRecorder:
         self._call("reset")
         self._call("recorder/reset-recording")
         self._call("recorder/start-recording")
+
+    def forget(self) -> None:
+        """Drop what was recorded so far and go on recording: the setup a test makes as someone else."""
+        self._call("recorder/reset-recording")
 
     def stop(self) -> List[Request]:
         self._call("recorder/stop-recording")
@@ -144,6 +168,18 @@ def _uri_pattern(request_uri: str) -> Tuple[re.Pattern, Dict[str, str]]:
     regex = re.sub(r"\\\{([A-Za-z0-9_-]+)\\\}", r"(?P<\1>[^/]+)", regex)
     regex = re.sub(r"\(\?P<([^>]+)>", lambda m: "(?P<" + re.sub(r"\W", "_", m.group(1)) + ">", regex)
     return re.compile(f"^{regex}$"), dict(parse_qsl(query, keep_blank_values=True))
+
+
+def _required_members(operation_model: Any) -> Set[Tuple[str, str]]:
+    """(location, name as sent) of an operation's required query string and header members."""
+    shape = operation_model.input_shape
+    found: Set[Tuple[str, str]] = set()
+    for member in shape.required_members if shape else ():
+        serialization = shape.members[member].serialization
+        if serialization.get("location") in ("querystring", "header"):
+            name = serialization.get("name", member)
+            found.add((serialization["location"], name.lower() if serialization["location"] == "header" else name))
+    return found
 
 
 def _body(request: Request) -> Dict[str, Any]:
@@ -183,7 +219,11 @@ def operation(request: Request) -> Call:
                 match = pattern.match(raw_path)
                 if not match or any(query.get(k) != v for k, v in required.items()):
                     continue
-                literal = len(re.sub(r"\{[^}]+\}", "", http["requestUri"]))  # the most specific path wins
+                members = _required_members(model.operation_model(name))
+                if not members <= {("querystring", k) for k in query} | {("header", k.lower()) for k in request.headers}:
+                    continue  # S3's PutObject, UploadPart and CopyObject share a path: their required members tell
+                # The most specific wins: the longest literal path, then the most required members present.
+                literal = len(re.sub(r"\{[^}]+\}", "", http["requestUri"])) * 100 + len(members)
                 if best is None or literal > best[0]:
                     best = (literal, name, {k: unquote(v) for k, v in match.groupdict().items()})
             if best:
@@ -253,6 +293,8 @@ def resources(call: Call, region: str, account: str) -> List[str]:
         return ["*"]
     if call.service == "sts":
         return ["*"]
+    if call.service == "s3":
+        return [f"arn:aws:s3:::{p['Bucket']}/{p['Key']}" if "Key" in p else f"arn:aws:s3:::{p['Bucket']}"]
     raise AssertionError(f"{call.service}:{call.operation}: teach tests/deploy/recording.py its resource ARNs")
 
 
@@ -270,13 +312,20 @@ def implicit_checks(call: Call, region: str, account: str) -> List[Check]:
                                 f"{call.operation} gives the function this role"))
         for layer in p.get("Layers") or []:  # Lambda developer guide, "Layers": lambda:GetLayerVersion on each
             checks.append(Check("lambda:GetLayerVersion", layer, (), f"{call.operation} adds this layer"))
-    if call.service == "cloudformation" and call.operation in ("CreateStack", "UpdateStack", "CreateChangeSet"):
+    if call.service == "cloudformation" and call.operation in ("CreateStack", "UpdateStack", "CreateChangeSet", "DeleteStack"):
         if p.get("RoleARN"):  # CloudFormation user guide, "CloudFormation service role"
             checks.append(Check("iam:PassRole", p["RoleARN"], (("iam:PassedToService", "cloudformation.amazonaws.com"),),
                                 f"{call.operation} hands CloudFormation this role"))
         if p.get("TemplateURL"):
-            checks.append(Check("s3:GetObject", p["TemplateURL"], (), "CloudFormation reads the template as the caller"))
+            checks.append(Check("s3:GetObject", s3_object_arn(p["TemplateURL"]), (),
+                                "CloudFormation reads the template as the caller"))
     return checks
+
+
+def s3_object_arn(url: str) -> str:
+    """The object a path-style S3 URL names (the AWS CLI hands CloudFormation such TemplateURLs)."""
+    bucket, _, key = unquote(urlsplit(url).path).lstrip("/").partition("/")
+    return f"arn:aws:s3:::{bucket}/{key}"
 
 
 def checks(call: Call, region: str, account: str) -> List[Check]:
