@@ -4,6 +4,20 @@ HS256 tokens are checked against a shared secret; RS256/ES256 tokens against the
 (Amazon Cognito and other OIDC issuers), with issuer and audience checks. Each key type accepts
 only its own algorithms, so ``alg: none`` and algorithm confusion (an HS256 token signed with a
 public key) are refused by construction. PyJWT is imported lazily: only $connect pays for it.
+
+Amazon Cognito signs two kinds of token with the same key, so the signature alone does not say a
+token was meant for this API. After the signature, expiry, issuer and audience, three optional
+checks (settings ``JWT_TOKEN_USE``, ``JWT_CLIENT_ID``, ``JWT_REQUIRED_GROUP``) apply to every token:
+
+- ``token_use`` must equal ``JWT_TOKEN_USE``. A Cognito stage requires ``access``: access tokens
+  are what Cognito issues to call an API, while ID tokens describe the person (email, name) and
+  would carry that into every ``?token=`` URL and its logs.
+- the app client: an access token names it in ``client_id`` (it has no ``aud``), an ID token in
+  ``aud``; which claim is read follows the token's own (signed) ``token_use``, so with
+  ``JWT_TOKEN_USE`` empty a token without ``token_use`` is checked on ``aud``.
+- ``cognito:groups`` must list ``JWT_REQUIRED_GROUP``.
+
+Each refusal is an ``AuthError`` (a 401 at $connect) that names the failed check, never a claim's value.
 """
 from __future__ import annotations
 
@@ -58,6 +72,26 @@ def usable_user_id(sub: Any) -> str:
     return sub
 
 
+def check_cognito_claims(claims: Mapping[str, Any], settings: Settings) -> None:
+    """Refuse a verified token of the wrong kind, app client or group (see the module docstring)."""
+    token_use = claims.get("token_use")
+    if settings.jwt_token_use and token_use != settings.jwt_token_use:
+        raise AuthError(f"token refused: its 'token_use' is not {settings.jwt_token_use!r}")
+    if settings.jwt_client_id:
+        if token_use == "access":
+            claim, issued_to = "client_id", claims.get("client_id")
+            clients = [issued_to] if isinstance(issued_to, str) else []
+        else:  # an ID token (or not Cognito's): the audience, a string or a list (RFC 7519)
+            claim, issued_to = "aud", claims.get("aud")
+            clients = [issued_to] if isinstance(issued_to, str) else issued_to if isinstance(issued_to, list) else []
+        if not any(isinstance(client, str) and client in settings.jwt_client_id for client in clients):
+            raise AuthError(f"token refused: its {claim!r} claim names no accepted app client")
+    if settings.jwt_required_group:
+        groups = claims.get("cognito:groups")
+        if not isinstance(groups, list) or settings.jwt_required_group not in groups:
+            raise AuthError("token refused: the user is not in the required group")
+
+
 class TokenVerifier:
     """Verifies JWTs; the JWKS client (and its key cache) lives as long as the container."""
 
@@ -100,6 +134,7 @@ class TokenVerifier:
             value = claims.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise AuthError(f"token refused: the {name!r} claim must be a number")
+        check_cognito_claims(claims, settings)
         return Identity(user_id=usable_user_id(claims.get("sub")), claims=claims)
 
     def _hmac_secret(self) -> str:

@@ -85,6 +85,12 @@ class Settings:
     jwt_issuer: str = env("JWT_ISSUER", default="")
     jwt_audience: Tuple[str, ...] = env("JWT_AUDIENCE", default=())
     jwt_leeway_s: int = env("JWT_LEEWAY_S", default=30)
+    # Amazon Cognito's own claims (chalicelib/auth.py): the kind of token ("access" or "id"; empty:
+    # not checked), the app clients it may be issued to (access tokens name theirs in `client_id`,
+    # ID tokens in `aud`; empty: not checked) and a group the user must be in (`cognito:groups`).
+    jwt_token_use: str = env("JWT_TOKEN_USE", default="")
+    jwt_client_id: Tuple[str, ...] = env("JWT_CLIENT_ID", default=())
+    jwt_required_group: str = env("JWT_REQUIRED_GROUP", default="")
     # Empty means "derive from the event's apiId, stage and region", as on AWS.
     management_endpoint_url: str = env("MANAGEMENT_ENDPOINT_URL", default="")
     # Relay coalescing: post at most once per interval unless a frame's worth is waiting.
@@ -165,6 +171,12 @@ class Settings:
                                 "not both")
         if self.jwks_url and not self.jwt_issuer:
             raise SettingsError("JWT_JWKS_URL needs JWT_ISSUER so tokens from other issuers are refused")
+        if self.jwt_token_use not in ("", "access", "id"):
+            raise SettingsError(f"JWT_TOKEN_USE must be 'access', 'id' or empty (not checked), not {self.jwt_token_use!r}")
+        if self.jwt_token_use == "access" and self.jwt_audience:
+            # Cognito access tokens have no `aud`: every one of them would be refused.
+            raise SettingsError("JWT_TOKEN_USE=access: access tokens carry no 'aud' claim; name the app client in "
+                                "JWT_CLIENT_ID and leave JWT_AUDIENCE empty")
         if self.user_daily_token_budget < 0 or self.user_monthly_token_budget < 0:
             raise SettingsError("USER_DAILY_TOKEN_BUDGET and USER_MONTHLY_TOKEN_BUDGET must be 0 (no limit) or more")
 

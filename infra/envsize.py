@@ -12,13 +12,16 @@ as one JSON object, ``{"NAME":"value",...}`` (its refusal quotes that "String me
   CloudFormation generates is ``<stack>-<logical id>-<13 characters>``, cut to the service's
   limit, with the stack's name at CloudFormation's 128 characters, since the packaged stack's
   name is the operator's choice; ARNs and queue URLs with the longest partition, Region and DNS
-  suffix botocore knows, and a 12-digit account;
+  suffix botocore knows, and a 12-digit account; a Cognito user pool's or app client's id at the
+  most its API allows (``UserPoolIdType``: 55 characters, ``ClientIdType``: 128);
 * each variable as JSON writes it with every non-ASCII character escaped (``\\u00e9``): the most
   any encoding of it can take, so the bound holds however Lambda counts.
 
 Only the shapes ``Globals`` uses are read (``Ref`` to a parameter, ``Ref``/``Fn::GetAtt`` of a
-data resource, ``Fn::If`` of those, where the larger branch counts); anything else is refused, so a
-new kind of variable gets a bound here before it can be deployed unmeasured.
+data resource, ``Fn::Sub`` in its string form of those and of ``AWS::Region``, ``AWS::URLSuffix``,
+``AWS::Partition`` and ``AWS::AccountId``, at their longest as above, and ``Fn::If`` of all these,
+where the larger branch counts); anything else is refused, so a new kind of variable gets a bound
+here before it can be deployed unmeasured.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ GENERATED_SUFFIX = 13  # the unique part CloudFormation appends to a name it gen
 ACCOUNT_ID = "0" * 12
 # The longest name each service accepts, for names CloudFormation generates.
 NAME_LIMITS = {"AWS::DynamoDB::Table": 255, "AWS::SQS::Queue": 80}
+# The longest ids Amazon Cognito's API takes (UserPoolIdType, ClientIdType): what a Ref of each is.
+ID_LIMITS = {"AWS::Cognito::UserPool": 55, "AWS::Cognito::UserPoolClient": 128}
 
 
 class EnvironmentSizeError(ValueError):
@@ -101,6 +106,8 @@ def _reference(logical_id: str, attribute: Optional[str], parameters: Mapping[st
             return name
     elif kind == "AWS::SSM::Parameter" and attribute is None:  # its name, which the template sets
         return _substitute(properties.get("Name"), parameters, what)
+    elif kind in ID_LIMITS and attribute is None:  # an id Cognito generates
+        return "x" * ID_LIMITS[kind]
     raise EnvironmentSizeError(f"no bound for {what}: teach infra/envsize.py its longest value")
 
 
@@ -116,6 +123,30 @@ def _substitute(template: Any, parameters: Mapping[str, str], what: str) -> str:
 
         return re.sub(r"\$\{([^}!]+)\}", value, template["Fn::Sub"])
     raise EnvironmentSizeError(f"no bound for {what}: its name is neither a literal nor an Fn::Sub of parameters")
+
+
+def _sub(template: str, parameters: Mapping[str, str], variable: str) -> str:
+    """An ``Fn::Sub`` string at its longest: parameters at their values, pseudo parameters and the data
+    resources' ``Ref``/``Fn::GetAtt`` at their longest (``${!x}`` is the literal ``${x}``)."""
+    bounds = longest()
+    pseudo = {"AWS::Region": bounds.region, "AWS::URLSuffix": bounds.dns_suffix, "AWS::Partition": bounds.partition,
+              "AWS::AccountId": ACCOUNT_ID}
+
+    def value(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        if name in pseudo:
+            return pseudo[name]
+        if name in parameters:
+            return longest_value({"Ref": name}, parameters, variable) or ""
+        if name.startswith("AWS::"):
+            raise EnvironmentSizeError(
+                f"{variable}: no bound for ${{{name}}} in an Fn::Sub: teach infra/envsize.py its longest value")
+        logical_id, _, attribute = name.partition(".")
+        return _reference(logical_id, attribute or None, parameters)
+
+    return re.sub(r"\$\{([^}]+)\}", value, template)
 
 
 def longest_value(node: Any, parameters: Mapping[str, str], variable: str = "?") -> Optional[str]:
@@ -134,11 +165,13 @@ def longest_value(node: Any, parameters: Mapping[str, str], variable: str = "?")
             return _reference(argument, None, parameters)
         if function == "Fn::GetAtt" and isinstance(argument, list) and len(argument) == 2:
             return _reference(argument[0], argument[1], parameters)
+        if function == "Fn::Sub" and isinstance(argument, str):
+            return _sub(argument, parameters, variable)
         if function == "Fn::If" and isinstance(argument, list) and len(argument) == 3:
             branches = [longest_value(branch, parameters, variable) for branch in argument[1:]]
             return max(branches, key=lambda value: -1 if value is None else size({variable: value}))
     raise EnvironmentSizeError(
-        f"{variable}: no bound for {json.dumps(node)}: infra/envsize.py reads Ref, Fn::GetAtt and Fn::If only"
+        f"{variable}: no bound for {json.dumps(node)}: infra/envsize.py reads Ref, Fn::GetAtt, Fn::Sub (a string) and Fn::If only"
     )
 
 

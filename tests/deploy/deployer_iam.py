@@ -66,6 +66,8 @@ class Feature:
 
 KMS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey", "kms:ListAliases",
        "kms:RevokeGrant")
+COGNITO_KMS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey",
+               "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
 FEATURES: Tuple[Feature, ...] = (
     Feature("AWS::Lambda::Function", ("VpcConfig",),
             ("ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces"),
@@ -125,6 +127,24 @@ FEATURES: Tuple[Feature, ...] = (
             "replicas and the item access they need (DynamoDB developer guide, global tables' IAM): the table "
             "handler shares them with global tables, but an AWS::DynamoDB::Table has no replicas, and the "
             "deployer has no business reading or writing the tables' items"),
+    Feature("AWS::Cognito::UserPool", ("SmsConfiguration",), ("iam:PassRole",),
+            "sending SMS through Amazon SNS with a role the pool assumes: the pool sends no SMS"),
+    Feature("AWS::Cognito::UserPool", ("EmailConfiguration",), ("iam:CreateServiceLinkedRole",),
+            "sending email through Amazon SES, for which Cognito creates its email service-linked role "
+            "(AmazonCognitoIdpEmailServiceRolePolicy); without EmailConfiguration the pool sends Cognito's own email"),
+    Feature("AWS::Cognito::UserPool", ("KeyConfiguration", "LambdaConfig.KMSKeyID"), COGNITO_KMS,
+            "a customer managed KMS key for the pool's data or its custom sender triggers; without one Cognito "
+            "encrypts with a key of its own"),
+    Feature("AWS::Cognito::UserPoolClient", ("AnalyticsConfiguration",),
+            ("iam:PassRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:CreateServiceLinkedRole"),
+            "Amazon Pinpoint analytics, through a role the client passes and whose policy Cognito edits"),
+    Feature("AWS::Cognito::UserPoolDomain", ("CustomDomainConfig",), ("cloudfront:updateDistribution",),
+            "a custom domain, served through a CloudFront distribution; a prefix domain is Cognito's own"),
+    Feature("AWS::Cognito::UserPoolDomain", (), COGNITO_KMS,
+            "the pool's customer managed KMS key (UserPool KeyConfiguration, left out above): a domain has no key "
+            "property, and the pool, without a key, has nothing encrypted with one of the account's keys"),
+    Feature("AWS::Cognito::UserPoolGroup", ("RoleArn",), ("iam:PassRole", "iam:PutRolePolicy"),
+            "an IAM role for the group's members (identity pools); the required group grants API access only"),
 )
 
 # Where a resource of each type lives (``{name}``: its name, given or generated), for the permissions
@@ -140,6 +160,9 @@ ARNS = {
     "AWS::Lambda::LayerVersion": "arn:aws:lambda:{region}:{account}:layer:{name}:1",
     "AWS::Lambda::EventSourceMapping": "arn:aws:lambda:{region}:{account}:event-source-mapping:a1b2c3d4-0000-0000-0000-0000",
     "AWS::SSM::Parameter": "arn:aws:ssm:{region}:{account}:parameter/{name}",
+    # Cognito generates a pool's id (<region>_<9 characters>); its app clients, domain and groups are
+    # authorized on the pool (Service Authorization Reference, Amazon Cognito User Pools).
+    "AWS::Cognito::UserPool": "arn:aws:cognito-idp:{region}:{account}:userpool/{region}_A1b2C3d4E",
 }
 NAME_PROPERTIES = {
     "AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::CloudWatch::Alarm": "AlarmName",
@@ -147,7 +170,7 @@ NAME_PROPERTIES = {
     "AWS::Lambda::Function": "FunctionName", "AWS::Lambda::LayerVersion": "LayerName", "AWS::SSM::Parameter": "Name",
 }
 # Actions that support no resource-level permission: authorized on "*" (Service Authorization Reference).
-UNSCOPED = {"logs:DescribeResourcePolicies"}
+UNSCOPED = {"logs:DescribeResourcePolicies", "cognito-idp:CreateUserPool", "cognito-idp:DescribeUserPoolDomain"}
 API_COLLECTIONS = {"AWS::ApiGatewayV2::Route": "routes", "AWS::ApiGatewayV2::Integration": "integrations",
                    "AWS::ApiGatewayV2::Deployment": "deployments", "AWS::ApiGatewayV2::Stage": "stages"}
 
@@ -403,6 +426,9 @@ class Stack:
         if resource_type.startswith("AWS::ApiGatewayV2::") and service == "apigateway":
             method = permission.split(":")[1].upper()
             return [Check(permission, self._apigateway(resource, resource_type, method), (), why)]
+        if resource_type.startswith("AWS::Cognito::") and service == "cognito-idp":  # on the pool, whatever the type
+            pool = logical_id if resource_type == "AWS::Cognito::UserPool" else self._referenced(properties["UserPoolId"])
+            return [Check(permission, self.arn(str(pool)), (), why)]
         if resource_type in ARNS and service == prefix:  # AWS::<Service>::<Type>: its own service's permissions
             return [Check(permission, self.arn(logical_id), (), why)]
         raise AssertionError(f"{why} needs {permission}: teach tests/deploy/deployer_iam.py where it is authorized")
@@ -485,3 +511,26 @@ def unrecorded_checks(stage: str, region: str, account: str) -> List[Check]:
     """What ``infra/deploy.py`` calls only when something fails, so no successful run records it."""
     stack = stack_arn(f"agentstream-{stage}-data", region, account)
     return [Check("cloudformation:DescribeStackEvents", stack, (), "Deployer._wait reports a failed stack operation's events")]
+
+
+# ---- the CloudFormation path (docs/deploy.md, Path 1)
+
+SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
+
+
+def cloudformation_path_unrecorded_checks(packaged: Mapping[str, Any], stack_name: str, region: str,
+                                          account: str) -> List[Check]:
+    """What the CloudFormation path's caller needs that a recording against moto cannot show."""
+    found = [
+        # The AWS CLI's DeployFailedError (awscli/customizations/cloudformation/exceptions.py) tells the
+        # deployer, when aws cloudformation deploy fails, to run aws cloudformation describe-stack-events.
+        Check("cloudformation:DescribeStackEvents", stack_arn(stack_name, region, account), (),
+              "aws cloudformation deploy names describe-stack-events when a deploy fails"),
+    ]
+    if SAM_TRANSFORM in _as_list(packaged.get("Transform", [])):
+        # CloudFormation user guide, "Controlling access with IAM" (using-iam-template.html): "To allow
+        # AWS::Serverless transforms to create a change set, the policy should include the
+        # arn:aws:cloudformation:<region>:aws:transform/Serverless-2016-10-31 resource-level permission".
+        transform = f"arn:aws:cloudformation:{region}:aws:transform/Serverless-2016-10-31"
+        found.append(Check("cloudformation:CreateChangeSet", transform, (), "a change set of a template with the SAM transform"))
+    return found

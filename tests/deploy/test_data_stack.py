@@ -160,7 +160,7 @@ QUOTA_ALARMS_BY_SCENARIO = {
 @pytest.mark.parametrize("scenario", sorted(QUOTA_ALARMS_BY_SCENARIO))
 def test_each_backend_gets_the_quota_alarms_of_what_it_consumes(scenario):
     given = BACKENDS.get(scenario) or {"Backend": "converse", "ModelId": FOUNDATION_MODEL_ARN}
-    parameters = stack.resolve_parameters("dev", {"JwtSecretParameter": "/agentstream/dev/jwt", **given})
+    parameters = stack.resolve_parameters("dev", given)  # sign-in: the stack's own user pool, the default
     context = Context(parameters=parameters, conditions=DATA["Conditions"])
     deployed = {name for name in QUOTA_ALARMS
                 if "Condition" not in DATA["Resources"][name] or context.condition(DATA["Resources"][name]["Condition"])}
@@ -289,8 +289,7 @@ def data_stack():
     it (moto skips alarms and queue policies); the packaged stack carries the same ``data.json``."""
     with mock_aws():
         parameters = stack.resolve_parameters("dev", {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
-                                                      "JwtSecretParameter": "/agentstream/dev/jwt",
-                                                      "TableDeletionProtection": "false"})
+                                                      "TableDeletionProtection": "false"})  # and the default user pool
         outputs, _ = deploy_stack(parameters)
         yield outputs, parameters
 
@@ -356,8 +355,9 @@ ACCESS_LOG_GROUP = "/aws/apigateway/agentstream-{stage}-websocket-access"
 def _data_stack_outputs(stage, **given):
     """The data stack built by moto's CloudFormation with these parameters; its outputs."""
     cloudformation = boto3.client("cloudformation")
-    parameters = stack.resolve_parameters(stage, {**BACKENDS["agent"], "JwtSecretParameter": "/agentstream/jwt",
-                                                  "TableDeletionProtection": "false", **given})
+    parameters = stack.resolve_parameters(stage, {**BACKENDS["agent"], "CreateUserPool": "false",
+                                                  "JwtSecretParameter": "/agentstream/jwt", "TableDeletionProtection": "false",
+                                                  **given})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "moto does not support AWS::CloudWatch::Alarm"
         cloudformation.create_stack(StackName=stack.data_stack_name(stage), TemplateBody=json.dumps(DATA),

@@ -23,7 +23,10 @@ from infra import deploy, stack
 from tests.deploy import deployer_iam, recording
 from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, deploy_stack, role_policy
 
-SIGN_IN = {"JWT_ISSUER": "https://issuer.example", "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
+# Bring your own issuer (CreateUserPool=false): the stack's own Cognito pool is tests/deploy/test_user_pool.py's.
+SIGN_IN = {"CREATE_USER_POOL": "false", "JWT_ISSUER": "https://issuer.example",
+           "JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
+OWN_ISSUER = {"CREATE_USER_POOL": "false"}
 AGENT = {"BACKEND": "agent", "AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"}
 
 
@@ -105,16 +108,27 @@ def test_parameters_come_from_the_environment_and_pairs():
         ({**SIGN_IN, "BACKEND": "converse", "MODEL_ID": "amazon.nova-lite-v1:0", "SYSTEM_PROMPT": "x" * 2049},
          "SystemPrompt is longer than 2048"),
         ({**SIGN_IN, **AGENT, "JWT_AUDIENCE": "client-id " * 26}, "JwtAudience is longer than 256"),
-        ({**AGENT, "JWT_ISSUER": "https://issuer.example/é", "JWT_JWKS_URL": "https://issuer.example/jwks"},
+        ({**AGENT, **OWN_ISSUER, "JWT_ISSUER": "https://issuer.example/é", "JWT_JWKS_URL": "https://issuer.example/jwks"},
          "JwtIssuer='https://issuer.example/é' does not match"),
         ({**SIGN_IN, "BACKEND": "agentcore"}, "Backend=agentcore needs AgentRuntimeArn"),
         ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN.replace("A1b2C3d4E5", "*")}, "AgentRuntimeArn='arn"),
         ({**SIGN_IN, "BACKEND": "agentcore", "AGENT_RUNTIME_ARN": RUNTIME_ARN, "AGENT_RUNTIME_QUALIFIER": "DEFAULT*"},
          "AgentRuntimeQualifier='DEFAULT*' does not match"),
-        ({**AGENT}, "Set JwtJwksUrl (with JwtIssuer) or JwtSecretParameter"),
-        ({**AGENT, "JWT_JWKS_URL": "https://issuer.example/jwks"}, "JwtJwksUrl needs JwtIssuer"),
-        ({**AGENT, "JWT_JWKS_URL": "http://issuer.example/jwks", "JWT_ISSUER": "x"}, "JwtJwksUrl='http"),
-        ({**AGENT, "JWT_SECRET_PARAMETER": "jwt-secret"}, "JwtSecretParameter='jwt-secret' does not match"),
+        ({**AGENT, **OWN_ISSUER}, "CreateUserPool=false: set JwtJwksUrl (with JwtIssuer) or JwtSecretParameter"),
+        ({**AGENT, **OWN_ISSUER, "JWT_JWKS_URL": "https://issuer.example/jwks"}, "JwtJwksUrl needs JwtIssuer"),
+        ({**AGENT, **OWN_ISSUER, "JWT_JWKS_URL": "http://issuer.example/jwks", "JWT_ISSUER": "x"}, "JwtJwksUrl='http"),
+        ({**AGENT, **OWN_ISSUER, "JWT_SECRET_PARAMETER": "jwt-secret"}, "JwtSecretParameter='jwt-secret' does not match"),
+        # The stack's own pool (the default) sets the issuer, JWKS, app client and token use: nothing to bring.
+        *[({**AGENT, name: value}, "CreateUserPool=true (the default) signs users in with the stack's own Cognito user pool")
+          for name, value in (("JWT_ISSUER", "https://issuer.example"), ("JWT_JWKS_URL", "https://issuer.example/jwks"),
+                              ("JWT_AUDIENCE", "client"), ("JWT_CLIENT_ID", "client"), ("JWT_TOKEN_USE", "id"),
+                              ("JWT_SECRET_PARAMETER", "/agentstream/dev/jwt"))],
+        ({**AGENT, **SIGN_IN, "SELF_SIGN_UP": "true"}, "UserPoolDomainPrefix and SelfSignUp configure the stack's own user pool"),
+        ({**AGENT, **SIGN_IN, "USER_POOL_DOMAIN_PREFIX": "chat"}, "UserPoolDomainPrefix and SelfSignUp configure"),
+        ({**AGENT, "USER_POOL_DOMAIN_PREFIX": "my-aws-chat"}, "UserPoolDomainPrefix='my-aws-chat' does not match"),
+        ({**AGENT, "USER_POOL_DOMAIN_PREFIX": "-chat"}, "UserPoolDomainPrefix='-chat' does not match"),
+        ({**AGENT, "CALLBACK_URLS": "http://example.com/"}, "CallbackUrls='http://example.com/' does not match"),
+        ({**AGENT, "JWT_TOKEN_USE": "refresh"}, "JwtTokenUse='refresh' is not one of"),
         ({**AGENT, **SIGN_IN, "AGENT_MEMORY": "yes"}, "AgentMemory='yes' is not one of"),
         ({**AGENT, **SIGN_IN, "API_THROTTLING_RATE_LIMIT": "0"}, "ApiThrottlingRateLimit=0 is below 1"),
     ],

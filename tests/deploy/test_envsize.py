@@ -12,7 +12,9 @@ import pytest
 from infra import deploy, envsize, stack
 from tests.deploy.support import STAGES
 
-SIGN_IN = {"JwtIssuer": "https://issuer.example", "JwtJwksUrl": "https://issuer.example/.well-known/jwks.json"}
+# Bring your own issuer (CreateUserPool=false); the stack's own pool is the default, and both are bounded.
+SIGN_IN = {"CreateUserPool": "false", "JwtIssuer": "https://issuer.example",
+           "JwtJwksUrl": "https://issuer.example/.well-known/jwks.json"}
 CONVERSE = {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0", **SIGN_IN}
 GLOBALS = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
 
@@ -63,9 +65,27 @@ def test_fn_if_counts_the_larger_branch_whatever_the_condition():
     assert envsize.longest_value({"Fn::If": ["C", {"Ref": "AWS::NoValue"}, {"Ref": "AWS::NoValue"}]}, without_prompt) is None
 
 
+def test_the_user_pools_issuer_and_jwks_take_the_longest_region_suffix_and_pool_id():
+    """The pool's issuer and JWKS URL are Fn::Subs of pseudo parameters and the pool's id: bounded by the
+    longest Region and DNS suffix botocore knows and the longest id Cognito's API takes (55 characters)."""
+    bounds, parameters = envsize.longest(), _parameters()
+    issuer = envsize.longest_value(GLOBALS["JWT_ISSUER"], parameters, "JWT_ISSUER")
+    assert issuer == f"https://cognito-idp.{bounds.region}.{bounds.dns_suffix}/{'x' * 55}"
+    assert envsize.longest_value(GLOBALS["JWT_JWKS_URL"], parameters, "JWT_JWKS_URL") == issuer + "/.well-known/jwks.json"
+    # The app client's id, up to the 128 characters Cognito's API takes, when longer than JwtClientId.
+    assert envsize.longest_value(GLOBALS["JWT_CLIENT_ID"], parameters, "JWT_CLIENT_ID") == "x" * 128
+    assert envsize.longest_value(GLOBALS["JWT_CLIENT_ID"], {**parameters, "JwtClientId": "c" * 200}) == "c" * 200
+    real = "https://cognito-idp.cn-northwest-1.amazonaws.com.cn/cn-northwest-1_A1b2C3d4E"  # China's suffix, a real id
+    assert len(real) <= len(issuer)
+    literal = envsize.longest_value({"Fn::Sub": "${Stage}:${!Literal}:${AWS::Partition}"}, parameters)
+    assert literal == f"dev:${{Literal}}:{bounds.partition}"
+
+
 @pytest.mark.parametrize("node, refusal", [
-    ({"Fn::Sub": "${Stage}-x"}, "reads Ref, Fn::GetAtt and Fn::If only"),
-    ({"Fn::Join": ["", ["a", "b"]]}, "reads Ref, Fn::GetAtt and Fn::If only"),
+    ({"Fn::Sub": ["${A}", {"A": "x"}]}, "reads Ref, Fn::GetAtt, Fn::Sub (a string) and Fn::If only"),
+    ({"Fn::Sub": "${AWS::StackName}-x"}, "no bound for ${AWS::StackName} in an Fn::Sub"),
+    ({"Fn::Sub": "${TurnsTable.StreamArn}"}, "no bound for Fn::GetAtt StreamArn of TurnsTable"),
+    ({"Fn::Join": ["", ["a", "b"]]}, "reads Ref, Fn::GetAtt, Fn::Sub (a string) and Fn::If only"),
     ({"Ref": "AWS::Region"}, "not a resource of infra/data.json"),
     ({"Ref": "WebsocketAPI"}, "not a resource of infra/data.json"),  # Chalice's, not bounded here
     ({"Fn::GetAtt": ["TurnsTable", "StreamArn"]}, "no bound for Fn::GetAtt StreamArn of TurnsTable"),
@@ -191,7 +211,7 @@ def test_whatever_parameters_the_templates_accept_every_function_fits(stage):
 
 
 def test_make_deploy_check_prints_each_functions_size(capsys, monkeypatch):
-    for name in ("BACKEND", "MODEL_ID", "JWT_ISSUER", "JWT_JWKS_URL", "SYSTEM_PROMPT"):
+    for name in ("BACKEND", "MODEL_ID", "JWT_ISSUER", "JWT_JWKS_URL", "SYSTEM_PROMPT", "CREATE_USER_POOL"):
         monkeypatch.delenv(name, raising=False)
     given = [f"{name}={value}" for name, value in CONVERSE.items()] + ["SystemPrompt=" + "é" * 2048]
     assert deploy.main(["check", "--stage", "dev"] + [arg for pair in given for arg in ("--param", pair)]) == 0
@@ -201,7 +221,7 @@ def test_make_deploy_check_prints_each_functions_size(capsys, monkeypatch):
 
 
 def test_make_deploy_check_refuses_an_environment_over_the_limit(capsys, monkeypatch):
-    for name in ("BACKEND", "MODEL_ID", "JWT_ISSUER", "JWT_JWKS_URL"):
+    for name in ("BACKEND", "MODEL_ID", "JWT_ISSUER", "JWT_JWKS_URL", "CREATE_USER_POOL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(envsize, "LIMIT_BYTES", 1000)
     given = [f"{name}={value}" for name, value in CONVERSE.items()]

@@ -433,9 +433,16 @@ WIRING = {
     "LATENCY": {"Ref": "Latency"},
     "AGENT_RUNTIME_ARN": {"Ref": "AgentRuntimeArn"},
     "AGENT_RUNTIME_QUALIFIER": {"Ref": "AgentRuntimeQualifier"},
-    "JWT_ISSUER": {"Ref": "JwtIssuer"},
+    # Sign-in: the stack's own user pool (CreateUserPool=true, the default), else the issuer given.
+    "JWT_ISSUER": {"Fn::If": ["CreatesUserPool", {"Fn::Sub": "https://cognito-idp.${AWS::Region}.${AWS::URLSuffix}/${UserPool}"},
+                              {"Ref": "JwtIssuer"}]},
     "JWT_AUDIENCE": {"Ref": "JwtAudience"},
-    "JWT_JWKS_URL": {"Ref": "JwtJwksUrl"},
+    "JWT_JWKS_URL": {"Fn::If": ["CreatesUserPool",
+                                {"Fn::Sub": "https://cognito-idp.${AWS::Region}.${AWS::URLSuffix}/${UserPool}/.well-known/jwks.json"},
+                                {"Ref": "JwtJwksUrl"}]},
+    "JWT_CLIENT_ID": {"Fn::If": ["CreatesUserPool", {"Ref": "UserPoolClient"}, {"Ref": "JwtClientId"}]},
+    "JWT_TOKEN_USE": {"Fn::If": ["CreatesUserPool", "access", {"Ref": "JwtTokenUse"}]},
+    "JWT_REQUIRED_GROUP": {"Ref": "JwtRequiredGroup"},
     "JWT_SECRET_PARAMETER": {"Ref": "JwtSecretParameter"},
     "TURN_EVENT_BUS": {"Ref": "TurnEventBus"},
 }
@@ -717,7 +724,7 @@ def _resolved_policies(stage: str, parameters: Dict[str, str]) -> Dict[str, Dict
     """
     from moto import mock_aws
 
-    values = stack.resolve_parameters(stage, {"JwtSecretParameter": "/agentstream/dev/jwt", **parameters})
+    values = stack.resolve_parameters(stage, parameters)  # sign-in: the stack's own user pool, the default
     with mock_aws():
         outputs, policies = deploy_stack(values, stage=stage)
     text = json.dumps(policies)

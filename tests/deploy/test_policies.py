@@ -49,6 +49,8 @@ from tests.support.events import API_ID, STAGE, sqs_event, ws_event
 from tests.support.tokens import SECRET, make_token
 
 SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
+# HS256 tokens signed with the secret in SSM, instead of the stack's own user pool (the default).
+OWN_SECRET = {"CreateUserPool": "false", "JwtSecretParameter": SECRET_PARAMETER}
 
 Call = Tuple[str, str, Tuple[Tuple[str, str], ...]]  # (IAM action, resource ARN, request condition keys)
 
@@ -253,7 +255,7 @@ def recorded(request: pytest.FixtureRequest):
             patch.setenv(f"AWS_ENDPOINT_URL_{service}", bedrock.url)
         with mock_aws():
             boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=SECRET, Type="SecureString")
-            parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
+            parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], **OWN_SECRET})
             # The tables, queues and roles as CloudFormation makes them for make deploy (the packaged
             # roles hold the same documents), and the app configured by exactly the environment it resolves.
             outputs, roles = deploy_stack(parameters, websocket_api_id=API_ID, stage=STAGE)
@@ -330,7 +332,7 @@ def test_the_worker_calls_only_its_backend(recorded):
 
 @pytest.mark.parametrize("scenario", sorted(name for name, given in BACKENDS.items() if "InferenceProfileModelArns" in given))
 def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
-    parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], "JwtSecretParameter": SECRET_PARAMETER})
+    parameters = stack.resolve_parameters(STAGE, {**BACKENDS[scenario], **OWN_SECRET})
     worker = _resolved(parameters)["TurnWorkerRole"]
     given = parameters["InferenceProfile"]
     profile = given if given.startswith("arn:") else f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{given}"
@@ -352,7 +354,8 @@ def _resolved(parameters: Mapping[str, str]) -> Dict[str, Dict[str, Any]]:
 
 def test_the_secret_statement_is_there_only_when_a_parameter_is_configured():
     base = stack.resolve_parameters(STAGE, {"Backend": "agent", "AgentId": "AGENT12345", "AgentAliasId": "ALIAS12345",
-                                            "JwtIssuer": "https://issuer.example", "JwtJwksUrl": "https://issuer.example/jwks"})
+                                            "CreateUserPool": "false", "JwtIssuer": "https://issuer.example",
+                                            "JwtJwksUrl": "https://issuer.example/jwks"})
     sids = {s["Sid"] for s in _resolved(base)["WebsocketConnectRole"]["Statement"]}
     assert sids == {"WriteOwnLogs", "RecordConnections"}
 

@@ -10,7 +10,7 @@ from tests.deploy.support import ACCOUNT, REGION, SYSTEM_PROMPT, deploy_stack
 
 DATA, APP = stack.load_json(stack.DATA_TEMPLATE), stack.load_json(stack.APP_TEMPLATE)
 NAME = "/agentstream/dev/system-prompt"
-SIGN_IN = {"JwtSecretParameter": "/agentstream/dev/jwt-secret"}
+SIGN_IN = {"CreateUserPool": "false", "JwtSecretParameter": "/agentstream/dev/jwt-secret"}
 CONVERSE = {"Backend": "converse", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0", **SIGN_IN}
 
 

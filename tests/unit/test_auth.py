@@ -189,3 +189,85 @@ def test_algorithm_confusion_is_refused(keys, jwks_server):
     forged = b".".join([header, payload, signature]).decode()
     with pytest.raises(AuthError):
         _jwks_verifier(url).verify(forged)
+
+
+# ---- Amazon Cognito: token_use, app client, group --------------------------------------------
+
+CLIENT = "localclient0123456789abcdef"
+
+
+def _cognito(key, token_use="access", client=CLIENT, **claims):
+    """A token shaped as Cognito issues it: access tokens name the client in client_id, ID tokens in aud."""
+    now = int(time.time())
+    claim = "client_id" if token_use == "access" else "aud"
+    payload = {"sub": "carol", "iss": ISSUER, "iat": now, "exp": now + 300, claim: client, "token_use": token_use, **claims}
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": "rsa1"})
+
+
+def _cognito_verifier(url, **settings):
+    return TokenVerifier(Settings(jwks_url=url, jwt_issuer=ISSUER, **settings))
+
+
+def test_a_cognito_access_token_of_the_app_client_in_the_group_is_accepted(keys, jwks_server):
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url, jwt_token_use="access", jwt_client_id=("other", CLIENT), jwt_required_group="chat")
+    identity = verifier.verify(_cognito(keys["rsa"], **{"cognito:groups": ["staff", "chat"]}))
+    assert identity.user_id == "carol" and identity.claims["token_use"] == "access"
+
+
+@pytest.mark.parametrize("required, presented", [("access", "id"), ("id", "access")])
+def test_a_token_of_the_other_kind_is_refused(keys, jwks_server, required, presented):
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url, jwt_token_use=required, jwt_client_id=(CLIENT,))
+    assert verifier.verify(_cognito(keys["rsa"], token_use=required)).user_id == "carol"
+    with pytest.raises(AuthError, match=f"'token_use' is not '{required}'"):
+        verifier.verify(_cognito(keys["rsa"], token_use=presented))
+    with pytest.raises(AuthError, match="token_use"):
+        verifier.verify(_cognito(keys["rsa"], token_use=None))
+
+
+@pytest.mark.parametrize("token_use, claim", [("access", "client_id"), ("id", "aud")])
+def test_a_token_of_another_app_client_is_refused(keys, jwks_server, token_use, claim):
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url, jwt_token_use=token_use, jwt_client_id=(CLIENT,))
+    with pytest.raises(AuthError, match=f"'{claim}' claim names no accepted app client"):
+        verifier.verify(_cognito(keys["rsa"], token_use=token_use, client="anotherclient"))
+    with pytest.raises(AuthError, match="no accepted app client"):
+        verifier.verify(_cognito(keys["rsa"], token_use=token_use, client=None))
+
+
+def test_the_client_claim_follows_the_tokens_kind(keys, jwks_server):
+    """An access token's client is its client_id, never an aud it also carries; an ID token's is its aud."""
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url, jwt_client_id=(CLIENT,))  # token_use itself not required
+    with pytest.raises(AuthError, match="'client_id'"):
+        verifier.verify(_cognito(keys["rsa"], token_use="access", client="anotherclient", aud=CLIENT))
+    with pytest.raises(AuthError, match="'aud'"):
+        verifier.verify(_cognito(keys["rsa"], token_use="id", client="anotherclient", client_id=CLIENT))
+    # Without token_use (another issuer's token), the audience is the client; a list may name it.
+    assert verifier.verify(_asymmetric(keys["rsa"], "RS256", "rsa1", aud=["x", CLIENT])).user_id == "carol"
+    with pytest.raises(AuthError, match="'aud'"):
+        verifier.verify(_asymmetric(keys["rsa"], "RS256", "rsa1", aud="app", client_id=CLIENT))
+
+
+@pytest.mark.parametrize("groups", [None, [], ["staff"], "chat", ["chatters"]])
+def test_a_token_without_the_required_group_is_refused(keys, jwks_server, groups):
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url, jwt_token_use="access", jwt_client_id=(CLIENT,), jwt_required_group="chat")
+    with pytest.raises(AuthError, match="not in the required group"):
+        verifier.verify(_cognito(keys["rsa"], **{"cognito:groups": groups}))
+
+
+def test_cognito_checks_are_off_unless_configured(keys, jwks_server):
+    url, _ = jwks_server
+    verifier = _cognito_verifier(url)
+    for token_use in ("access", "id", None):
+        assert verifier.verify(_cognito(keys["rsa"], token_use=token_use, client="anyclient")).user_id == "carol"
+
+
+def test_cognito_checks_apply_to_hs256_tokens_too():
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, jwt_token_use="access", jwt_client_id=(CLIENT,)))
+    assert verifier.verify(make_token(token_use="access", client_id=CLIENT)).user_id == "alice"
+    with pytest.raises(AuthError, match="token_use"):
+        verifier.verify(make_token())

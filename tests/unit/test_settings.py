@@ -67,3 +67,15 @@ def test_the_system_prompt_is_given_itself_or_as_the_ssm_parameter_holding_it_no
         "", "/agentstream/prod/system-prompt", 300)
     with pytest.raises(SettingsError, match="not both"):
         Settings.from_env({"SYSTEM_PROMPT": "Be brief.", "SYSTEM_PROMPT_PARAMETER": "/agentstream/prod/system-prompt"})
+
+
+def test_cognito_token_checks_are_read_and_validated():
+    settings = Settings.from_env({"JWT_TOKEN_USE": "access", "JWT_CLIENT_ID": "one, two", "JWT_REQUIRED_GROUP": "chat"})
+    assert (settings.jwt_token_use, settings.jwt_client_id, settings.jwt_required_group) == ("access", ("one", "two"), "chat")
+    assert Settings.from_env({}).jwt_token_use == "" and Settings.from_env({}).jwt_client_id == ()
+    with pytest.raises(SettingsError, match="JWT_TOKEN_USE must be"):
+        Settings.from_env({"JWT_TOKEN_USE": "refresh"})
+    # Access tokens carry no aud: an audience to check would refuse every one of them.
+    with pytest.raises(SettingsError, match="JWT_CLIENT_ID and leave JWT_AUDIENCE empty"):
+        Settings.from_env({"JWT_TOKEN_USE": "access", "JWT_AUDIENCE": "client"})
+    Settings.from_env({"JWT_TOKEN_USE": "id", "JWT_AUDIENCE": "client"})
