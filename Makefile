@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 PORT   ?= 8000
 STAGE  ?= dev
 user   ?= alice
+AUTH   ?= dev
 
 .PHONY: install lint test unit integration loadtest run token chat clean
 
@@ -41,16 +42,27 @@ loadtest: install
 	$(BIN)/python -m tests.load.loadtest --connections 200 --turns 3 --slow 2
 
 ## The local stack on ws://127.0.0.1:$(PORT): API Gateway, DynamoDB, SQS and Bedrock, offline.
+## AUTH=cognito: sign-in through a Cognito user pool (moto's) with RS256 tokens checked via its JWKS.
 run: install
-	PORT=$(PORT) $(BIN)/python -m devserver
+	PORT=$(PORT) AUTH=$(AUTH) $(BIN)/python -m devserver
 
-## A token the local stack accepts (last line), for user=NAME.
+## A token (last line) for user=NAME. Without STAGE: one the local stack accepts; AUTH=cognito: from the
+## pool of the `make run AUTH=cognito` stack on $(PORT) (the user is created there if needed).
+## With STAGE=NAME on the command line: an access token from that deployed stage's Cognito user pool
+## (python -m infra.signin, AWS credentials): the user is created if needed and a generated password is
+## set and shown once; TOKEN_PASSWORD=... signs in with the user's own instead; STACK_NAME=... names the
+## CloudFormation path's stack if not agentstream-$(STAGE). docs/deploy.md, "After deploying".
 token: install
-	@$(BIN)/python -m devserver.tokens $(user)
+ifeq ($(origin STAGE),command line)
+	@$(if $(filter command line,$(origin AUTH)),$(error make token: STAGE=$(STAGE) signs in to a deployed stage, AUTH=$(AUTH) to the local stack; give one of them))
+	@$(BIN)/python -m infra.signin --stage $(STAGE) $(if $(filter command line environment,$(origin STACK_NAME)),--stack-name $(STACK_NAME)) $(user)
+else
+	@$(BIN)/python -m devserver.tokens --auth $(AUTH) --port $(PORT) $(user)
+endif
 
 ## Chat with the running local stack from the terminal.
 chat: install
-	@$(BIN)/python -m client --url ws://127.0.0.1:$(PORT) --token "$$($(BIN)/python -m devserver.tokens $(user) | tail -n 1)"
+	@$(BIN)/python -m client --url ws://127.0.0.1:$(PORT) --token "$$($(BIN)/python -m devserver.tokens --auth $(AUTH) --port $(PORT) $(user) | tail -n 1)"
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,4 +1,5 @@
-"""moto's server (DynamoDB, SQS, EventBridge) in its own process on loopback, with an injectable DynamoDB throttle.
+"""moto's server (DynamoDB, SQS, EventBridge; Cognito with AUTH=cognito) in its own process on loopback,
+with an injectable DynamoDB throttle.
 
 Its own process, so the fake AWS and the app under test do not share one interpreter lock (the
 local stack holds hundreds of streaming turns on two cores). moto never throttles; AWS does:

@@ -5,7 +5,10 @@ events, which a rule sends on to a queue tests read), the Bedrock emulator plays
 ConverseStream, the API Gateway emulator serves the WebSocket and the management API, and a poller
 plays Lambda's SQS event source. The app reaches all of them the way
 it reaches AWS: through boto3, pointed here by the standard ``AWS_ENDPOINT_URL_<SERVICE>``
-variables (and ``MANAGEMENT_ENDPOINT_URL``). Everything binds to 127.0.0.1.
+variables (and ``MANAGEMENT_ENDPOINT_URL``). Everything binds to 127.0.0.1. Tokens are HS256
+development tokens, or with ``AUTH=cognito`` those of a user pool in the same moto server, checked
+through its JWKS as on AWS (``devserver/cognito.py``), and a stand-in for its hosted UI that the
+chat page signs in through (``devserver/hosted_ui.py``, served to the page by its ``config.json``).
 """
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+from devserver.cognito import LocalPool, create_pool, state_file
+from devserver.hosted_ui import HostedUi
 from devserver.tokens import issue_token, local_secret
 
 LOCAL_HOST = "127.0.0.1"
+AUTH_MODES = ("dev", "cognito")  # AUTH: HS256 development tokens, or Cognito's RS256 tokens via moto
 LOCAL_RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/local_echo-0000000000"
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("devserver")
@@ -66,6 +72,12 @@ class LocalStack:
         self.backend = self.env.get("BACKEND", "agent")
         self.use_real_bedrock = all(self.env.get(name) for name in target.get(self.backend, ("-",)))
         self._started: list = []
+        self.auth = self.env.get("AUTH") or "dev"
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"AUTH must be one of {', '.join(AUTH_MODES)}, not {self.auth!r}")
+        self.secret = ""
+        self.cognito: Optional[LocalPool] = None
+        self.hosted_ui: Optional[HostedUi] = None
 
     def start(self) -> "LocalStack":
         import boto3
@@ -119,9 +131,16 @@ class LocalStack:
             env.setdefault("AGENT_RUNTIME_ARN", LOCAL_RUNTIME_ARN)
             self.bedrock = bedrock
 
-        self.secret = local_secret()
         env.setdefault("STAGE", "local")
-        env.setdefault("JWT_SECRET", self.secret)
+        if self.auth == "cognito":
+            # Only the pool's RS256 tokens, verified through its JWKS as on AWS: no HS256 secret at all.
+            self.cognito = create_pool(moto_url, region, env.get("JWT_REQUIRED_GROUP", ""))
+            for name in ("JWT_SECRET", "JWT_SECRET_PARAMETER", "JWT_AUDIENCE"):
+                env.pop(name, None)
+            env.update(self.cognito.app_env(env.get("JWT_TOKEN_USE") or "access"))
+        else:
+            self.secret = local_secret()
+            env.setdefault("JWT_SECRET", self.secret)
 
         from devserver.apigw import ApiGatewayEmulator
 
@@ -146,6 +165,9 @@ class LocalStack:
         ).start()
         self._started.append(gateway)
         self.gateway = gateway
+        if self.cognito is not None:  # for `make token AUTH=cognito PORT=...`; removed when the stack stops
+            self._started.append(self.cognito.save(state_file(gateway.port)))
+            self._serve_sign_in(gateway)
 
         from devserver.poller import SqsPoller
 
@@ -169,6 +191,22 @@ class LocalStack:
         self.control = ControlServer(LOCAL_HOST, self.apply_faults, self.poller.stats).start()
         self._started.append(self.control)
         return self
+
+    def _serve_sign_in(self, gateway: Any) -> None:
+        """The hosted UI stand-in (devserver/hosted_ui.py) and the page's ``config.json`` naming it.
+
+        The page (client/web/) signs in through it with the authorization code flow and PKCE, as it
+        does through Cognito's hosted UI once deployed; its URL is the one callback and sign-out URL.
+        """
+        assert self.cognito is not None
+        page = f"http://{LOCAL_HOST}:{gateway.port}/"
+        ttl = self.env.get("HOSTED_UI_TOKEN_TTL_S")
+        self.hosted_ui = HostedUi(self.cognito, [page], LOCAL_HOST, auto_user=self.env.get("HOSTED_UI_USER", ""),
+                                  token_ttl_s=int(ttl) if ttl else None).start()
+        self._started.append(self.hosted_ui)
+        gateway.generated_files["config.json"] = json.dumps({
+            "wsUrl": gateway.ws_url, "cognitoDomain": self.hosted_ui.url, "clientId": self.cognito.client_id,
+            "region": self.cognito.region}).encode()
 
     def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
         """Inject the faults ``devserver/control.py`` documents; answers what was applied."""
@@ -215,8 +253,26 @@ class LocalStack:
             "moto": self.moto.url,
             "turn_events_queue_url": self.turn_events_queue_url,
             "control_url": self.control.url,
-            "token": issue_token("alice", self.secret),
+            "auth": self.auth,
+            **({} if self.cognito is None else {"cognito": {**asdict(self.cognito), "issuer": self.cognito.issuer,
+                                                           "jwks_url": self.cognito.jwks_url,
+                                                           "hosted_ui": self.hosted_ui.url if self.hosted_ui else ""}}),
+            "token": self.cognito.token("alice") if self.cognito else issue_token("alice", self.secret),
         }
+
+    def _auth_arg(self) -> str:
+        """What `make token` / `make chat` need to reach this stack's pool ("" for development tokens)."""
+        if self.cognito is None:
+            return ""
+        return "AUTH=cognito " + ("" if self.gateway.port == 8000 else f"PORT={self.gateway.port} ")
+
+    def _sign_in_lines(self) -> List[str]:
+        pool = self.cognito
+        if pool is None:
+            return []
+        group = f", group {pool.required_group} required" if pool.required_group else ""
+        return [f"  sign-in     Cognito (moto) pool {pool.user_pool_id}, app client {pool.client_id}, "
+                f"{self.env.get('JWT_TOKEN_USE')} tokens{group}"]
 
     def banner(self) -> str:
         info = self.describe()
@@ -227,9 +283,11 @@ class LocalStack:
                 f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
                 f"  turn events {info['turn_events_queue_url'] or 'off (TURN_EVENT_BUS is empty)'}",
-                f"  token       {info['token']}   (user alice; `make token user=NAME` for others)",
-                f"  web page    http://{LOCAL_HOST}:{info['port']}/#token={info['token']}",
-                f"  chat        make chat      (or: wscat -c '{info['url']}?token={info['token']}')",
+                f"  token       {info['token']}   (user alice; `make token {self._auth_arg()}user=NAME` for others)",
+                *self._sign_in_lines(),
+                f"  web page    http://{LOCAL_HOST}:{info['port']}/"
+                + ("   (Sign in: the local hosted UI stand-in, any user name)" if self.cognito else f"#token={info['token']}"),
+                f"  chat        make chat {self._auth_arg()}     (or: wscat -c '{info['url']}?token={info['token']}')",
                 "  try         {\"prompt\": \"hello\"}   {\"prompt\": \"!slow 40 a long answer\"}",
                 "READY " + json.dumps(info),
             ]

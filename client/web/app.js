@@ -9,6 +9,11 @@
  * Events are applied in seq order, once; a gap means frames were lost, and the page reconnects and
  * resumes to get the rest. While the agent is silent, `progress` events show in the turn's bubble;
  * a turn resumed in another tab (`superseded`) ends here and is not resumed again.
+ *
+ * Signing in: when config.json (next to the page) names a Cognito domain and app client, the page
+ * signs in with the authorization code flow and PKCE (signin.js), keeps the tokens in memory only,
+ * renews the access token before it expires and reconnects with it; otherwise it takes a token
+ * pasted into its Connection panel (the local development tokens).
  */
 (function () {
   "use strict";
@@ -61,6 +66,12 @@
     prompt: $("prompt"),
     send: $("send"),
     cancel: $("cancel"),
+    user: $("user"),
+    signIn: $("sign-in"),
+    signOut: $("sign-out"),
+    tokenField: $("token-field"),
+    tokenHint: $("token-hint"),
+    signinHint: $("signin-hint"),
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -139,14 +150,35 @@
     conversationId: load("sessionStorage", "conversationId", "") || newId(),
   };
 
+  // Signing in (signin.js), when config.json names a Cognito domain. The tokens live here, in
+  // this tab's memory only (never localStorage or sessionStorage): see signin.js for why.
+  var auth = {
+    ready: false, // config.json read
+    config: {}, // config.json; signIn: true when it names a domain and an app client
+    access: null,
+    refresh: null,
+    user: "",
+    refreshes: 0, // access tokens renewed with the refresh token so far
+    renewedAt: 0, // when the last access token arrived (ms)
+    refreshTimer: null,
+  };
+  // Renew the access token this long before it expires (at most halfway through its life).
+  var REFRESH_MARGIN_S = 60;
+
+  var urlFromHash = false; // a #url= wins over config.json's wsUrl
+
   function readHash() {
     // #token=...&url=... fills the settings in; the token then leaves the address bar.
     if (!location.hash || location.hash.length < 2) return false;
     var params = new URLSearchParams(location.hash.slice(1));
     if (!params.has("token") && !params.has("url")) return false;
-    if (params.get("token") !== null) settings.token = params.get("token");
-    if (params.get("url")) settings.url = params.get("url");
-    save("sessionStorage", "token", settings.token);
+    var pasted = !auth.config.signIn; // signed in, the page takes no pasted token
+    if (params.get("token") !== null && pasted) settings.token = params.get("token");
+    if (params.get("url")) {
+      settings.url = params.get("url");
+      urlFromHash = true;
+    }
+    if (pasted) save("sessionStorage", "token", settings.token);
     save("localStorage", "url", settings.url);
     try {
       history.replaceState(null, "", location.pathname + location.search);
@@ -216,9 +248,22 @@
     clearTimeout(retryTimer);
     retryTimer = null;
     if (ws !== null) return; // connecting or open
+    if (!auth.ready) return; // start() connects once config.json is read
+    if (auth.refresh && tokenProblem(settings.token) && Date.now() - auth.renewedAt > 30000) {
+      // The access token expired while the renewal timer slept (a suspended laptop): renew first.
+      setStatus("connecting", "Renewing the sign-in…");
+      refreshSession(true);
+      return;
+    }
     if (!settings.url) {
       setStatus("idle", "Set the WebSocket URL to connect");
       els.settings.open = true;
+      return;
+    }
+    if (!settings.token && auth.config.signIn) {
+      showSignedOut();
+      showNotice("Sign in to chat.", "connection", "Sign in", beginSignIn);
+      if (turn !== null && !turn.finished) setTurnStatus(turn, "Not sent: sign in first");
       return;
     }
     if (!settings.token) {
@@ -298,6 +343,13 @@
   }
 
   function refused() {
+    if (auth.config.signIn) {
+      setStatus("refused", "Refused: sign in again");
+      showNotice("The server refused the connection: the sign-in was not accepted (expired or revoked), or the " +
+        "server is down. Sign in again.", "connection", "Sign in", beginSignIn);
+      if (turn !== null && !turn.finished) setTurnStatus(turn, "Not sent yet: waiting for a connection");
+      return;
+    }
     var problem = tokenProblem(settings.token);
     var text = problem
       ? "The server refused the connection: the token was not accepted, " + problem + ". "
@@ -517,7 +569,8 @@
       // The connection lost its sign-in (its record expired): sign in again and re-send.
       unauthorizedStreak += 1;
       showNotice(describe(event) + " Reconnecting…", "connection");
-      reconnectNow();
+      if (auth.refresh) refreshSession(); // a new access token, then a new connection
+      else reconnectNow();
       return;
     }
     if (forTurn) {
@@ -809,6 +862,136 @@
     els.newConversation.disabled = busy;
   }
 
+  // ---- signing in ---------------------------------------------------------------------------
+
+  function start(config) {
+    auth.config = config;
+    auth.ready = true;
+    if (config.wsUrl && !urlFromHash) {
+      settings.url = config.wsUrl; // the stage's own address, as the deploy wrote it
+      els.url.value = settings.url;
+    }
+    if (!config.signIn) {
+      // No sign-in configured (the local development tokens): a pasted token, as before.
+      if (settings.token) connect();
+      else if (ws === null) {
+        setStatus("idle", "Enter a token to connect");
+        els.settings.open = true;
+      }
+      return;
+    }
+    settings.token = ""; // never a pasted or stored token here
+    save("sessionStorage", "token", null);
+    els.token.value = "";
+    els.tokenField.hidden = true;
+    els.tokenHint.hidden = true;
+    els.signinHint.hidden = false;
+    var returning = window.AgentSignIn.complete(config);
+    showSignedOut();
+    if (returning === null) return;
+    setStatus("connecting", "Signing in…");
+    returning.then(function (tokens) {
+      useTokens(tokens, true);
+    }, function (error) {
+      showSignedOut();
+      showNotice("Could not sign in: " + error.message + ".", "connection", "Sign in", beginSignIn);
+    });
+  }
+
+  function beginSignIn() {
+    if (!auth.config.signIn) return;
+    els.signIn.disabled = true;
+    setStatus("connecting", "Going to the sign-in page…");
+    window.AgentSignIn.begin(auth.config).catch(function (error) {
+      els.signIn.disabled = false;
+      showSignedOut();
+      showNotice("Could not start signing in: " + error.message, "connection");
+    });
+  }
+
+  function useTokens(tokens, reconnect) {
+    // A new access token (first sign-in or a refresh): use it for the next connection, and open
+    // one with it now (a turn in flight is resumed on it).
+    var first = auth.access === null;
+    auth.renewedAt = Date.now();
+    auth.access = tokens.access_token;
+    if (tokens.refresh_token) auth.refresh = tokens.refresh_token;
+    var claims = window.AgentSignIn.claims(tokens.access_token);
+    auth.user = String(claims.username || claims["cognito:username"] || claims.sub || "");
+    settings.token = auth.access;
+    everOpened = first ? false : everOpened;
+    scheduleRefresh(Number(tokens.expires_in) || 3600);
+    showSignedIn();
+    if (first || (reconnect && ws === null)) {
+      if (first) attempt = 0;
+      connect();
+    } else if (ws !== null || retryTimer !== null) {
+      reconnectNow();
+    } // else idle: the next question connects with the new token
+  }
+
+  function scheduleRefresh(expiresIn) {
+    clearTimeout(auth.refreshTimer);
+    var delay = Math.max(expiresIn - REFRESH_MARGIN_S, expiresIn / 2) * 1000;
+    auth.refreshTimer = setTimeout(refreshSession, delay);
+  }
+
+  function refreshSession(reconnect) {
+    clearTimeout(auth.refreshTimer);
+    auth.refreshTimer = null;
+    var token = auth.refresh;
+    if (!token) return;
+    window.AgentSignIn.refresh(auth.config, token).then(function (tokens) {
+      if (auth.refresh !== token) return; // signed out meanwhile
+      auth.refreshes += 1;
+      useTokens(tokens, reconnect === true);
+    }, function (error) {
+      if (auth.refresh !== token) return;
+      if (!error.refused) {
+        auth.refreshTimer = setTimeout(function () { refreshSession(reconnect); }, 15000); // the network: soon again
+        return;
+      }
+      endSession();
+      showNotice("Your sign-in ended (" + error.message + "); sign in again.", "connection", "Sign in", beginSignIn);
+    });
+  }
+
+  function endSession() {
+    // Forget every token: memory is the only place they were.
+    clearTimeout(auth.refreshTimer);
+    auth.refreshTimer = null;
+    auth.access = null;
+    auth.refresh = null;
+    auth.user = "";
+    settings.token = "";
+    disconnect();
+    showSignedOut();
+  }
+
+  function signOut() {
+    var token = auth.refresh;
+    endSession();
+    setStatus("signed-out", "Signing out…");
+    window.AgentSignIn.signOut(auth.config, token);
+  }
+
+  function showSignedOut() {
+    setStatus("signed-out", "Not signed in");
+    els.signIn.hidden = false;
+    els.signIn.disabled = false;
+    els.signOut.hidden = true;
+    els.user.hidden = true;
+    els.user.textContent = "";
+  }
+
+  function showSignedIn() {
+    els.signIn.hidden = true;
+    els.signOut.hidden = false;
+    els.user.hidden = !auth.user;
+    els.user.textContent = auth.user;
+    hideNotice("connection");
+  }
+
   // ---- wiring --------------------------------------------------------------------------------
 
   els.url.value = settings.url;
@@ -819,7 +1002,7 @@
 
   function useNewSettings() {
     els.url.value = settings.url;
-    els.token.value = settings.token;
+    els.token.value = auth.config.signIn ? "" : settings.token;
     everOpened = false;
     attempt = 0;
     hideNotice();
@@ -834,15 +1017,17 @@
   els.settingsForm.addEventListener("submit", function (e) {
     e.preventDefault();
     settings.url = els.url.value.trim();
-    settings.token = els.token.value.trim();
     save("localStorage", "url", settings.url);
-    save("sessionStorage", "token", settings.token);
+    if (!auth.config.signIn) {
+      settings.token = els.token.value.trim();
+      save("sessionStorage", "token", settings.token);
+    }
     useNewSettings();
   });
 
   // A link with a new #token=... opened in this tab applies it at once.
   window.addEventListener("hashchange", function () {
-    if (readHash()) useNewSettings();
+    if (readHash() && !auth.config.signIn) useNewSettings();
   });
 
   els.disconnect.addEventListener("click", disconnect);
@@ -914,13 +1099,16 @@
       return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq,
         progress: turn.progress };
     },
+    // Whether sign-in is configured and where it stands; never the tokens themselves.
+    signIn: function () {
+      return { configured: Boolean(auth.config.signIn), ready: auth.ready, signedIn: auth.access !== null,
+        user: auth.user, refreshes: auth.refreshes };
+    },
   };
 
   updateButtons();
-  if (settings.token) connect();
-  else {
-    setStatus("idle", "Enter a token to connect");
-    els.settings.open = true;
-  }
   els.prompt.focus();
+  els.signIn.addEventListener("click", beginSignIn);
+  els.signOut.addEventListener("click", signOut);
+  window.AgentSignIn.loadConfig().then(start);
 })();

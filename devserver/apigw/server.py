@@ -63,6 +63,8 @@ class ApiGatewayEmulator:
         self.frame_limit = frame_limit
         self.message_limit = message_limit
         self.static_dir = Path(static_dir).resolve() if static_dir else None
+        # JSON files made at run time, served before static_dir's (the page's config.json with AUTH=cognito).
+        self.generated_files: dict[str, bytes] = {}
         self.keep_messages = keep_messages  # False for long benchmarks: sizes only
         self.faults = Faults()
         self._requested_port = port
@@ -260,6 +262,9 @@ class ApiGatewayEmulator:
         return self._static(tail)
 
     def _static(self, tail: str) -> web.StreamResponse:
+        if tail in self.generated_files:
+            return web.Response(body=self.generated_files[tail], content_type="application/json",
+                                headers={"Cache-Control": "no-store"})
         if self.static_dir is None:
             raise web.HTTPNotFound()
         path = (self.static_dir / (tail or "index.html")).resolve()

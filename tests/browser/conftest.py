@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, Page
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, Page, page_of
 from tests.support.stack import Stack, start_stack, stop_stack
 
 
@@ -57,9 +57,5 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def web(browser_context: Any, web_stack: Stack) -> Iterator[Page]:
-    page = Page(browser_context.new_page(), f"http://127.0.0.1:{web_stack.info['port']}/")
-    yield page
-    page.page.close()
-    assert not page.errors, f"JavaScript errors: {page.errors}"
-    elsewhere = [url for url in page.requests if not url.split("//", 1)[-1].startswith("127.0.0.1:")]
-    assert not elsewhere, f"the page reached beyond this machine: {elsewhere}"
+    with page_of(browser_context, web_stack) as page:
+        yield page

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List
+from typing import TYPE_CHECKING, Any, Iterator, List
+
+if TYPE_CHECKING:
+    from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +65,14 @@ class Page:
 
     def turn(self) -> Any:
         return self.page.evaluate("window.agentstream.turn()")
+
+
+@contextmanager
+def page_of(browser_context: Any, stack: Stack) -> Iterator[Page]:
+    """The stack's page in a new tab; after use, no JavaScript error and nothing reached off this machine."""
+    page = Page(browser_context.new_page(), f"http://127.0.0.1:{stack.info['port']}/")
+    yield page
+    page.page.close()
+    assert not page.errors, f"JavaScript errors: {page.errors}"
+    elsewhere = [url for url in page.requests if not url.split("//", 1)[-1].startswith("127.0.0.1:")]
+    assert not elsewhere, f"the page reached beyond this machine: {elsewhere}"
