@@ -50,7 +50,7 @@ run: install
 ## pool of the `make run AUTH=cognito` stack on $(PORT) (the user is created there if needed).
 ## With STAGE=NAME on the command line: an access token from that deployed stage's Cognito user pool
 ## (python -m infra.signin, AWS credentials): the user is created if needed and a generated password is
-## set and shown once; TOKEN_PASSWORD=... signs in with the user's own instead; STACK_NAME=... names the
+## set and shown once; an existing user needs TOKEN_PASSWORD=... (theirs) or RESET_PASSWORD=1; STACK_NAME=... names the
 ## CloudFormation path's stack if not agentstream-$(STAGE). docs/deploy.md, "After deploying".
 token: install
 ifeq ($(origin STAGE),command line)

@@ -83,7 +83,8 @@ class LocalPool:
         it at once, so no password is kept or shown. ``join_group`` adds the user to the required group.
         """
         group = self.required_group if join_group else ""
-        return sign_in(self.client(), self.user_pool_id, client_id or self.client_id, user, group=group).tokens
+        # Local users are throwaway: each sign-in sets a fresh password (reset), none is ever shown.
+        return sign_in(self.client(), self.user_pool_id, client_id or self.client_id, user, group=group, reset=True).tokens
 
     def token(self, user: str, token_use: str = "access") -> str:
         """An access token (or with ``token_use="id"`` an ID token) for ``user`` from the app client."""

@@ -8,8 +8,10 @@ with ``ADMIN_USER_PASSWORD_AUTH`` (the one password flow the stack's app client 
 access token as the last line of stdout, for wscat and the CLI.
 
 Passwords: a new user gets a generated one, shown once on stderr (the web page's sign-in needs it).
-For an existing user the password is unknown here, so a new one is generated and set, and shown once
-the same way, unless ``--password`` (or ``TOKEN_PASSWORD``) gives the user's own: then nothing changes.
+An existing user signs in with ``--password`` (or ``TOKEN_PASSWORD``), the user's own, and nothing
+changes; without it the call is refused, unless ``--reset-password`` (``RESET_PASSWORD=1``) says to
+replace the user's password with a new generated one, shown once the same way: resetting a real
+person's password is never a side effect.
 
 The sign-in itself (``sign_in``) is shared with the local stack's moto pool (devserver/cognito.py).
 The calls are made with the operator's credentials: docs/deploy.md lists the permissions they need.
@@ -28,6 +30,7 @@ from botocore.exceptions import ClientError
 from infra import stack
 
 PASSWORD_ENV = "TOKEN_PASSWORD"
+RESET_ENV = "RESET_PASSWORD"
 
 
 class SignInError(Exception):
@@ -50,12 +53,13 @@ class SignedIn:
 
 
 def sign_in(cognito: Any, user_pool_id: str, client_id: str, user: str, password: Optional[str] = None,
-            group: str = "") -> SignedIn:
+            group: str = "", reset: bool = False) -> SignedIn:
     """Create ``user`` if needed and sign in with ``ADMIN_USER_PASSWORD_AUTH``.
 
-    Without ``password`` the user gets a fresh generated one (set permanent, so no change is asked
-    for); with it, a new user is given it and an existing one signs in with it, unchanged. ``group``
-    (the stack's required group) is joined, as the API refuses tokens without it.
+    A new user gets ``password``, or a fresh generated one (set permanent, so no change is asked
+    for). An existing user signs in with ``password``, unchanged; without it, only ``reset`` lets a
+    new generated one replace theirs (else SignInError). ``group`` (the stack's required group) is
+    joined, as the API refuses tokens without it.
     """
     try:
         cognito.admin_create_user(UserPoolId=user_pool_id, Username=user, MessageAction="SUPPRESS",
@@ -63,6 +67,9 @@ def sign_in(cognito: Any, user_pool_id: str, client_id: str, user: str, password
         created = True
     except cognito.exceptions.UsernameExistsException:
         created = False
+    if not created and password is None and not reset:
+        raise SignInError(f"{user} already exists: give {PASSWORD_ENV}=... (the user's password), or "
+                          f"{RESET_ENV}=1 to replace it with a new one")
     new_password = generated_password() if password is None else None
     if new_password or created:
         cognito.admin_set_user_password(UserPoolId=user_pool_id, Username=user, Password=new_password or password,
@@ -134,7 +141,7 @@ def stage_pool(cloudformation: Any, stage: str, stack_name: Optional[str] = None
 
 
 def stage_token(session: Any, stage: str, user: str, stack_name: Optional[str] = None,
-                password: Optional[str] = None, log: Any = None) -> str:
+                password: Optional[str] = None, log: Any = None, reset: bool = False) -> str:
     """An access token for ``user`` from ``stage``'s pool (the user created if needed); what it did
     to the user, and a password it set, go to ``log`` (stderr)."""
     def say(message: str) -> None:
@@ -143,15 +150,14 @@ def stage_token(session: Any, stage: str, user: str, stack_name: Optional[str] =
     pool = stage_pool(session.client("cloudformation"), stage, stack_name)
     cognito = session.client("cognito-idp")
     try:
-        result = sign_in(cognito, pool.user_pool_id, pool.client_id, user, password, pool.required_group)
+        result = sign_in(cognito, pool.user_pool_id, pool.client_id, user, password, pool.required_group, reset)
     except ClientError as exc:  # e.g. a name the pool refuses (an email address: email is an alias)
         raise SignInError(f"{user}: {exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}") from None
     where = f"user pool {pool.user_pool_id} (stack {pool.stack_name})"
     if result.created:
         say(f"Created {user} in {where}.")
     if result.new_password and not result.created:
-        say(f"{user} existed in {where}: a new password was set, the previous one no longer works "
-            f"(give {PASSWORD_ENV}=... to sign in with a known password instead).")
+        say(f"{user} existed in {where}: a new password was set, as asked; the previous one no longer works.")
     if result.new_password:
         say(f"Password for {user} (shown once, for the web page's sign-in): {result.new_password}")
     if pool.required_group:
@@ -166,7 +172,9 @@ def main(argv: Optional[Sequence[str]] = None, session: Any = None, environ: Map
     parser.add_argument("--stage", required=True)
     parser.add_argument("--stack-name", help="the stage's stack (default: agentstream-<stage>-data, else agentstream-<stage>)")
     parser.add_argument("--password", default=environ.get(PASSWORD_ENV) or None,
-                        help=f"the user's own password (default: {PASSWORD_ENV}); without it one is generated and set")
+                        help=f"the user's own password (default: {PASSWORD_ENV}); a new user without it gets a generated one")
+    parser.add_argument("--reset-password", action="store_true", default=environ.get(RESET_ENV, "") not in ("", "0"),
+                        help=f"replace an existing user's password with a generated one (default: {RESET_ENV}=1)")
     parser.add_argument("--region", help="default: AWS_REGION, AWS_DEFAULT_REGION or the profile's")
     parser.add_argument("--profile")
     args = parser.parse_args(argv)
@@ -179,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None, session: Any = None, environ: Map
         print("No AWS Region: pass --region or set AWS_REGION (or a profile's region).", file=sys.stderr)
         return 2
     try:
-        token = stage_token(session, args.stage, args.user, args.stack_name, args.password)
+        token = stage_token(session, args.stage, args.user, args.stack_name, args.password, reset=args.reset_password)
     except SignInError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -110,11 +110,15 @@ def test_a_new_user_is_created_shown_its_password_once_and_given_a_token_the_sta
         assert user["UserStatus"] == "CONFIRMED"  # permanent: no change asked at the first sign-in
 
 
-def test_a_second_call_sets_a_new_password_unless_the_users_own_is_given():
+def test_a_second_call_needs_the_users_password_or_an_explicit_reset():
     with mock_aws():
         outputs, env = _deployed()
         _, _, first = make_token("--stage", "dev", "bob")
+        # Never a silent reset of someone's password.
         code, stdout, stderr = make_token("--stage", "dev", "bob")
+        assert (code, stdout) == (1, []) and "bob already exists" in stderr and "RESET_PASSWORD=1" in stderr
+        assert _password_works(outputs, "bob", _password_shown(first))
+        code, stdout, stderr = make_token("--stage", "dev", "bob", environ={signin.RESET_ENV: "1"})
         assert code == 0, stderr
         assert _verified(env, stdout[-1])["username"] == "bob"
         assert "Created" not in stderr and "bob existed" in stderr and "the previous one no longer works" in stderr
@@ -246,7 +250,7 @@ def test_the_documented_permissions_allow_every_call_and_nothing_else():
     with mock_aws():
         outputs, _ = _deployed(JwtRequiredGroup="chatters")
         for _ in range(2):
-            assert make_token("--stage", "dev", "bob", calls=calls)[0] == 0
+            assert make_token("--stage", "dev", "bob", "--reset-password", calls=calls)[0] == 0
     policy = _documented_policy()
     checks = set(_checks(calls, outputs["UserPoolId"]))
     denied = [check for check in checks if not deployer_iam.allows(policy, check)]
