@@ -287,6 +287,41 @@ def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
         template["Outputs"][role_output(function)] = {"Value": {"Fn::GetAtt": [role, "Arn"]}}
     for variable, value in app_environment_expressions().items():
         template["Outputs"][environment_output(variable)] = {"Description": variable, "Value": value}
+    return _without_unused(template)
+
+
+def _without_unused(template: Dict[str, Any]) -> Dict[str, Any]:
+    """``template`` less the app's parameters and conditions nothing in it uses (those only
+    ``chalice deploy`` or ``finish`` apply, e.g. the API's throttling), so CloudFormation and cfn-lint
+    see no dead input."""
+    def names(node: Any) -> set:
+        found: set = set()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "Ref" and isinstance(value, str):
+                    found.add(value)
+                elif key == "Fn::Sub":
+                    text = value if isinstance(value, str) else value[0]
+                    found |= set(re.findall(r"\$\{([A-Za-z0-9:]+)", text))
+                elif key == "Condition" and isinstance(value, str):
+                    found.add(value)
+                elif key == "Fn::If":
+                    found.add(value[0])
+                found |= names(value)
+        elif isinstance(node, list):
+            for item in node:
+                found |= names(item)
+        return found
+
+    used = names([template["Resources"], template["Outputs"], template["Rules"]])
+    conditions = template["Conditions"]
+    while True:  # conditions use conditions and parameters
+        reached = used | names([conditions[name] for name in used if name in conditions])
+        if reached == used:
+            break
+        used = reached
+    template["Conditions"] = {name: body for name, body in conditions.items() if name in used}
+    template["Parameters"] = {name: spec for name, spec in template["Parameters"].items() if name in used}
     return template
 
 

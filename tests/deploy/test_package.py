@@ -315,6 +315,15 @@ def test_cfn_lint_passes_the_data_stack():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_cfn_lint_passes_the_stack_make_deploy_creates(stage, tmp_path):
+    """data.json with the functions' roles and the environment as outputs, no unused parameter left in."""
+    path = tmp_path / f"deploy-{stage}.json"
+    path.write_text(json.dumps(stack.deploy_template(stage)))
+    result = cfn_lint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_connect_url_is_the_first_output(templates):
     for template in templates.values():
         name, output = next(iter(template["Outputs"].items()))
