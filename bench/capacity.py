@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from bench.agent import AgentStream, stream_prompt
+from bench.child import stop
 from bench.client import Frame
 from bench.metrics import chunk_latencies, delta_latencies, median, percentile
 from bench.stack import JWT_SECRET, ROOT, clean_env
@@ -54,14 +55,7 @@ class StackProcess:
         return {key: AgentStream.from_json(value) for key, value in data.items()}
 
     def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
+        stop(self._process, self._log, 60)
 
 
 async def _clients(url: str, n: int, deltas: int, timeout: float) -> List[Dict[str, Any]]:

@@ -49,11 +49,16 @@ class JsonLinesChild:
         return answer if answer is not None else {"error": "the worker died"}
 
     def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
+        stop(self._process, self._log, 15)
+
+
+def stop(process: "subprocess.Popen[str]", log: Any, wait_s: float) -> None:
+    """End a child whose stdin is its work: closing it asks it to finish; after ``wait_s``, kill it."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()

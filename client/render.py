@@ -49,17 +49,13 @@ def describe_error(event: Dict[str, Any]) -> str:
 
 
 def describe_wait(ms: int) -> str:
-    """A server's ``retryAfterMs`` in words: ``1.5 s`` for a rate limit, ``5 h 30 min`` for a budget."""
+    """A server's ``retryAfterMs`` in words: ``1.5 s`` for a rate limit (tenths matter there), else
+    as the server words a budget's reset (``5 h 30 min``)."""
     if ms < 60_000:
         return f"{ms / 1000:.1f} s"
-    minutes = -(-ms // 60_000)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+    from chalicelib.usage import wait_in_words  # pure, standard library only
+
+    return wait_in_words(ms)
 
 
 def describe_inputs(event: Dict[str, Any]) -> str:

@@ -106,8 +106,7 @@ def test_a_record_failed_by_a_dynamodb_throttle_comes_back_in_seconds(scaled):
     # queue's 120 s visibility timeout. Only a claim writes claimedAt.
     inject(scaled, throttle_dynamodb=20, matching="claimedAt")
     with scaled.connect(unique_user("throttled")) as ws:
-        ws.send(json.dumps({"prompt": "after a hiccup"}))
-        events = receive_turn(ws, timeout=60)
+        events = ask(ws, "after a hiccup", timeout=60)
     assert_one_well_formed_turn(events)
     assert answer_of(events) == "You said: after a hiccup"
     assert worker_stats(scaled)["redelivered"] > before  # it was a second delivery, not a retried claim
