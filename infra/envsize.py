@@ -158,7 +158,7 @@ def longest_value(node: Any, parameters: Mapping[str, str], variable: str = "?")
         if function == "Ref" and argument == "AWS::NoValue":
             return None
         if function == "Ref" and argument in parameters:
-            if stack.parameter_specs().get(argument, {}).get("Type") == "CommaDelimitedList":
+            if stack.is_list_parameter(argument):
                 raise EnvironmentSizeError(f"{variable}: a list parameter ({argument}) is no variable's value")
             return str(parameters[argument])
         if function == "Ref" and isinstance(argument, str):
@@ -178,7 +178,7 @@ def longest_value(node: Any, parameters: Mapping[str, str], variable: str = "?")
 def environments(stage: str, parameters: Mapping[str, str], project_dir: Path = stack.ROOT) -> Dict[str, Dict[str, str]]:
     """Each function's variables, at their longest: the stage's (Chalice) and the app's (``Globals``)."""
     app: Dict[str, str] = {}
-    for variable, node in stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"].items():
+    for variable, node in stack.app_environment_expressions().items():
         value = longest_value(node, parameters, variable)
         if value is not None:
             app[variable] = value

@@ -198,7 +198,7 @@ def rule_holds(assertion: Any, parameters: Mapping[str, str]) -> bool:
             ((function, argument),) = node.items()
             if function == "Ref":
                 text = str(parameters[argument])
-                return text.split(",") if _is_list(argument) else text
+                return text.split(",") if is_list_parameter(argument) else text
             if function == "Fn::Equals":
                 return value(argument[0]) == value(argument[1])
             if function == "Fn::Not":
@@ -215,7 +215,7 @@ def rule_holds(assertion: Any, parameters: Mapping[str, str]) -> bool:
     return bool(value(assertion))
 
 
-def _is_list(parameter: str) -> bool:
+def is_list_parameter(parameter: str) -> bool:
     """A ``CommaDelimitedList`` parameter: its ``Ref`` is a list (``""`` is ``[""]``)."""
     return parameter_specs().get(parameter, {}).get("Type") == "CommaDelimitedList"
 

@@ -15,11 +15,6 @@ from typing import Any, Mapping, Sequence
 from infra import stack
 
 
-def _is_list(name: str) -> bool:
-    return stack.parameter_specs().get(name, {}).get("Type") == "CommaDelimitedList"
-
-
-
 class Unresolved(KeyError):
     """A reference this context cannot resolve (yet)."""
 
@@ -45,7 +40,7 @@ class Context:
     def ref(self, name: str) -> Any:
         if name == "AWS::NoValue":
             return NO_VALUE
-        if name in self.parameters and _is_list(name):
+        if name in self.parameters and stack.is_list_parameter(name):
             return str(self.parameters[name]).split(",")  # as CloudFormation: "" is [""]
         for table in (self.pseudo, self.parameters, self.resources):
             if name in table:

@@ -27,7 +27,9 @@ class _Model:
     """What every model here shares: no name property, created at once. (A mixin: moto collects only
     the direct subclasses of ``CloudFormationModel``.)"""
 
-    physical_resource_id: str
+    def __init__(self, created: Any, physical_resource_id: str) -> None:
+        self.created = created  # what moto's Cognito backend made
+        self.physical_resource_id = physical_resource_id
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -44,10 +46,6 @@ class _Model:
 class UserPool(_Model, CloudFormationModel):
     """``Ref``: the pool's id; ``Fn::GetAtt``: Arn, ProviderName, ProviderURL, UserPoolId."""
 
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.physical_resource_id = pool.id
-
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::Cognito::UserPool"
@@ -57,24 +55,22 @@ class UserPool(_Model, CloudFormationModel):
         return attr in ("Arn", "ProviderName", "ProviderURL", "UserPoolId")
 
     def get_cfn_attribute(self, attribute_name: str) -> str:
-        provider = f"cognito-idp.{self.pool.region}.amazonaws.com/{self.pool.id}"
-        return {"Arn": self.pool.arn, "ProviderName": provider, "ProviderURL": f"https://{provider}",
-                "UserPoolId": self.pool.id}[attribute_name]
+        pool = self.created
+        provider = f"cognito-idp.{pool.region}.amazonaws.com/{pool.id}"
+        return {"Arn": pool.arn, "ProviderName": provider, "ProviderURL": f"https://{provider}",
+                "UserPoolId": pool.id}[attribute_name]
 
     @classmethod
     def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Dict[str, Any], account_id: str,
                                         region_name: str, **kwargs: Any) -> "UserPool":
         properties = dict(cloudformation_json["Properties"])
         name = properties.pop("UserPoolName", resource_name)
-        return cls(_backend(account_id, region_name).create_user_pool(name, properties))
+        pool = _backend(account_id, region_name).create_user_pool(name, properties)
+        return cls(pool, pool.id)
 
 
 class UserPoolClient(_Model, CloudFormationModel):
     """``Ref``: the app client's id."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.physical_resource_id = client.id
 
     @staticmethod
     def cloudformation_type() -> str:
@@ -86,15 +82,12 @@ class UserPoolClient(_Model, CloudFormationModel):
         properties = dict(cloudformation_json["Properties"])
         pool_id, generate_secret = properties.pop("UserPoolId"), properties.pop("GenerateSecret", False)
         properties.setdefault("ClientName", resource_name)
-        return cls(_backend(account_id, region_name).create_user_pool_client(pool_id, generate_secret, properties))
+        client = _backend(account_id, region_name).create_user_pool_client(pool_id, generate_secret, properties)
+        return cls(client, client.id)
 
 
 class UserPoolDomain(_Model, CloudFormationModel):
     """``Ref``: the domain (its prefix)."""
-
-    def __init__(self, domain: Any) -> None:
-        self.domain = domain
-        self.physical_resource_id = domain.domain
 
     @staticmethod
     def cloudformation_type() -> str:
@@ -105,16 +98,13 @@ class UserPoolDomain(_Model, CloudFormationModel):
                                         region_name: str, **kwargs: Any) -> "UserPoolDomain":
         properties = cloudformation_json["Properties"]
         backend = _backend(account_id, region_name)
-        return cls(backend.create_user_pool_domain(properties["UserPoolId"], properties["Domain"],
-                                                   properties.get("CustomDomainConfig")))
+        domain = backend.create_user_pool_domain(properties["UserPoolId"], properties["Domain"],
+                                                 properties.get("CustomDomainConfig"))
+        return cls(domain, domain.domain)
 
 
 class UserPoolGroup(_Model, CloudFormationModel):
     """``Ref``: the group's name."""
-
-    def __init__(self, group: Any) -> None:
-        self.group = group
-        self.physical_resource_id = group.group_name
 
     @staticmethod
     def cloudformation_type() -> str:
@@ -127,7 +117,7 @@ class UserPoolGroup(_Model, CloudFormationModel):
         group = _backend(account_id, region_name).create_group(
             properties["UserPoolId"], properties.get("GroupName", resource_name), properties.get("Description", ""),
             properties.get("RoleArn", ""), properties.get("Precedence", 0))
-        return cls(group)
+        return cls(group, group.group_name)
 
 
 for cache in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):

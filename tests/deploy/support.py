@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import os
 import subprocess
@@ -14,7 +13,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 import boto3
 
 from infra import stack
-from tests.deploy import cfn
+from tests.deploy import cfn, deployer_iam
+from tests.deploy.recording import Check
 from tests.deploy import moto_cognito  # noqa: F401 - moto's CloudFormation builds the user pool (deploy_stack)
 
 STAGES = ("dev", "prod")
@@ -118,6 +118,15 @@ def deploy_stack(parameters: Mapping[str, str], websocket_api_id: str = "", stag
     return outputs, policies
 
 
+def resolved_stack(parameters: Mapping[str, str], websocket_api_id: str = "",
+                   stage: str = "dev") -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
+    """``deploy_stack`` in a moto of its own, for a test that needs only what it resolved."""
+    from moto import mock_aws
+
+    with mock_aws():
+        return deploy_stack(parameters, websocket_api_id, stage)
+
+
 def role_policy(iam: Any, role_arn: str, function: str) -> Dict[str, Any]:
     """A function's inline policy on the role the deploy stack made for it, as CloudFormation would
     have stored it. Two moto habits are undone: it returns the document as Python's ``repr``, and
@@ -143,31 +152,11 @@ def conditions_in(node: Any) -> set:
     return found
 
 
-def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
-    """A statement's Condition against a request context; an operator not known here never holds."""
-    for operator, tests in condition.items():
-        if operator not in ("StringEquals", "ArnEquals"):
-            return False
-        for key, expected in tests.items():
-            if context.get(key) not in as_list(expected):
-                return False
-    return True
-
-
 def allows(policy: Dict[str, Any], action: str, resource: str, context: Optional[Mapping[str, str]] = None) -> bool:
-    """Whether an identity policy of Allow statements (no NotAction/NotResource) allows this request.
-
-    ``context`` holds the request's condition keys (e.g. ``bedrock:InferenceProfileArn``); a
-    statement with a Condition allows only a request whose context satisfies it.
-    """
-    for statement in policy["Statement"]:
-        if statement["Effect"] != "Allow" or action not in as_list(statement["Action"]):
-            continue
-        if "Condition" in statement and not _condition_holds(statement["Condition"], context or {}):
-            continue
-        if any(fnmatch.fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
-            return True
-    return False
+    """Whether an identity policy allows this request, by the one IAM matcher the deploy tests share
+    (``deployer_iam.allows``: IAM's wildcards and condition operators). ``context`` holds the
+    request's condition keys (e.g. ``bedrock:InferenceProfileArn``)."""
+    return deployer_iam.allows(policy, Check(action, resource, tuple(sorted((context or {}).items()))))
 
 
 def grants(policy: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
@@ -180,31 +169,3 @@ def grants(policy: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
                     if "Condition" in statement:
                         single["Condition"] = statement["Condition"]
                     yield {"Statement": [single]}
-
-
-def data_outputs(physical: Dict[str, str]) -> Dict[str, str]:
-    """The data stack's outputs, given each table's and queue's name (logical id -> name)."""
-    data = stack.load_json(stack.DATA_TEMPLATE)
-    outputs = {}
-    for key, output in data["Outputs"].items():
-        value = output["Value"]
-        logical_id = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
-        kind, name = data["Resources"][logical_id]["Type"], physical[logical_id]
-        if kind == "AWS::DynamoDB::Table":
-            outputs[key] = name if "Ref" in value else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
-        elif kind == "AWS::SQS::Queue":
-            outputs[key] = (f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}" if "Ref" in value
-                            else f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
-        else:  # pragma: no cover - a new kind of output needs its values here
-            raise AssertionError(f"output {key} of a {kind}: teach tests/deploy/support.py its values")
-    return outputs
-
-
-def wired_names(env: Dict[str, str]) -> Dict[str, str]:
-    """Logical id -> name, for every resource the app's environment (merge.json Globals) names."""
-    variables = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]
-    names = {}
-    for variable, value in variables.items():
-        if "Ref" in value and variable in env:
-            names[value["Ref"]] = env[variable].rsplit("/", 1)[-1]  # a queue URL ends with its name
-    return names

@@ -21,7 +21,7 @@ import pytest
 
 from infra import deploy, stack
 from tests.deploy import deployer_iam, recording
-from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, deploy_stack, role_policy
+from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, resolved_stack, role_policy
 
 # Bring your own issuer (CreateUserPool=false): the stack's own Cognito pool is tests/deploy/test_user_pool.py's.
 SIGN_IN = {"CREATE_USER_POOL": "false", "JWT_ISSUER": "https://issuer.example",
@@ -168,11 +168,8 @@ def test_unknown_parameters_are_refused():
 def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(project, tmp_path):
     """The stack before ``chalice deploy`` holds the functions' roles and resolves the app's
     environment; the rendered project hands both to Chalice as literals."""
-    from moto import mock_aws
-
     parameters = deploy.gather_parameters("dev", [], {**AGENT, **SIGN_IN})
-    with mock_aws():
-        outputs, policies = deploy_stack(parameters, websocket_api_id="")
+    outputs, policies = resolved_stack(parameters, websocket_api_id="")
     worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
     # Before chalice deploy made the API, the @connections grants name no API, so match none.
     assert worker["StreamToClients"]["Resource"] == [
@@ -180,8 +177,7 @@ def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(
     ]
     assert worker["InvokeTheAgent"]["Resource"] == f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"
     assert worker["RunTurns"]["Resource"] == outputs["TurnsTableArn"]
-    with mock_aws():
-        _, policies = deploy_stack(parameters, websocket_api_id="a1b2c3d4e5")
+    _, policies = resolved_stack(parameters, websocket_api_id="a1b2c3d4e5")
     worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
     assert worker["StreamToClients"]["Resource"] == [  # post the answer; close a connection that refuses it
         f"arn:aws:execute-api:{REGION}:{ACCOUNT}:a1b2c3d4e5/dev/{method}/@connections/*" for method in ("POST", "DELETE")
@@ -208,12 +204,9 @@ def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(
 @pytest.mark.parametrize("scenario", ["converse-profile", "agentcore"])
 def test_the_stage_runs_the_backend_its_parameters_choose(scenario):
     """BACKEND in the environment and the worker's grants both follow the Backend parameter."""
-    from moto import mock_aws
-
     given = [f"{name}={value}" for name, value in BACKENDS[scenario].items()]
     parameters = deploy.gather_parameters("dev", given, SIGN_IN)
-    with mock_aws():
-        outputs, policies = deploy_stack(parameters, websocket_api_id="a1b2c3d4e5")
+    outputs, policies = resolved_stack(parameters, websocket_api_id="a1b2c3d4e5")
     env = stack.environment_from_outputs(outputs)
     worker = policies["TurnWorkerRole"]
     bedrock = {a for s in worker["Statement"] for a in s["Action"] if a.startswith(("bedrock:", "bedrock-agentcore:"))}

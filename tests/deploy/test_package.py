@@ -39,7 +39,7 @@ from tests.deploy.support import (
     as_list,
     cfn_lint,
     conditions_in,
-    deploy_stack,
+    resolved_stack,
     resources_of_type,
     statements,
 )
@@ -731,11 +731,8 @@ def _resolved_policies(stage: str, parameters: Dict[str, str]) -> Dict[str, Dict
     (test_both_paths_give_each_function_its_policy_file_verbatim). This stack's tables and queues
     show as markers (``<HistoryTable.Arn>``), as they are named only once deployed.
     """
-    from moto import mock_aws
-
     values = stack.resolve_parameters(stage, parameters)  # sign-in: the stack's own user pool, the default
-    with mock_aws():
-        outputs, policies = deploy_stack(values, stage=stage)
+    outputs, policies = resolved_stack(values, stage=stage)
     text = json.dumps(policies)
     for resource in stack.load_json(stack.DATA_TEMPLATE)["Resources"]:
         if f"{resource}Arn" in outputs:

@@ -42,6 +42,7 @@ from tests.deploy.support import (
     allows,
     as_list,
     deploy_stack,
+    resolved_stack,
     grants,
     isolated_env,
 )
@@ -346,10 +347,7 @@ def test_through_a_profile_its_models_are_reachable_only_through_it(scenario):
 
 def _resolved(parameters: Mapping[str, str]) -> Dict[str, Dict[str, Any]]:
     """Each role's policy as CloudFormation (moto's) resolves it for these parameters."""
-    from moto import mock_aws
-
-    with mock_aws():
-        return deploy_stack(parameters, websocket_api_id=API_ID, stage=STAGE)[1]
+    return resolved_stack(parameters, websocket_api_id=API_ID, stage=STAGE)[1]
 
 
 def test_the_secret_statement_is_there_only_when_a_parameter_is_configured():
