@@ -9,7 +9,7 @@ STACK_NAME ?= agentstream-$(STAGE)
 RUNTIME ?=
 RUNTIME_ARG = $(if $(RUNTIME),--runtime $(RUNTIME))
 
-.PHONY: package preflight deploy deploy-check destroy
+.PHONY: package preflight deploy deploy-check destroy publish-page empty-page
 
 ## CloudFormation: $(PACKAGE_DIR)/sam.json, deployment.zip (app code) and layer-deployment.zip (dependencies).
 package: $(STAMP)
@@ -30,3 +30,12 @@ deploy: $(STAMP)
 ## Remove what `make deploy` created for $(STAGE): chalice delete, then the data stack.
 destroy: $(STAMP)
 	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
+
+## The CloudFormation path's chat page: upload client/web and its config.json to $(STACK_NAME)'s bucket, print its URL.
+## (make deploy does this itself.) Needs AWS credentials.
+publish-page: $(STAMP)
+	$(BIN)/python -m infra.page publish --stack-name $(STACK_NAME)
+
+## Before `aws cloudformation delete-stack` of $(STACK_NAME): empty the page's bucket, which CloudFormation cannot delete otherwise.
+empty-page: $(STAMP)
+	$(BIN)/python -m infra.page empty --stack-name $(STACK_NAME)

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from devserver.cognito import LocalPool, create_pool, state_file
 from devserver.hosted_ui import HostedUi
 from devserver.tokens import issue_token, local_secret
+from infra.page import CONFIG_KEY, config_document
 
 LOCAL_HOST = "127.0.0.1"
 AUTH_MODES = ("dev", "cognito")  # AUTH: HS256 development tokens, or Cognito's RS256 tokens via moto
@@ -204,9 +205,8 @@ class LocalStack:
         self.hosted_ui = HostedUi(self.cognito, [page], LOCAL_HOST, auto_user=self.env.get("HOSTED_UI_USER", ""),
                                   token_ttl_s=int(ttl) if ttl else None).start()
         self._started.append(self.hosted_ui)
-        gateway.generated_files["config.json"] = json.dumps({
-            "wsUrl": gateway.ws_url, "cognitoDomain": self.hosted_ui.url, "clientId": self.cognito.client_id,
-            "region": self.cognito.region}).encode()
+        config = config_document(gateway.ws_url, self.cognito.region, self.hosted_ui.url, self.cognito.client_id)
+        gateway.generated_files[CONFIG_KEY] = json.dumps(config).encode()
 
     def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
         """Inject the faults ``devserver/control.py`` documents; answers what was applied."""

@@ -12,7 +12,9 @@
    ``WebsocketAPI`` parameter is empty and the ``execute-api:ManageConnections`` grants match no
    API; once Chalice has created the API, the stack is updated with its id (roles only change);
 4. set what ``chalice deploy`` cannot: ``ReportBatchItemFailures`` on the worker's SQS event
-   source mapping and the WebSocket stage's throttling, as ``infra/merge.json`` sets them.
+   source mapping and the WebSocket stage's throttling, as ``infra/merge.json`` sets them;
+5. publish the chat page and its ``config.json`` to the stage's bucket (``infra/page.py``) and print
+   the page's URL last: where a user signs in and chats.
 
 Parameters are the packaged stack's (``infra/merge.json``, ``infra/data.json``), given as
 ``--param Name=value`` or as environment variables named like them (``AgentId`` -> ``AGENT_ID``).
@@ -33,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from botocore.exceptions import ClientError, WaiterError
 
-from infra import envsize, stack
+from infra import envsize, page, stack
 
 BUILD_DIR = stack.ROOT / "build" / "deploy"
 # Deleting the tables of these stages needs a deliberate step (docs/deploy.md).
@@ -244,7 +246,11 @@ class Deployer:
             self.log(f"Scoping the functions' @connections grants to the API {deployed} ...")
             outputs = self.data_stack(parameters, deployed)
         self.finish(parameters, outputs, deployed)
-        return self.summary(outputs)
+        result = self.summary(outputs)
+        page.publish(self.session.client("s3"), outputs["PageBucketName"], page.config_from_outputs(result, self.region),
+                     log=self.log)
+        self.log(f"Sign in and chat: {outputs['PageUrl']}")
+        return result
 
     def reserved(self, parameters: Mapping[str, str]) -> Dict[str, int]:
         """Reserved concurrency per function, as ``merge.json`` reserves it (``0``: none, as its condition says)."""
@@ -328,6 +334,9 @@ class Deployer:
         if status is None:
             self.log(f"{name} does not exist")
             return
+        bucket = self.outputs(name).get("PageBucketName")
+        if bucket:  # CloudFormation deletes no bucket that holds objects
+            page.empty(self.session.client("s3"), bucket, log=self.log)
         self.log(f"Deleting the data stack {name} ...")
         self.cfn.delete_stack(StackName=name)
         try:

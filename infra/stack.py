@@ -4,6 +4,11 @@ One source of truth serves both ways onto AWS:
 
 * ``infra/data.json``: tables, queues, alarms. Merged into the packaged stack, provisioned locally
   by devserver, and the base of the stack that precedes ``chalice deploy`` (``deploy_template``).
+* ``infra/page.json``: the chat page on the stage's own URL: a private bucket served by CloudFront
+  with origin access control and a response headers policy whose Content-Security-Policy names the
+  stage's WebSocket API and sign-in domain (so it refers to ``WebsocketAPI``, which the packaged
+  stack's Chalice resources and the deploy stack's parameter both define), and the page's URL added
+  to the app client's callback and sign-out URLs. Merged over ``data.json`` into both stacks.
 * ``infra/merge.json``: the app's side of the packaged stack: parameters, environment wiring,
   function names, the SQS event source's partial batch failures, API throttling, outputs.
 * ``.chalice/policy-<function>.json``: each function's IAM policy, written with CloudFormation
@@ -33,6 +38,7 @@ from infra.chalice_cli import DEFAULT_RUNTIME, UnsupportedRuntime, check_runtime
 ROOT = Path(__file__).resolve().parent.parent
 DATA_TEMPLATE = ROOT / "infra" / "data.json"
 APP_TEMPLATE = ROOT / "infra" / "merge.json"
+PAGE_TEMPLATE = ROOT / "infra" / "page.json"
 APP_NAME = "agentstream"
 # The packaged stack's first output: what a client connects to.
 URL_OUTPUT = "WebsocketConnectEndpointURL"
@@ -105,16 +111,26 @@ def policy_documents(stage: str, project_dir: Path = ROOT) -> Dict[str, Tuple[st
 # Templates
 
 
-def merge_template(stage: str) -> Dict[str, Any]:
-    """``data.json`` and ``merge.json`` as one template for ``chalice package --merge-template``.
+def stage_resources() -> Dict[str, Any]:
+    """``data.json`` with ``page.json`` merged over it: every resource of the stage but the app's own.
 
-    Chalice's own deep merge combines them (dicts merge, lists and scalars of the second replace
-    the first's), as it later merges the result into its generated template. ``Stage`` is fixed
-    to the stage being packaged: the template's function names and API stage are that stage's.
+    Chalice's deep merge (dicts merge, lists and scalars of the first replace the second's), as it
+    later merges the packaged template into its generated one.
     """
     from chalice.package import TemplateDeepMerger
 
-    merged = TemplateDeepMerger().merge(load_json(APP_TEMPLATE), load_json(DATA_TEMPLATE))
+    return TemplateDeepMerger().merge(load_json(PAGE_TEMPLATE), load_json(DATA_TEMPLATE))
+
+
+def merge_template(stage: str) -> Dict[str, Any]:
+    """``stage_resources`` and ``merge.json`` as one template for ``chalice package --merge-template``.
+
+    ``Stage`` is fixed to the stage being packaged: the template's function names and API stage
+    are that stage's.
+    """
+    from chalice.package import TemplateDeepMerger
+
+    merged = TemplateDeepMerger().merge(load_json(APP_TEMPLATE), stage_resources())
     merged["Parameters"]["Stage"] = {
         **merged["Parameters"]["Stage"],
         "Default": stage,
@@ -133,7 +149,7 @@ def merge_template(stage: str) -> Dict[str, Any]:
 
 def parameter_specs() -> Dict[str, Dict[str, Any]]:
     """Every parameter of the packaged stack (the data stack's are a subset)."""
-    return {**load_json(DATA_TEMPLATE).get("Parameters", {}), **load_json(APP_TEMPLATE).get("Parameters", {})}
+    return {**stage_resources().get("Parameters", {}), **load_json(APP_TEMPLATE).get("Parameters", {})}
 
 
 class ParameterError(ValueError):
@@ -259,9 +275,9 @@ def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
     verbatim, the app's parameters, conditions and Rules from ``merge.json``, and as outputs each
     role's ARN and each of the app's environment variables (``merge.json`` Globals, verbatim).
     """
-    data, app = load_json(DATA_TEMPLATE), load_json(APP_TEMPLATE)
+    data, app = stage_resources(), load_json(APP_TEMPLATE)
     template = json.loads(json.dumps(data))
-    template["Description"] = f"agentstream {stage}: tables, queues, alarms and the functions' roles (make deploy)"
+    template["Description"] = f"agentstream {stage}: data, sign-in, the page and the functions' roles (make deploy)"
     template["Parameters"] = {
         **app["Parameters"],
         **data["Parameters"],

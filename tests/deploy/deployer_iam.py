@@ -68,6 +68,12 @@ KMS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:
        "kms:RevokeGrant")
 COGNITO_KMS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey",
                "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
+S3_METADATA = ("s3:CreateBucketMetadataTableConfiguration", "s3:GetBucketMetadataTableConfiguration",
+               "s3:DeleteBucketMetadataTableConfiguration", "s3:UpdateBucketMetadataJournalTableConfiguration",
+               "s3:UpdateBucketMetadataInventoryTableConfiguration", "s3:UpdateBucketMetadataAnnotationTableConfiguration",
+               "s3tables:CreateNamespace", "s3tables:CreateTable", "s3tables:CreateTableBucket", "s3tables:GetTable",
+               "s3tables:PutTableBucketPolicy", "s3tables:PutTableEncryption", "s3tables:PutTablePolicy",
+               "s3tables:GetTableMetadataLocation", "s3tables:UpdateTableMetadataLocation")
 FEATURES: Tuple[Feature, ...] = (
     Feature("AWS::Lambda::Function", ("VpcConfig",),
             ("ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces"),
@@ -145,6 +151,17 @@ FEATURES: Tuple[Feature, ...] = (
             "property, and the pool, without a key, has nothing encrypted with one of the account's keys"),
     Feature("AWS::Cognito::UserPoolGroup", ("RoleArn",), ("iam:PassRole", "iam:PutRolePolicy"),
             "an IAM role for the group's members (identity pools); the required group grants API access only"),
+    Feature("AWS::S3::Bucket", ("ReplicationConfiguration",), ("iam:PassRole",),
+            "replication, through a role S3 assumes: the page's bucket replicates nothing"),
+    Feature("AWS::S3::Bucket", ("MetadataTableConfiguration", "MetadataConfiguration"), S3_METADATA,
+            "S3 Metadata, which keeps the bucket's metadata in tables of an S3 table bucket, another resource"),
+    Feature("AWS::CloudFront::Distribution", ("DistributionConfig.ConnectionMode", "DistributionConfig.TenantConfig"),
+            ("cloudfront:CreateConnectionGroup", "cloudfront:GetConnectionGroup"),
+            "a multi-tenant distribution and its connection group"),
+    Feature("AWS::CloudFront::Distribution", ("DistributionConfig.Staging", "DistributionConfig.ContinuousDeploymentPolicyId"),
+            ("cloudfront:UpdateDistributionWithStagingConfig",), "continuous deployment through a staging distribution"),
+    Feature("AWS::CloudFront::Distribution", (), ("cloudfront:GetVpcOrigin",),
+            "an origin in a VPC (an origin's VpcOriginConfig, another resource): the page's one origin is its bucket"),
 )
 
 # Where a resource of each type lives (``{name}``: its name, given or generated), for the permissions
@@ -163,7 +180,14 @@ ARNS = {
     # Cognito generates a pool's id (<region>_<9 characters>); its app clients, domain and groups are
     # authorized on the pool (Service Authorization Reference, Amazon Cognito User Pools).
     "AWS::Cognito::UserPool": "arn:aws:cognito-idp:{region}:{account}:userpool/{region}_A1b2C3d4E",
+    # A bucket's generated name is its stack's and logical id's, lowercased; CloudFront's ARNs hold ids it generates.
+    "AWS::S3::Bucket": "arn:aws:s3:::{name}",
+    "AWS::CloudFront::Distribution": "arn:aws:cloudfront::{account}:distribution/E2QWRUHEXAMPLE",
+    "AWS::CloudFront::OriginAccessControl": "arn:aws:cloudfront::{account}:origin-access-control/E1A2B3C4EXAMPLE",
+    "AWS::CloudFront::ResponseHeadersPolicy": "arn:aws:cloudfront::{account}:response-headers-policy/a1b2c3d4-5678-90ab-cdef-EXAMPLE",
 }
+# S3 permissions a bucket's handlers need on its objects, not on the bucket.
+S3_OBJECT_PERMISSIONS = {"s3:DeleteObject", "s3:PutObjectAcl"}
 NAME_PROPERTIES = {
     "AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::CloudWatch::Alarm": "AlarmName",
     "AWS::CloudWatch::Dashboard": "DashboardName", "AWS::IAM::Role": "RoleName", "AWS::Logs::LogGroup": "LogGroupName",
@@ -355,7 +379,8 @@ class Stack:
     def physical_name(self, logical_id: str) -> str:
         resource = self.template["Resources"][logical_id]
         given = self._string(resource.get("Properties", {}).get(NAME_PROPERTIES.get(resource["Type"], ""), None))
-        return given or f"{self.name}-{logical_id}-A1B2C3D4E5F6"  # CloudFormation's generated names
+        generated = f"{self.name}-{logical_id}-A1B2C3D4E5F6"  # CloudFormation's generated names
+        return given or (generated.lower() if resource["Type"] == "AWS::S3::Bucket" else generated)
 
     def arn(self, logical_id: str) -> str:
         resource_type = self.template["Resources"][logical_id]["Type"]
@@ -429,6 +454,10 @@ class Stack:
         if resource_type.startswith("AWS::Cognito::") and service == "cognito-idp":  # on the pool, whatever the type
             pool = logical_id if resource_type == "AWS::Cognito::UserPool" else self._referenced(properties["UserPoolId"])
             return [Check(permission, self.arn(str(pool)), (), why)]
+        if resource_type == "AWS::S3::BucketPolicy":  # on the bucket it is the policy of
+            return [Check(permission, self.arn(str(self._referenced(properties["Bucket"]))), (), why)]
+        if resource_type == "AWS::S3::Bucket" and permission in S3_OBJECT_PERMISSIONS:
+            return [Check(permission, f"{self.arn(logical_id)}/index.html", (), why)]
         if resource_type in ARNS and service == prefix:  # AWS::<Service>::<Type>: its own service's permissions
             return [Check(permission, self.arn(logical_id), (), why)]
         raise AssertionError(f"{why} needs {permission}: teach tests/deploy/deployer_iam.py where it is authorized")

@@ -43,6 +43,8 @@ ACTION_NAMES = {
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",
     ("s3", "ListObjectsV2"): "s3:ListBucket",
     ("s3", "HeadBucket"): "s3:ListBucket",
+    # DeleteObjects: "you must have the s3:DeleteObject permission" for each object (resources: each key).
+    ("s3", "DeleteObjects"): "s3:DeleteObject",
 }
 # Operations no policy can allow or deny. STS API reference, GetCallerIdentity: "No permissions are
 # required to perform this operation."
@@ -185,11 +187,28 @@ def _required_members(operation_model: Any) -> Set[Tuple[str, str]]:
 def _body(request: Request) -> Dict[str, Any]:
     if not request.body:
         return {}
+    if request.body.lstrip().startswith(b"<"):
+        return _xml_body(request.body)
     try:
         decoded = json.loads(request.body)
     except ValueError:
         return {}
     return decoded if isinstance(decoded, dict) else {}
+
+
+def _xml_body(body: bytes) -> Dict[str, Any]:
+    """The members of the one XML body whose content an IAM check depends on: S3 DeleteObjects'
+    keys (each authorized as s3:DeleteObject on its object)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:  # an object's content (an uploaded page), not a request document
+        return {}
+    if root.tag.rsplit("}", 1)[-1] != "Delete":
+        return {}
+    keys = [element.text or "" for element in root.iter() if element.tag.rsplit("}", 1)[-1] == "Key"]
+    return {"Delete": {"Objects": [{"Key": key} for key in keys]}}
 
 
 def operation(request: Request) -> Call:
@@ -294,6 +313,8 @@ def resources(call: Call, region: str, account: str) -> List[str]:
     if call.service == "sts":
         return ["*"]
     if call.service == "s3":
+        if call.operation == "DeleteObjects":
+            return [f"arn:aws:s3:::{p['Bucket']}/{o['Key']}" for o in p["Delete"]["Objects"]]
         return [f"arn:aws:s3:::{p['Bucket']}/{p['Key']}" if "Key" in p else f"arn:aws:s3:::{p['Bucket']}"]
     raise AssertionError(f"{call.service}:{call.operation}: teach tests/deploy/recording.py its resource ARNs")
 

@@ -15,7 +15,7 @@ import boto3
 from infra import stack
 from tests.deploy import cfn, deployer_iam
 from tests.deploy.recording import Check
-from tests.deploy import moto_cognito  # noqa: F401 - moto's CloudFormation builds the user pool (deploy_stack)
+from tests.deploy import moto_models  # noqa: F401 - moto's CloudFormation builds the user pool and the page (deploy_stack)
 
 STAGES = ("dev", "prod")
 ACCOUNT = "123456789012"  # moto's

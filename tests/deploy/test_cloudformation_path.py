@@ -61,6 +61,7 @@ _Yaml.add_multi_constructor("!", lambda loader, tag, node: None)
 def test_the_cloudformation_deployers_policy_allows_every_call_of_the_walkthrough(packaged, tmp_path, monkeypatch):
     import boto3
     import moto.cloudformation.parsing
+    from moto.cloudformation.models import ChangeSet
     from moto.dynamodb.models.table import Table
 
     original_update = moto.cloudformation.parsing.parse_and_update_resource
@@ -95,6 +96,17 @@ def test_the_cloudformation_deployers_policy_allows_every_call_of_the_walkthroug
             found += condition_parameters(name)
         return found
 
+    original_apply = ChangeSet.apply
+
+    def apply(self: Any) -> None:
+        """An executed change set gives the stack its template's outputs (moto keeps the old ones:
+        none, for a new stack), which make publish-page reads."""
+        original_apply(self)
+        self.stack.template = self.template
+        self.stack._parse_template()
+        self.stack.output_map = self.stack._create_output_map()
+
+    monkeypatch.setattr(ChangeSet, "apply", apply)
     monkeypatch.setattr(moto.cloudformation.parsing, "get_references_from_template", references)
     monkeypatch.setattr(moto.cloudformation.parsing, "parse_and_update_resource", update)
     monkeypatch.setattr(Table, "update_from_cloudformation_json", classmethod(update_table))
@@ -106,8 +118,12 @@ def test_the_cloudformation_deployers_policy_allows_every_call_of_the_walkthroug
                ACCOUNT=ACCOUNT, BUCKET=BUCKET)
     work = tmp_path / "checkout"  # where the walkthrough runs: make package's output in build/package
     shutil.copytree(packaged["prod"], work / "build" / "package")
+    standin_template = stack.deploy_template("prod")
+    # The packaged stack's outputs that make publish-page reads: the page's, and Chalice's connect URL.
+    connect = json.loads((packaged["prod"] / "sam.json").read_text())["Outputs"][stack.URL_OUTPUT]
+    standin_template["Outputs"][stack.URL_OUTPUT] = connect
     standin = tmp_path / "standin.json"
-    standin.write_text(json.dumps(stack.deploy_template("prod")))
+    standin.write_text(json.dumps(standin_template))
 
     recorder = recording.MotoRecorder(endpoint, tmp_path / "recording.jsonl")
     recorder.start()  # a new account; then what step 1's administrator made, left out of the recording
@@ -128,6 +144,9 @@ def test_the_cloudformation_deployers_policy_allows_every_call_of_the_walkthroug
         if words[:2] == ["make", "preflight"]:  # what make preflight runs (test_make_preflight_runs_the_check_...)
             stage = words[2].split("=", 1)[1]
             words = [sys.executable, "-m", "infra.deploy", "preflight", "--stage", stage, "--stack-name", f"agentstream-{stage}"]
+        elif words[:2] in (["make", "publish-page"], ["make", "empty-page"]):  # test_make_page_targets_...
+            stage = words[2].split("=", 1)[1]
+            words = [sys.executable, "-m", "infra.page", words[1].split("-")[0], "--stack-name", f"agentstream-{stage}"]
         elif words[0] == "aws":
             if words[1:3] == ["cloudformation", "deploy"]:
                 words[words.index("--template-file") + 1] = str(standin)
@@ -153,7 +172,10 @@ def test_the_cloudformation_deployers_policy_allows_every_call_of_the_walkthroug
     # What each step really did: the artifacts and the template uploaded, a change set created and run
     # for the new stack and for the update, the stack deleted, preflight's look-ups.
     assert {"s3:CreateMultipartUpload", "s3:PutObject", "cloudformation:GetTemplateSummary", "cloudformation:DeleteStack",
-            "lambda:GetFunction", "logs:DescribeLogGroups", "cloudformation:ListStackResources"} <= set(operations)
+            "lambda:GetFunction", "logs:DescribeLogGroups", "cloudformation:ListStackResources",
+            "s3:ListObjectsV2", "s3:DeleteObjects"} <= set(operations)  # and the page published, then emptied
+    page_keys = {c.params["Key"] for c in calls if c.operation == "PutObject" and "pagebucket" in c.params["Bucket"]}
+    assert "index.html" in page_keys and "config.json" in page_keys
     assert operations.count("cloudformation:ExecuteChangeSet") == 2
     assert all("TemplateURL" in c.params for c in calls if c.operation == "CreateChangeSet")
     # The CLI deploys a template over 51,200 bytes only from S3: the walkthrough must pass --s3-bucket.

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import boto3
 import pytest
 
-from infra import deploy, stack
+from infra import deploy, page, stack
 from tests.deploy import deployer_iam, recording
 from tests.deploy.support import ACCOUNT, BACKENDS, REGION, RUNTIME_ARN, US_SONNET_MODELS, US_SONNET_PROFILE, resolved_stack, role_policy
 
@@ -318,6 +318,13 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     api_id = stack.deployed_websocket_api_id("dev", project)
     assert result[stack.URL_OUTPUT] == f"wss://{api_id}.execute-api.{REGION}.amazonaws.com/dev/"
     assert f"Scoping the functions' @connections grants to the API {api_id} ..." in log
+    # The page last: published with a config.json naming this stage, and its URL the last line printed.
+    assert log[-1] == f"Sign in and chat: {result['PageUrl']}" and result["PageUrl"].startswith("https://")
+    s3 = session.client("s3")
+    config = json.loads(s3.get_object(Bucket=result["PageBucketName"], Key="config.json")["Body"].read())
+    # Its own issuer (SIGN_IN), no pool: the page asks for a token (test_page.py: the config with a pool).
+    assert config == {"wsUrl": result[stack.URL_OUTPUT], "region": REGION}
+    assert s3.head_object(Bucket=result["PageBucketName"], Key="index.html")["ContentType"] == "text/html; charset=utf-8"
 
     iam, awslambda = session.client("iam"), session.client("lambda")
     for function in stack.functions():
@@ -371,6 +378,8 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
 
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []
+    assert f"Emptied s3://{result['PageBucketName']}/ ({len(list(page.page_files())) + 1} objects)" in log
+    assert s3.list_buckets()["Buckets"] == []  # the stack could delete the page's bucket
     assert session.client("cloudformation").list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"] == []
 
 
@@ -523,6 +532,16 @@ def test_make_preflight_runs_the_check_for_the_stack_named(tmp_path):
     docs = (stack.ROOT / "docs" / "deploy.md").read_text().split("## Path 1", 1)[1].split("\n## ", 1)[0]
     assert "make preflight STAGE=prod" in docs  # in Path 1's steps, before aws cloudformation deploy
     assert docs.index("make preflight STAGE=prod") < docs.index("aws cloudformation deploy")
+
+
+@pytest.mark.parametrize("target, command", [("publish-page", "publish"), ("empty-page", "empty")])
+def test_make_page_targets_run_infra_page_for_the_stack_named(target, command, tmp_path):
+    import subprocess
+
+    result = subprocess.run(["make", "-n", target, "STAGE=prod", f"STAMP={tmp_path}/stamp"],
+                            cwd=stack.ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"-m infra.page {command} --stack-name agentstream-prod" in result.stdout
 
 
 # ---- the WebSocket stage's access logs on the chalice deploy path

@@ -691,8 +691,9 @@ def test_the_merge_template_only_adds_to_what_chalice_generates(stage, templates
 
 
 def test_the_packaged_stack_carries_the_data_stack_unchanged(templates):
-    """Tables (TTL, recovery), queues (redrive), alarms and outputs: as tests/deploy/test_data_stack.py checks them."""
-    data = stack.load_json(stack.DATA_TEMPLATE)
+    """Tables (TTL, recovery), queues (redrive), alarms, the page and outputs: as tests/deploy/test_data_stack.py
+    and test_page.py check them."""
+    data = stack.stage_resources()  # data.json with page.json merged over it
     for template in templates.values():
         for section in ("Resources", "Outputs", "Conditions"):
             for name, value in data[section].items():

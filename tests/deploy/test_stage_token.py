@@ -1,6 +1,6 @@
 """``make token STAGE=dev user=NAME``: a token from a deployed stage's user pool (infra/signin.py).
 
-moto's CloudFormation builds the stage's stack (``deploy_stack``, with ``tests/deploy/moto_cognito.py``)
+moto's CloudFormation builds the stage's stack (``deploy_stack``, with ``tests/deploy/moto_models.py``)
 and its Cognito issues the tokens; the app's own verifier (chalicelib.auth) checks them with the
 environment the stack gives the functions. PyJWT fetches the JWKS with urllib, which moto's in-process
 mock does not intercept, so the tests fetch it with ``requests`` (which it does) from the same URL.

@@ -1,7 +1,7 @@
 """The stack's own Amazon Cognito user pool (``CreateUserPool``, on by default), and the sign-in it wires.
 
 moto's CloudFormation builds the pool, its app client, domain and group from ``infra/data.json``
-(``tests/deploy/moto_cognito.py`` teaches it the types) into moto's Cognito, whose API the tests
+(``tests/deploy/moto_models.py`` teaches it the types) into moto's Cognito, whose API the tests
 read them back from, and whose pool then issues real tokens. The functions' environment is the one
 the stack ``make deploy`` creates resolves from ``infra/merge.json``'s ``Globals``, the packaged
 stack's too (``test_package.py``'s ``WIRING``).
@@ -114,7 +114,8 @@ def test_the_web_client_has_no_secret_and_signs_in_only_with_the_authorization_c
     assert client["AllowedOAuthFlows"] == ["code"]  # no implicit flow, no client credentials
     assert client["AllowedOAuthScopes"] == ["openid", "email", "profile"]
     assert client["SupportedIdentityProviders"] == ["COGNITO"]
-    assert client["CallbackURLs"] == client["LogoutURLs"] == callbacks.split(",")
+    # The stack's own page first (tests/deploy/test_page.py), then those given.
+    assert client["CallbackURLs"] == client["LogoutURLs"] == [outputs["PageUrl"], *callbacks.split(",")]
     # No password or SRP sign-in through the API: only refresh, and the admin flow make token uses.
     assert client["ExplicitAuthFlows"] == ["ALLOW_REFRESH_TOKEN_AUTH", "ALLOW_ADMIN_USER_PASSWORD_AUTH"]
     assert client["PreventUserExistenceErrors"] == "ENABLED" and client["EnableTokenRevocation"] is True
@@ -190,7 +191,7 @@ def test_with_create_user_pool_false_the_functions_get_the_issuer_given_and_no_p
 
 def test_by_default_sign_in_needs_no_parameter():
     values = deploy.gather_parameters("dev", [], {"BACKEND": "agent", "AGENT_ID": "AGENT12345", "AGENT_ALIAS_ID": "ALIAS12345"})
-    assert (values["CreateUserPool"], values["SelfSignUp"], values["CallbackUrls"]) == ("true", "false", "http://localhost:8000/")
+    assert (values["CreateUserPool"], values["SelfSignUp"], values["CallbackUrls"]) == ("true", "false", "")
 
 
 @pytest.mark.parametrize("given, problem", [
