@@ -38,8 +38,9 @@
   }
 
   // The page's own address, without query or fragment: the app client's callback and sign-out URL.
+  // Its folder, not "index.html" (the URL registered is https://<host>/, however the page was opened).
   function redirectUri() {
-    return location.origin + location.pathname;
+    return location.origin + location.pathname.replace(/index\.html$/, "");
   }
 
   // config.json next to the page: {wsUrl, restUrl?, cognitoDomain, clientId, region}. Without it

@@ -132,3 +132,14 @@ def test_a_code_that_this_tab_did_not_ask_for_is_not_redeemed(signin_page: Page)
     assert "state mismatch" in web.page.locator("#notice-text").inner_text()
     assert web.page.url == web.base_url and redeemed == []
     assert web.page.locator("#status").get_attribute("data-state") == "signed-out"
+
+
+def test_the_page_opened_as_index_html_returns_to_its_registered_url(signin_page: Page) -> None:
+    """The app client registers the page's folder (``https://<id>.cloudfront.net/``): opened as
+    ``/index.html`` the page still asks to come back there, or the sign-in would end in redirect_mismatch."""
+    web = signin_page
+    web.page.goto(web.base_url + "index.html")
+    web.page.wait_for_selector("#status[data-state=signed-out]")
+    web.page.click("#sign-in")
+    web.page.wait_for_selector("#username")
+    assert parse_qs(urlsplit(web.page.url).query)["redirect_uri"] == [web.base_url]
