@@ -1,15 +1,15 @@
 """agentstream: Bedrock answers streamed over an API Gateway WebSocket API.
 
 $connect verifies the token, $default queues the turn and answers at once, the SQS worker streams
-the agent's answer back token by token; $disconnect forgets the connection. Everything else lives
-in chalicelib/, one concept per module.
+the agent's answer back token by token; $disconnect forgets the connection. The REST API (/v1)
+reaches the same turns without a socket. Everything else lives in chalicelib/, one concept per module.
 """
 import os
 
-from chalice import Chalice
+from chalice import Chalice, Response
 from chalice.app import SQSEvent, WebsocketEvent
 
-from chalicelib.handlers import connections, messages, worker
+from chalicelib.handlers import connections, messages, rest, worker
 from chalicelib.runtime import get_runtime
 
 app = Chalice(app_name="agentstream")
@@ -32,6 +32,27 @@ def websocket_message(event: WebsocketEvent) -> None:
 def websocket_disconnect(event: WebsocketEvent) -> None:
     """Forget the connection (best effort: the record's TTL covers the rest)."""
     connections.disconnect(get_runtime(), event.to_dict())
+
+
+@app.route("/v1/turns", methods=["POST"], cors=rest.CORS)
+@rest.served
+def create_turn() -> Response:
+    """Ask without a socket: 202 with the turn's id; its answer is read with GET."""
+    return rest.create_turn(get_runtime(), app.current_request)
+
+
+@app.route("/v1/turns/{turn_id}", methods=["GET"], cors=rest.CORS)
+@rest.served
+def get_turn(turn_id: str) -> Response:
+    """The turn and its answer so far (404 unless it is the caller's)."""
+    return rest.get_turn(get_runtime(), app.current_request, turn_id)
+
+
+@app.route("/v1/turns/{turn_id}", methods=["DELETE"], cors=rest.CORS)
+@rest.served
+def cancel_turn(turn_id: str) -> Response:
+    """Cancel the turn: at once if queued, within a second if running."""
+    return rest.cancel_turn(get_runtime(), app.current_request, turn_id)
 
 
 # Chalice loads app.py with the stage's environment (.chalice/config.json) when it deploys; the

@@ -93,6 +93,9 @@ class Settings:
     jwt_required_group: str = env("JWT_REQUIRED_GROUP", default="")
     # Empty means "derive from the event's apiId, stage and region", as on AWS.
     management_endpoint_url: str = env("MANAGEMENT_ENDPOINT_URL", default="")
+    # The WebSocket API's id, for what the REST API (/v1) sends through it: a turn asked over REST
+    # and resumed on a socket, a REST cancel of a socket's turn. Its events carry the REST API's id.
+    websocket_api_id: str = env("WEBSOCKET_API_ID", default="")
     # Relay coalescing: post at most once per interval unless a frame's worth is waiting.
     flush_interval_ms: int = env("FLUSH_INTERVAL_MS", default=50)
     max_frame_bytes: int = env("MAX_FRAME_BYTES", default=32 * 1024)

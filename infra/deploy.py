@@ -10,7 +10,8 @@
    (``manage_iam_role: false``) and the environment those outputs hold;
 3. ``chalice deploy`` it. On the first deploy the WebSocket API does not exist yet, so the stack's
    ``WebsocketAPI`` parameter is empty and the ``execute-api:ManageConnections`` grants match no
-   API; once Chalice has created the API, the stack is updated with its id (roles only change);
+   API; once Chalice has created the API, the stack is updated with its id (roles change, and the
+   functions' ``WEBSOCKET_API_ID``, so ``chalice deploy`` runs once more);
 4. set what ``chalice deploy`` cannot: ``ReportBatchItemFailures`` on the worker's SQS event
    source mapping and the WebSocket stage's throttling, as ``infra/merge.json`` sets them;
 5. publish the chat page and its ``config.json`` to the stage's bucket (``infra/page.py``) and print
@@ -245,6 +246,10 @@ class Deployer:
         if deployed != api_id:
             self.log(f"Scoping the functions' @connections grants to the API {deployed} ...")
             outputs = self.data_stack(parameters, deployed)
+            # Their environment names the API too (WEBSOCKET_API_ID, for the REST API's turns): again, now it exists.
+            self.log("Giving the functions the WebSocket API's id ...")
+            stack.render_project(self.stage, outputs, self.build, self.project_dir, reserved=self.reserved(parameters))
+            self.chalice("deploy", "--stage", self.stage)
         self.finish(parameters, outputs, deployed)
         result = self.summary(outputs)
         page.publish(self.session.client("s3"), outputs["PageBucketName"], page.config_from_outputs(result, self.region),
@@ -316,8 +321,11 @@ class Deployer:
 
     def summary(self, outputs: Mapping[str, str]) -> Dict[str, str]:
         deployed = stack.load_json(self.project_dir / ".chalice" / "deployed" / f"{self.stage}.json")
-        url = next(r["websocket_api_url"] for r in deployed["resources"] if r.get("resource_type") == "websocket_api")
-        result = {stack.URL_OUTPUT: url, **outputs}
+        kinds = {r.get("resource_type"): r for r in deployed["resources"]}
+        result = {stack.URL_OUTPUT: kinds["websocket_api"]["websocket_api_url"]}
+        if "rest_api" in kinds:  # the REST API (/v1), as the packaged stack's EndpointURL output names it
+            result[stack.REST_URL_OUTPUT] = kinds["rest_api"]["rest_api_url"]
+        result.update(outputs)
         width = max(len(key) for key in result)
         for key, value in result.items():
             self.log(f"{key:<{width}}  {value}")

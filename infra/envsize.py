@@ -42,6 +42,7 @@ ACCOUNT_ID = "0" * 12
 NAME_LIMITS = {"AWS::DynamoDB::Table": 255, "AWS::SQS::Queue": 80}
 # The longest ids Amazon Cognito's API takes (UserPoolIdType, ClientIdType): what a Ref of each is.
 ID_LIMITS = {"AWS::Cognito::UserPool": 55, "AWS::Cognito::UserPoolClient": 128}
+API_ID_LENGTH = 10  # an API Gateway API's id (the deploy stack's WebsocketAPI parameter allows no other)
 
 
 class EnvironmentSizeError(ValueError):
@@ -85,6 +86,8 @@ def longest() -> Longest:
 
 def _reference(logical_id: str, attribute: Optional[str], parameters: Mapping[str, str]) -> str:
     """The longest value of ``Ref`` (``attribute`` None) or ``Fn::GetAtt`` of one of the data resources."""
+    if logical_id == stack.WEBSOCKET_API and attribute is None:  # Chalice's (the deploy stack's parameter)
+        return "x" * API_ID_LENGTH
     resources = stack.load_json(stack.DATA_TEMPLATE)["Resources"]
     if logical_id not in resources:
         raise EnvironmentSizeError(f"{logical_id} is not a resource of infra/data.json: no bound for it")

@@ -42,6 +42,8 @@ PAGE_TEMPLATE = ROOT / "infra" / "page.json"
 APP_NAME = "agentstream"
 # The packaged stack's first output: what a client connects to.
 URL_OUTPUT = "WebsocketConnectEndpointURL"
+# Chalice's output for the REST API's URL (https://<id>.execute-api.<region>.amazonaws.com/<stage>/).
+REST_URL_OUTPUT = "EndpointURL"
 # What a deploy project holds besides .chalice/: exactly what Chalice packages.
 APP_SOURCES = ("app.py", "chalicelib", "requirements.txt")
 
@@ -59,9 +61,14 @@ def data_stack_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-data"
 
 
+# Chalice's function for the REST API's routes: named after the app and stage alone, ``APIHandler``
+# in the packaged template.
+API_HANDLER = "api_handler"
+
+
 def function_name(stage: str, function: str) -> str:
     """The Lambda function's name on AWS, the same on both paths (Chalice's naming)."""
-    return f"{APP_NAME}-{stage}-{function}"
+    return f"{APP_NAME}-{stage}" if function == API_HANDLER else f"{APP_NAME}-{stage}-{function}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,11 +257,24 @@ LAMBDA_TRUST = {
 
 def logical_id(function: str) -> str:
     """Chalice's logical id for a function (``turn_worker`` -> ``TurnWorker``), as in ``merge.json``."""
+    if function == API_HANDLER:
+        return "APIHandler"
     return "".join(part.capitalize() for part in function.split("_"))
 
 
+def resource_prefix(function: str) -> str:
+    """How Chalice names a function's other resources (``TurnWorkerRole``, ``TurnWorkerLogGroup``): its
+    name in CamelCase, ``ApiHandler`` for the REST API's function (whose own logical id is ``APIHandler``)."""
+    return "".join(part.capitalize() for part in function.split("_"))
+
+
+def role_id(function: str) -> str:
+    """Chalice's logical id for a function's role, which the deploy stack's role of it takes too."""
+    return resource_prefix(function) + "Role"
+
+
 def role_output(function: str) -> str:
-    return f"{logical_id(function)}RoleArn"
+    return f"{role_id(function)}Arn"
 
 
 def environment_output(variable: str) -> str:
@@ -292,7 +312,7 @@ def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
     template["Conditions"] = {**data.get("Conditions", {}), **app.get("Conditions", {})}
     template["Rules"] = {**data.get("Rules", {}), **app.get("Rules", {})}
     for function, (_, document) in policy_documents(stage, project_dir).items():
-        role = f"{logical_id(function)}Role"
+        role = role_id(function)
         template["Resources"][role] = {
             "Type": "AWS::IAM::Role",
             "Properties": {

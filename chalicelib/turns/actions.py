@@ -10,7 +10,7 @@ import time
 from typing import Callable, Optional
 
 from chalicelib import protocol
-from chalicelib.gateway import Gateway
+from chalicelib.gateway import NO_CONNECTION, Gateway
 from chalicelib.logs import logger
 from chalicelib.protocol import Ask, Event, ReturnControlResults
 from chalicelib.runtime import Runtime
@@ -33,12 +33,15 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
     turn, never rate-limited by each other, and spend one token and one slot between them.
     """
     settings = runtime.settings
+    turn_id = ids.turn_id(connection.user_id, message.request_id)
+    # Without a conversation name: one session per connection, or per turn when asked over REST.
+    asker = turn_id if connection.connection_id == NO_CONNECTION else connection.connection_id
     turn = Turn(
-        turn_id=ids.turn_id(connection.user_id, message.request_id),
+        turn_id=turn_id,
         user_id=connection.user_id,
         connection_id=connection.connection_id,
         prompt=message.prompt,
-        session_id=ids.session_id(connection.user_id, message.conversation_id, connection.connection_id),
+        session_id=ids.session_id(connection.user_id, message.conversation_id, asker),
         conversation_id=message.conversation_id,
         request_id=message.request_id,
         memory_id=ids.memory_id(connection.user_id) if settings.agent_memory else None,
@@ -130,10 +133,12 @@ def _charge(runtime: Runtime, turn: Turn) -> Optional[Failure]:
     decision = runtime.rate_limits.take(turn.user_id, settings.rate_per_s, settings.rate_burst)
     if not decision.allowed:
         return rate_limited("You are sending questions too fast.", decision.retry_after_ms)
-    if not runtime.connections.enter_flight(turn.connection_id, settings.max_turns_in_flight):
+    on_socket = turn.connection_id != NO_CONNECTION  # a REST ask holds only the user's slot
+    if on_socket and not runtime.connections.enter_flight(turn.connection_id, settings.max_turns_in_flight):
         return rate_limited(f"This connection already has {settings.max_turns_in_flight} turns in flight.", 1000)
     if not _enter_user_flight(runtime, turn):
-        runtime.connections.leave_flight(turn.connection_id)
+        if on_socket:
+            runtime.connections.leave_flight(turn.connection_id)
         cap = settings.max_user_turns_in_flight
         return rate_limited(f"You already have {cap} turns in flight; wait for one to finish.", 1000)
     return None
@@ -217,7 +222,7 @@ def cancel(runtime: Runtime, reply: Reply, gateway: Gateway, connection: Connect
             # A queued turn has sent nothing yet (seq 1); a waiting one already sent events, so no seq.
             seq = 1 if turn.status == Status.QUEUED else None
             event = CANCELLED.event(turn_id, seq)
-            if ended.connection_id != connection.connection_id:
+            if ended.connection_id != connection.connection_id:  # resumed elsewhere (NO_CONNECTION: nobody)
                 post_quietly(gateway, ended.connection_id, event)
             reply(event)
             return

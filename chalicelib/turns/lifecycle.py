@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from chalicelib.gateway import ConnectionGone, Gateway
+from chalicelib.gateway import NO_CONNECTION, ConnectionGone, Gateway
 from chalicelib.logs import logger
 from chalicelib.protocol import Event
 from chalicelib.runtime import Runtime
@@ -32,7 +32,8 @@ def interrupt_if_dead(runtime: Runtime, turn_id: str) -> Optional[Turn]:
 def leave_flight(runtime: Runtime, turn: Turn) -> None:
     """Give back the turn's in-flight slots, its asking connection's and its user's (best effort)."""
     try:
-        runtime.connections.leave_flight(turn.origin_connection_id)
+        if turn.origin_connection_id != NO_CONNECTION:  # a REST ask holds no connection's slot
+            runtime.connections.leave_flight(turn.origin_connection_id)
     except Exception:  # noqa: BLE001 - the counter only limits; the connection's TTL resets it
         logger.exception("could not update the connection's turns in flight")
     try:

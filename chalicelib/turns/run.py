@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from chalicelib import protocol
 from chalicelib.backends import End, Files, ReturnControl, TextDelta, Trace, TurnRequest
-from chalicelib.gateway import Gateway
+from chalicelib.gateway import NO_CONNECTION, Gateway
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Event
 from chalicelib.retry import retrying
@@ -122,7 +122,7 @@ class TurnRun:
             self.conclude(outcome)
         self._stop.set()
         watcher.join()
-        if self.relay.gone and not self._lost:
+        if self.relay.gone and not self._lost and self.relay.connection_id != NO_CONNECTION:
             logger.info("client gone; answer kept, connection record removed")
             self.runtime.connections.delete(self.relay.connection_id)
 
@@ -232,7 +232,8 @@ class TurnRun:
         self.resumes = len(resumers)
         connection_id, from_seq = parse_resumer(new[-1])
         others = [serving] + [parse_resumer(entry)[0] for entry in new[:-1]]
-        displaced = [c for index, c in enumerate(others) if c != connection_id and c not in others[:index]]
+        displaced = [c for index, c in enumerate(others)
+                     if c not in (connection_id, NO_CONNECTION) and c not in others[:index]]
         turn_id = self.turn.turn_id
         logger.info("client resumed", extra={"to": connection_id, "from_seq": from_seq, "displaced": len(displaced)})
         self.relay.follow(

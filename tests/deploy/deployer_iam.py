@@ -94,6 +94,12 @@ FEATURES: Tuple[Feature, ...] = (
     Feature("AWS::Lambda::EventSourceMapping", ("KmsKeyArn",), KMS, "a customer managed key for the filter criteria"),
     Feature("AWS::ApiGatewayV2::Api", ("BodyS3Location",), ("s3:getObject",), "importing an OpenAPI definition from S3"),
     Feature("AWS::ApiGatewayV2::Integration", ("CredentialsArn",), ("iam:PassRole",), "an integration that assumes a role"),
+    Feature("AWS::ApiGateway::RestApi", ("BodyS3Location",), ("s3:GetObject",), "importing an OpenAPI definition from S3"),
+    Feature("AWS::ApiGateway::RestApi", ("Policy",), ("apigateway:UpdateRestApiPolicy",),
+            "a resource policy on the API (the REST API's callers are authorized by their tokens)"),
+    Feature("AWS::ApiGateway::RestApi", (), ("iam:PassRole",),
+            "an integration that assumes a role (credentials in its OpenAPI body): the REST API's one integration "
+            "invokes its function through the function's resource-based permission"),
     Feature("AWS::IAM::Role", ("ManagedPolicyArns",), ("iam:AttachRolePolicy",),
             "attaching managed policies: the roles have inline policies only, and AttachRolePolicy on them "
             "could attach any policy at all"),
@@ -195,7 +201,8 @@ NAME_PROPERTIES = {
 }
 # Actions that support no resource-level permission: authorized on "*" (Service Authorization Reference).
 UNSCOPED = {"logs:DescribeResourcePolicies", "cognito-idp:CreateUserPool", "cognito-idp:DescribeUserPoolDomain"}
-API_COLLECTIONS = {"AWS::ApiGatewayV2::Route": "routes", "AWS::ApiGatewayV2::Integration": "integrations",
+API_COLLECTIONS = {"AWS::ApiGateway::Deployment": "deployments", "AWS::ApiGateway::Stage": "stages",
+                   "AWS::ApiGatewayV2::Route": "routes", "AWS::ApiGatewayV2::Integration": "integrations",
                    "AWS::ApiGatewayV2::Deployment": "deployments", "AWS::ApiGatewayV2::Stage": "stages"}
 
 
@@ -409,8 +416,9 @@ class Stack:
         return function_arn(literal, self.region, self.account)
 
     def _apigateway(self, resource: Mapping[str, Any], resource_type: str, method: str) -> str:
-        base = f"arn:aws:apigateway:{self.region}::/apis"
-        if resource_type == "AWS::ApiGatewayV2::Api":
+        # The WebSocket API's resources are under /apis, the REST API's (API Gateway v1) under /restapis.
+        base = f"arn:aws:apigateway:{self.region}::/{'apis' if 'V2::' in resource_type else 'restapis'}"
+        if resource_type in ("AWS::ApiGatewayV2::Api", "AWS::ApiGateway::RestApi"):
             return base if method == "POST" else f"{base}/a1b2c3d4e5"
         collection = API_COLLECTIONS.get(resource_type)
         if collection is None:
@@ -448,7 +456,7 @@ class Stack:
             return [Check(permission, self._function(properties["FunctionName"]), (), why)]
         if resource_type == "AWS::SQS::QueuePolicy":
             return [Check(permission, self.arn(str(self._referenced(q))), (), why) for q in properties["Queues"]]
-        if resource_type.startswith("AWS::ApiGatewayV2::") and service == "apigateway":
+        if resource_type.startswith(("AWS::ApiGatewayV2::", "AWS::ApiGateway::")) and service == "apigateway":
             method = permission.split(":")[1].upper()
             return [Check(permission, self._apigateway(resource, resource_type, method), (), why)]
         if resource_type.startswith("AWS::Cognito::") and service == "cognito-idp":  # on the pool, whatever the type

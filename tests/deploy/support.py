@@ -114,7 +114,7 @@ def deploy_stack(parameters: Mapping[str, str], websocket_api_id: str = "", stag
     (described,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
     assert described["StackStatus"] == "CREATE_COMPLETE", described
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in described["Outputs"]}
-    policies = {f"{stack.logical_id(f)}Role": role_policy(iam, outputs[stack.role_output(f)], f) for f in stack.functions()}
+    policies = {stack.role_id(f): role_policy(iam, outputs[stack.role_output(f)], f) for f in stack.functions()}
     return outputs, policies
 
 

@@ -13,7 +13,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 from urllib.parse import unquote
 
 import boto3
@@ -231,6 +231,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch):
     """A moto server (a separate process talks to it: chalice), with the three calls and the
     CloudFormation role updates moto lacks."""
     import moto.apigatewayv2.urls
+    from moto.apigateway.models import APIGatewayBackend
     import moto.cloudformation.parsing
     from moto.apigatewayv2.responses import ApiGatewayV2Response
     from moto.awslambda.responses import LambdaResponse
@@ -264,6 +265,28 @@ def moto_server(monkeypatch: pytest.MonkeyPatch):
         return role
 
     monkeypatch.setattr(Role, "update_from_cloudformation_json", classmethod(update_role))
+    put_openapi = APIGatewayBackend.put_rest_api
+
+    def put_swagger(self: Any, function_id: str, api_doc: Dict[str, Any], fail_on_warnings: bool, mode: str = "merge") -> Any:
+        """API Gateway imports Chalice's Swagger 2.0 body for the REST API; moto reads only OpenAPI 3:
+        its paths and methods are given to it so, unchecked (API Gateway accepts the body), the CORS
+        preflights' mock integrations with the URI and method moto wants of every integration."""
+        def operation(document: Dict[str, Any]) -> Dict[str, Any]:
+            integration = {"uri": "", "httpMethod": "POST", **document.get("x-amazon-apigateway-integration", {})}
+            return {**document, "x-amazon-apigateway-integration": integration}
+
+        paths = {path: {method: operation(document) for method, document in item.items()}
+                 for path, item in api_doc["paths"].items()}
+        openapi = {"openapi": "3.0.1", "info": api_doc["info"], "paths": paths}
+        return put_openapi(self, function_id, openapi, fail_on_warnings=False, mode=mode)
+
+    def import_swagger(self: Any, api_doc: Dict[str, Any], fail_on_warnings: bool) -> Any:
+        api = self.create_rest_api(name=api_doc["info"]["title"], description=api_doc["info"].get("description", ""))
+        put_swagger(self, api.id, api_doc, fail_on_warnings)
+        return api
+
+    monkeypatch.setattr(APIGatewayBackend, "import_rest_api", import_swagger)
+    monkeypatch.setattr(APIGatewayBackend, "put_rest_api", put_swagger)
     original_references = moto.cloudformation.parsing.get_references_from_template
 
     def references(template: Any) -> List[str]:
@@ -553,6 +576,7 @@ def stage_settings(monkeypatch: pytest.MonkeyPatch):
     access logs as API Gateway does while the account has no CloudWatch Logs role in the Region."""
     import moto.apigateway.urls
     import moto.apigatewayv2.urls
+    from moto.apigateway.models import APIGatewayBackend
     from moto.apigateway.models import apigateway_backends
     from moto.apigatewayv2.exceptions import BadRequestException
     from moto.apigatewayv2.models import apigatewayv2_backends

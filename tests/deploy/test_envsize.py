@@ -87,7 +87,7 @@ def test_the_user_pools_issuer_and_jwks_take_the_longest_region_suffix_and_pool_
     ({"Fn::Sub": "${TurnsTable.StreamArn}"}, "no bound for Fn::GetAtt StreamArn of TurnsTable"),
     ({"Fn::Join": ["", ["a", "b"]]}, "reads Ref, Fn::GetAtt, Fn::Sub (a string) and Fn::If only"),
     ({"Ref": "AWS::Region"}, "not a resource of infra/data.json"),
-    ({"Ref": "WebsocketAPI"}, "not a resource of infra/data.json"),  # Chalice's, not bounded here
+    ({"Ref": "RestAPI"}, "not a resource of infra/data.json"),  # Chalice's, not bounded here
     ({"Fn::GetAtt": ["TurnsTable", "StreamArn"]}, "no bound for Fn::GetAtt StreamArn of TurnsTable"),
     ({"Ref": "TurnQueuePolicy"}, "no bound for Ref of TurnQueuePolicy"),
     ({"Ref": "InferenceProfileModelArns"}, "a list parameter"),
@@ -95,6 +95,11 @@ def test_the_user_pools_issuer_and_jwks_take_the_longest_region_suffix_and_pool_
 def test_a_shape_without_a_bound_is_refused_loudly(node, refusal):
     with pytest.raises(envsize.EnvironmentSizeError, match=re.escape(refusal)):
         envsize.longest_value(node, _parameters(), "VARIABLE")
+
+
+def test_the_websocket_apis_id_is_bounded_by_what_api_gateway_generates():
+    assert envsize.longest_value({"Ref": "WebsocketAPI"}, _parameters(), "WEBSOCKET_API_ID") == "x" * 10
+    assert stack.deploy_template("dev")["Parameters"]["WebsocketAPI"]["AllowedPattern"] == "^$|^[a-z0-9]{10}$"
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -49,6 +49,7 @@ FUNCTIONS = {
     "websocket_message": "WebsocketMessage",
     "websocket_disconnect": "WebsocketDisconnect",
     "turn_worker": "TurnWorker",
+    "api_handler": "APIHandler",  # the REST API's routes (/v1), one function
 }
 ROUTES = {"$connect": "WebsocketConnect", "$default": "WebsocketMessage", "$disconnect": "WebsocketDisconnect"}
 
@@ -348,7 +349,11 @@ def test_three_websocket_routes_each_to_its_function(templates):
 def test_the_api_invokes_each_function_only_from_its_own_route(templates):
     for stage, template in templates.items():
         permissions = resources_of_type(template, "AWS::Lambda::Permission")
-        assert len(permissions) == 3
+        assert len(permissions) == 4
+        rest = permissions.pop("APIHandlerInvokePermission")["Properties"]  # the REST API's routes, one function
+        assert rest["FunctionName"] == {"Ref": "APIHandler"} and rest["Principal"] == "apigateway.amazonaws.com"
+        assert rest["SourceArn"] == {"Fn::Sub": ["arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestAPIId}/*",
+                                                 {"RestAPIId": {"Ref": "RestAPI"}}]}
         for permission in permissions.values():
             function = permission["Properties"]["FunctionName"]["Ref"]
             (route,) = [key for key, fn in ROUTES.items() if fn == function]
@@ -361,29 +366,32 @@ def test_functions_are_named_and_sized_per_stage(templates):
         for function, logical_id in FUNCTIONS.items():
             properties = template["Resources"][logical_id]["Properties"]
             config = stack.chalice_config(stage, function)
-            assert properties["FunctionName"] == {"Fn::Sub": f"agentstream-${{Stage}}-{function}"}
+            name = stack.function_name(stage, function).replace(f"-{stage}", "-${Stage}", 1)
+            assert properties["FunctionName"] == {"Fn::Sub": name}
             assert properties["Timeout"] == config.lambda_timeout
             assert properties["MemorySize"] == config.lambda_memory_size
             assert properties["Layers"] == [{"Ref": "ManagedLayer"}]
-            assert template["Resources"][f"{logical_id}LogGroup"]["Properties"]["RetentionInDays"] > 0
+            log_group = template["Resources"][f"{stack.resource_prefix(function)}LogGroup"]["Properties"]
+            assert log_group["RetentionInDays"] > 0
+            assert log_group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"}  # the function's own
         assert template["Parameters"]["Stage"]["AllowedValues"] == [stage]
 
 
 def test_websocket_handlers_answer_within_the_integration_timeout_and_the_worker_within_lambdas():
     for stage in STAGES:
-        for function in ("websocket_connect", "websocket_message", "websocket_disconnect"):
+        for function in ("websocket_connect", "websocket_message", "websocket_disconnect", "api_handler"):
             assert stack.chalice_config(stage, function).lambda_timeout < 29  # API Gateway's limit
         assert 60 <= stack.chalice_config(stage, "turn_worker").lambda_timeout <= 900
 
 
 def test_only_the_worker_is_traced_actively(templates):
     """The worker's turns are what X-Ray should show (its subsegments: chalicelib/tracing.py); the
-    WebSocket handlers only pass an incoming trace header through."""
+    WebSocket and REST handlers only pass an incoming trace header through."""
     for template in templates.values():
         tracing = {logical_id: resource["Properties"].get("Tracing") for logical_id, resource in template["Resources"].items()
                    if resource["Type"] == "AWS::Serverless::Function"}
         assert tracing == {"WebsocketConnect": "PassThrough", "WebsocketMessage": "PassThrough",
-                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active"}
+                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active", "APIHandler": "PassThrough"}
 
 
 def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates):
@@ -533,9 +541,9 @@ def _identity_policies(template: Dict[str, Any]):
 def test_each_function_has_its_own_role_and_no_other_iam(templates):
     for template in templates.values():
         iam = {name for name, r in template["Resources"].items() if r["Type"].startswith("AWS::IAM::")}
-        assert iam == {f"{logical_id}Role" for logical_id in FUNCTIONS.values()}
-        for logical_id in FUNCTIONS.values():
-            assert template["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}
+        assert iam == {stack.role_id(function) for function in FUNCTIONS}
+        for function, logical_id in FUNCTIONS.items():
+            assert template["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [stack.role_id(function), "Arn"]}
 
 
 def _every_branch(statement: Dict[str, Any]):
@@ -617,16 +625,17 @@ def test_the_agent_and_the_api_are_named_exactly(templates):
         assert stack.chalice_config(stage).api_gateway_stage == stage
 
 
-def test_only_the_worker_invokes_bedrock_and_reads_the_prompt_only_connect_reads_the_secret(templates):
+def test_only_the_worker_invokes_bedrock_and_reads_the_prompt_only_the_token_checkers_read_the_secret(templates):
     actions: Dict[str, set] = {}
     for role, document in _identity_policies(templates["dev"]):
         actions[role] = {a for s in statements(document) for a in as_list(s["Action"])}
     for bedrock in ("bedrock:InvokeAgent", "bedrock:InvokeModelWithResponseStream", "bedrock-agentcore:InvokeAgentRuntime"):
         assert [r for r, a in actions.items() if bedrock in a] == ["TurnWorkerRole"], bedrock
     assert [r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)] == ["TurnWorkerRole"]
-    # SSM: the sign-in secret for connect, the system prompt for the worker (each its own parameter).
-    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["TurnWorkerRole", "WebsocketConnectRole"]
-    assert [r for r, a in actions.items() if "sqs:SendMessage" in a] == ["WebsocketMessageRole"]
+    # SSM: the sign-in secret for connect and the REST API, the system prompt for the worker (each its own parameter).
+    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["ApiHandlerRole", "TurnWorkerRole",
+                                                                                 "WebsocketConnectRole"]
+    assert sorted(r for r, a in actions.items() if "sqs:SendMessage" in a) == ["ApiHandlerRole", "WebsocketMessageRole"]
     assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
     assert actions["WebsocketDisconnectRole"] == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DeleteItem"}
 
@@ -717,10 +726,13 @@ def test_the_packaged_stack_has_the_dashboard_and_quota_alarms_in_one_parameter_
 def test_every_handler_of_the_app_is_configured_and_packaged(templates):
     import app
 
-    assert sorted(stack.functions()) == sorted(app.app.handler_map) == sorted(FUNCTIONS)
+    # Chalice serves every route (view) with one function, api_handler, whose handler is the app itself.
+    views = {entry.view_name for methods in app.app.routes.values() for entry in methods.values()}
+    assert views == {"create_turn", "get_turn", "cancel_turn"}
+    assert sorted(stack.functions()) == sorted(set(app.app.handler_map) - views | {stack.API_HANDLER}) == sorted(FUNCTIONS)
     for template in templates.values():
         functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}
-        assert functions == {f"app.{name}" for name in FUNCTIONS}
+        assert functions == {"app.app" if name == stack.API_HANDLER else f"app.{name}" for name in FUNCTIONS}
 
 
 # ---- each backend: only its own grants
@@ -745,7 +757,7 @@ def test_both_paths_give_each_function_its_policy_file_verbatim(templates):
     for stage, template in templates.items():
         deploy_path = stack.deploy_template(stage)
         for function, (_, document) in stack.policy_documents(stage).items():
-            role = f"{stack.logical_id(function)}Role"
+            role = stack.role_id(function)
             for path in (template, deploy_path):
                 (policy,) = path["Resources"][role]["Properties"]["Policies"]
                 assert policy["PolicyDocument"] == document, (stage, role)

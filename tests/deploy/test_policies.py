@@ -229,6 +229,29 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
     assert runtime.turns.claim(json.loads(fourth)["turnId"]) is not None  # a worker that then died
     invoke("turn_worker", sqs_event([fourth], receive_count=2))  # how it settles is tests/unit's business
 
+    # The REST API: its own function, with its own execution environment (a verifier that loads the
+    # secret itself); a turn asked, duplicated, run and read back; a socket's queued turn cancelled.
+    runtime.__dict__.pop("verifier", None)
+
+    def rest(method: str, path: str, body: Any = None) -> Tuple[int, Dict[str, Any]]:
+        start = len(recorder.calls)
+        response = getattr(client.http, method.lower())(
+            path, headers={"Authorization": f"Bearer {make_token('alice')}", "Content-Type": "application/json"},
+            body=None if body is None else json.dumps(body))
+        calls["api_handler"].update(recorder.calls[start:])
+        return response.status_code, json.loads(response.body)
+
+    status, created = rest("POST", "/v1/turns", {"prompt": "What is SNS?", "requestId": "rest-1"})
+    assert status == 202, created
+    rest_turn = queued()
+    assert rest("POST", "/v1/turns", {"prompt": "What is SNS?", "requestId": "rest-1"})[1]["duplicate"] is True
+    assert invoke("turn_worker", sqs_event([rest_turn])) == {"batchItemFailures": []}
+    assert rest("GET", f"/v1/turns/{created['turnId']}")[1]["status"] == "done"
+    (socket_turn,) = say("c1", prompt="cancel me over REST")
+    queued()
+    assert rest("DELETE", f"/v1/turns/{socket_turn['turnId']}")[1]["error"]["code"] == "cancelled"
+    assert management.events("c1")[-1]["code"] == "cancelled"  # told through the WebSocket API
+
     for connection_id in ("c1", "c2"):
         invoke("websocket_disconnect", ws_event("$disconnect", connection_id))
     return calls
@@ -275,7 +298,7 @@ def recorded(request: pytest.FixtureRequest):
                     calls = _drive(client, runtime, management, recorder)
             finally:
                 set_runtime(None)
-            policies = {function: roles[f"{stack.logical_id(function)}Role"] for function in stack.functions()}
+            policies = {function: roles[stack.role_id(function)] for function in stack.functions()}
     for function in policies:
         calls[function] |= _aws_calls(function, outputs["TurnQueueArn"])
     return scenario, calls, policies

@@ -1,0 +1,149 @@
+"""/v1: the same turns over REST, for clients that cannot hold a WebSocket (scripts, servers, bots).
+
+A turn asked here is the WebSocket's turn: the same validation, idempotency, rate limits and turns
+in flight, queued to the same workers. It has no socket to stream to (``NO_CONNECTION``): the worker
+keeps its answer, which ``GET /v1/turns/{turnId}`` reads as it grows, and a WebSocket client may
+``resume`` it. No handler waits on the agent, so none comes near API Gateway's 29 seconds.
+Another user's turn does not exist here (404, never 403).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from chalice import CORSConfig, Response
+
+from chalicelib.auth import AuthError, token_from_request
+from chalicelib.gateway import NO_CONNECTION
+from chalicelib.http import HttpError, error_response, json_response
+from chalicelib.logs import log_context, logger
+from chalicelib.protocol import Ask, ErrorCode, Event, ProtocolError, parse_client_message
+from chalicelib.runtime import Runtime
+from chalicelib.store import Connection
+from chalicelib.turns import actions
+from chalicelib.turns.lifecycle import interrupt_if_dead
+from chalicelib.turns.outcomes import NOT_YOURS, UNSERVED, Failure, Status
+from chalicelib.turns.view import turn_view
+
+# Browsers may call the API from the chat page's origin (CloudFront) with a bearer token; no
+# cookies are involved, so any origin may (the token is what authorizes).
+CORS = CORSConfig(allow_origin="*", allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                  expose_headers=["Retry-After"], max_age=600)
+IDEMPOTENCY_KEY = "idempotency-key"
+NO_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "Send a token: Authorization: Bearer <JWT>.", False)
+BAD_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "The token was refused (expired, or not one this API accepts).", False)
+
+
+def served(handle: Callable[..., Response]) -> Callable[..., Response]:
+    """A route's handler, whose failures are answered in the envelope: an ``HttpError`` as it
+    says, anything else ``internal`` (500), never Chalice's own error page or a stack trace."""
+
+    @functools.wraps(handle)  # Chalice names the route after the function
+    def route(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return handle(*args, **kwargs)
+        except HttpError as exc:
+            logger.info("request refused", extra={"code": str(exc.failure.code), "reason": exc.failure.message})
+            return error_response(exc.failure)
+        except Exception:  # noqa: BLE001 - the client gets the envelope, the log gets the trace
+            logger.exception("could not serve the request")
+            return error_response(UNSERVED)
+
+    return route
+
+
+def user_of(runtime: Runtime, headers: Mapping[str, str]) -> str:
+    """The verified user of a request: its bearer token, checked exactly as at $connect."""
+    token = token_from_request(None, dict(headers))
+    if token is None:
+        raise HttpError(NO_TOKEN)
+    try:
+        return runtime.verifier.verify(token).user_id
+    except AuthError as exc:
+        logger.info("token refused", extra={"reason": str(exc)})
+        raise HttpError(BAD_TOKEN) from None
+
+
+def _ask_of(raw_body: Optional[bytes], headers: Mapping[str, str]) -> Ask:
+    """The body as the WebSocket's ask, its ``requestId`` from ``Idempotency-Key`` if sent."""
+    try:
+        body = (raw_body or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, "The body must be UTF-8 JSON.", False)) from None
+    key = {name.lower(): value for name, value in headers.items()}.get(IDEMPOTENCY_KEY)
+    if key is not None:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None  # the parser below says what is wrong with it
+        if isinstance(document, dict):
+            if document.get("requestId", key) != key:
+                text = "Idempotency-Key and requestId name different requests; send one of them."
+                raise HttpError(Failure(ErrorCode.INVALID_REQUEST, text, False))
+            body = json.dumps({**document, "requestId": key})
+    try:
+        message = parse_client_message(body)
+    except ProtocolError as exc:
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, exc.message, False)) from None
+    if not isinstance(message, Ask):
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, "POST /v1/turns takes a question: {\"prompt\": ...}.", False))
+    return message
+
+
+def create_turn(runtime: Runtime, request: Any) -> Response:
+    """``POST /v1/turns``: record and queue the turn, ``202`` with its id at once."""
+    user_id = user_of(runtime, request.headers)
+    message = _ask_of(request.raw_body, request.headers)
+    events: List[Event] = []
+    with log_context(user_id=user_id):
+        asker = Connection(NO_CONNECTION, user_id, 0, 0)
+        actions.ask(runtime, events.append, asker, message, runtime.settings.websocket_api_id, _stage(runtime, request))
+    errors = [event for event in events if event["type"] == "error"]
+    if errors:  # refused, or accepted and then could not be queued (the turn ended ``internal``)
+        raise HttpError(_failure_of(errors[-1]))
+    (accepted,) = events
+    body: Dict[str, Any] = {"turnId": accepted["turnId"], "status": str(Status.QUEUED)}
+    if accepted.get("duplicate"):
+        turn = runtime.turns.get(accepted["turnId"])
+        body.update(status=str(turn.status) if turn else body["status"], duplicate=True)
+    if message.request_id is not None:
+        body["requestId"] = message.request_id
+    return json_response(202, body, {"Location": f"/v1/turns/{accepted['turnId']}"})
+
+
+def get_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
+    """``GET /v1/turns/{turnId}``: the turn and its answer so far."""
+    user_id = user_of(runtime, request.headers)
+    turn = runtime.turns.get(turn_id)
+    if turn is None or turn.user_id != user_id:
+        raise HttpError(NOT_YOURS)
+    if turn.status == Status.RUNNING:  # its worker died: say so, rather than "running" forever
+        turn = interrupt_if_dead(runtime, turn_id) or turn
+    return json_response(200, turn_view(turn, runtime.settings.checkpoint_interval_ms))
+
+
+def cancel_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
+    """``DELETE /v1/turns/{turnId}``: a queued (or waiting) turn ends ``cancelled`` at once (200),
+    a running one within a second, by its worker (202); an ended one cannot be (400)."""
+    user_id = user_of(runtime, request.headers)
+    events: List[Event] = []
+    gateway = runtime.gateway(runtime.settings.websocket_api_id, _stage(runtime, request))
+    with log_context(user_id=user_id):
+        actions.cancel(runtime, events.append, gateway, Connection(NO_CONNECTION, user_id, 0, 0), turn_id)
+    refusals = [event for event in events if event["type"] == "error" and event["code"] != ErrorCode.CANCELLED]
+    if refusals:
+        raise HttpError(_failure_of(refusals[-1]))
+    turn = runtime.turns.get(turn_id)
+    if turn is None:  # expired meanwhile
+        raise HttpError(NOT_YOURS)
+    return json_response(200 if turn.finished else 202, turn_view(turn, runtime.settings.checkpoint_interval_ms))
+
+
+def _stage(runtime: Runtime, request: Any) -> str:
+    """The API stage, the WebSocket API's too (Chalice gives both APIs the stage's name)."""
+    return str(request.context.get("stage") or runtime.settings.stage)
+
+
+def _failure_of(event: Event) -> Failure:
+    return Failure(ErrorCode(event["code"]), event["message"], bool(event["retryable"]), event.get("retryAfterMs"))

@@ -1,0 +1,171 @@
+"""The REST API (/v1/turns) through the Chalice test client: the WebSocket's turns without a socket."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Dict, Optional
+
+import pytest
+
+from chalicelib.gateway import NO_CONNECTION
+from chalicelib.turns import ids
+from tests.support.events import ws_event
+from tests.support.tokens import make_token
+from tests.support.worker import drain_queue, run_queued
+
+
+class Api:
+    """Requests to /v1 as a user (``user=None``: no token), answered as (status, headers, JSON)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, method: str, path: str, user: Optional[str] = "alice", body: Any = None,
+                 headers: Optional[Dict[str, str]] = None, token: Optional[str] = None) -> Any:
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if token or user:
+            sent["Authorization"] = f"Bearer {token or make_token(user)}"
+        payload = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+        response = getattr(self.client.http, method.lower())(path, headers=sent, body=payload)
+        return response.status_code, response.headers, json.loads(response.body) if response.body else None
+
+
+@pytest.fixture
+def api(client):
+    return Api(client)
+
+
+def test_a_turn_asked_over_rest_is_queued_then_read_back_as_it_ended(api, client, settings, management, agent):
+    status, headers, body = api("POST", "/v1/turns", body={"prompt": "What is SQS?"})
+    assert status == 202 and body == {"turnId": body["turnId"], "status": "queued"}
+    assert headers["Location"] == f"/v1/turns/{body['turnId']}"
+    turn_id = body["turnId"]
+    status, _, queued = api("GET", f"/v1/turns/{turn_id}")
+    assert status == 200 and queued["status"] == "queued" and queued["answer"] == "" and queued["pollAfterMs"] == 2000
+
+    assert run_queued(client, settings) == {"batchItemFailures": []}
+    status, _, done = api("GET", f"/v1/turns/{turn_id}")
+    assert status == 200 and done["status"] == "done" and done["answer"] == "Hello, world"
+    assert done["seq"] == 1 and done["stats"]["chunks"] == 1 and "pollAfterMs" not in done  # one chunk, then done
+    assert management.posts == []  # no socket: nothing was posted, to anyone
+    assert agent.calls[0]["inputText"] == "What is SQS?"
+
+
+def test_without_a_conversation_each_rest_turn_is_its_own_session(api, client, settings, agent):
+    for prompt in ("one", "two"):
+        api("POST", "/v1/turns", body={"prompt": prompt})
+    api("POST", "/v1/turns", body={"prompt": "three", "conversationId": "trip"})
+    run_queued(client, settings)
+    sessions = [call["sessionId"] for call in agent.calls]
+    assert len(set(sessions)) == 3 and ids.session_id("alice", "trip", "ignored") in sessions
+
+
+@pytest.mark.parametrize("user, token, problem", [
+    (None, None, "Send a token"),
+    (None, make_token("alice", secret="another-secret-another-secret-0123456789"), "The token was refused"),
+    (None, make_token("alice", ttl=-120), "The token was refused"),
+])
+def test_a_missing_or_refused_token_is_401_and_nothing_is_queued(api, settings, user, token, problem):
+    status, headers, body = api("POST", "/v1/turns", user=user, token=token, body={"prompt": "hi"})
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert body["error"]["code"] == "unauthorized" and problem in body["error"]["message"]
+    assert body["error"]["retryable"] is False
+    assert drain_queue(settings) == []
+    assert api("GET", "/v1/turns/abc", user=user, token=token)[0] == 401
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("not json", "not valid JSON"),
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": 5}, "prompt"),
+    ({"action": "ping"}, "POST /v1/turns takes a question"),
+    ({"prompt": "hi", "requestId": ""}, "requestId"),
+])
+def test_a_malformed_body_is_400_with_the_protocols_message(api, settings, body, problem):
+    status, _, answer = api("POST", "/v1/turns", body=body)
+    assert status == 400 and answer["error"]["code"] == "invalid_request", answer
+    assert problem in answer["error"]["message"]
+    assert drain_queue(settings) == []
+
+
+def test_the_idempotency_key_names_one_turn(api, settings):
+    first = api("POST", "/v1/turns", body={"prompt": "hi"}, headers={"Idempotency-Key": "k-1"})
+    again = api("POST", "/v1/turns", body={"prompt": "hi"}, headers={"Idempotency-Key": "k-1"})
+    by_body = api("POST", "/v1/turns", body={"prompt": "hi", "requestId": "k-1"})
+    assert first[0] == again[0] == by_body[0] == 202
+    assert first[2]["turnId"] == again[2]["turnId"] == by_body[2]["turnId"] == ids.turn_id("alice", "k-1")
+    assert again[2]["duplicate"] is True and "duplicate" not in first[2] and first[2]["requestId"] == "k-1"
+    assert len(drain_queue(settings)) == 1
+    # Another user's same key is another turn.
+    assert api("POST", "/v1/turns", user="bob", body={"prompt": "hi"}, headers={"Idempotency-Key": "k-1"})[2]["turnId"] \
+        == ids.turn_id("bob", "k-1")
+
+
+def test_an_idempotency_key_and_a_different_request_id_are_refused(api, settings):
+    status, _, body = api("POST", "/v1/turns", body={"prompt": "hi", "requestId": "a"}, headers={"Idempotency-Key": "b"})
+    assert status == 400 and "Idempotency-Key and requestId" in body["error"]["message"]
+    assert drain_queue(settings) == []
+
+
+def test_another_users_turn_does_not_exist(api):
+    turn_id = api("POST", "/v1/turns", body={"prompt": "mine"})[2]["turnId"]
+    for method in ("GET", "DELETE"):
+        status, _, body = api(method, f"/v1/turns/{turn_id}", user="mallory")
+        assert status == 404 and body["error"]["code"] == "not_found", method
+    assert api("GET", "/v1/turns/no-such-turn")[0] == 404
+    assert api("GET", f"/v1/turns/{turn_id}")[2]["status"] == "queued"  # untouched
+
+
+def test_cancel_ends_a_queued_turn_at_once_and_an_ended_one_cannot_be(api, client, settings):
+    turn_id = api("POST", "/v1/turns", body={"prompt": "never mind"})[2]["turnId"]
+    status, _, body = api("DELETE", f"/v1/turns/{turn_id}")
+    assert status == 200 and body["status"] == "error" and body["error"]["code"] == "cancelled"
+    run_queued(client, settings)  # its message finds it ended: nothing runs
+    assert api("GET", f"/v1/turns/{turn_id}")[2]["error"]["code"] == "cancelled"
+    status, _, body = api("DELETE", f"/v1/turns/{turn_id}")
+    assert status == 400 and body["error"]["message"] == "That turn has already finished."
+
+
+def test_rate_limits_are_the_websockets_and_say_when_to_retry(api, runtime):
+    runtime.settings = replace(runtime.settings, rate_burst=1, rate_per_s=0.01)
+    assert api("POST", "/v1/turns", body={"prompt": "one"})[0] == 202
+    status, headers, body = api("POST", "/v1/turns", body={"prompt": "two"})
+    assert status == 429 and body["error"]["code"] == "rate_limited" and body["error"]["retryable"] is True
+    assert int(headers["Retry-After"]) == -(-body["error"]["retryAfterMs"] // 1000)
+
+
+def test_a_rest_turn_holds_a_slot_among_the_users_turns_in_flight(api, conn, management, runtime):
+    runtime.settings = replace(runtime.settings, max_user_turns_in_flight=1)
+    assert api("POST", "/v1/turns", body={"prompt": "one"})[0] == 202
+    conn("c1")(prompt="two")  # the same user over a socket: the REST turn holds the user's one slot
+    (refused,) = management.events("c1")
+    assert refused["code"] == "rate_limited" and "turns in flight" in refused["message"]
+
+
+def test_a_websocket_client_resumes_a_turn_asked_over_rest(api, client, conn, management, settings):
+    turn_id = api("POST", "/v1/turns", body={"prompt": "hello"})[2]["turnId"]
+    conn("c9")(action="resume", turnId=turn_id)  # queued: attached, its worker streams to c9
+    run_queued(client, settings)
+    events = management.events("c9")
+    assert [e["type"] for e in events][0] == "accepted" and events[-1]["type"] == "done"
+    assert "".join(e["text"] for e in events if e["type"] == "chunk") == "Hello, world"
+    assert api("GET", f"/v1/turns/{turn_id}")[2]["answer"] == "Hello, world"
+    assert NO_CONNECTION not in {post[0] for post in management.posts}
+
+
+def test_a_socket_turn_cancelled_over_rest_tells_its_socket(api, conn, management):
+    conn("c1")(prompt="long one")
+    (accepted,) = management.events("c1")
+    status, _, body = api("DELETE", f"/v1/turns/{accepted['turnId']}")
+    assert status == 200 and body["error"]["code"] == "cancelled"
+    assert management.events("c1")[-1]["code"] == "cancelled"  # the socket that asked hears it
+
+
+def test_an_unexpected_failure_is_answered_in_the_envelope(api, runtime, monkeypatch):
+    def broken(*_: Any) -> None:
+        raise RuntimeError("DynamoDB on fire")
+
+    monkeypatch.setattr(runtime.turns, "get", broken)
+    status, _, body = api("GET", "/v1/turns/abc")
+    assert status == 500 and body == {"error": {"code": "internal", "message": "The request could not be served; try again.",
+                                                "retryable": True}}
