@@ -2,8 +2,8 @@
 
 moto's server plays DynamoDB and SQS (provisioned from ``infra/data.json``) and EventBridge (turn
 events, which a rule sends on to a queue tests read), the Bedrock emulator plays InvokeAgent and
-ConverseStream, the API Gateway emulator serves the WebSocket and the management API, and a poller
-plays Lambda's SQS event source. The app reaches all of them the way
+ConverseStream, the API Gateway emulator serves the WebSocket, the REST API (``/local/v1/...``) and
+the management API, and a poller plays Lambda's SQS event source. The app reaches all of them the way
 it reaches AWS: through boto3, pointed here by the standard ``AWS_ENDPOINT_URL_<SERVICE>``
 variables (and ``MANAGEMENT_ENDPOINT_URL``). Everything binds to 127.0.0.1. Tokens are HS256
 development tokens, or with ``AUTH=cognito`` those of a user pool in the same moto server, checked
@@ -205,7 +205,8 @@ class LocalStack:
         self.hosted_ui = HostedUi(self.cognito, [page], LOCAL_HOST, auto_user=self.env.get("HOSTED_UI_USER", ""),
                                   token_ttl_s=int(ttl) if ttl else None).start()
         self._started.append(self.hosted_ui)
-        config = config_document(gateway.ws_url, self.cognito.region, self.hosted_ui.url, self.cognito.client_id)
+        config = config_document(gateway.ws_url, self.cognito.region, self.hosted_ui.url, self.cognito.client_id,
+                                 rest_url=gateway.rest_url)
         gateway.generated_files[CONFIG_KEY] = json.dumps(config).encode()
 
     def apply_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
@@ -245,6 +246,7 @@ class LocalStack:
             "url": self.gateway.ws_url,
             "port": self.gateway.port,
             "management_url": self.gateway.management_url,
+            "rest_url": self.gateway.rest_url,
             "bedrock": "real" if self.use_real_bedrock else self.bedrock.url,
             "queue_url": self.resources.turn_queue_url,
             "worker": {"batch_size": self.poller.batch_size, "max_concurrency": self.config.worker_concurrency},
@@ -280,6 +282,7 @@ class LocalStack:
             [
                 "agentstream local stack is up (Ctrl-C stops everything)",
                 f"  WebSocket   {info['url']}",
+                f"  REST        {info['rest_url']}/v1/turns   (Authorization: Bearer <token>)",
                 f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
                 f"  turn events {info['turn_events_queue_url'] or 'off (TURN_EVENT_BUS is empty)'}",

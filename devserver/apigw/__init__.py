@@ -1,12 +1,13 @@
-"""A local API Gateway WebSocket API in front of a Chalice app's websocket handlers (dev only).
+"""A local API Gateway WebSocket API (and REST API) in front of a Chalice app's handlers (dev only).
 
 One module per part of API Gateway:
 
 * ``server``       ``ApiGatewayEmulator``: the WebSocket endpoint, routing, timeouts, lifecycle
 * ``connection``   one client connection: its state and its ordered outbound queue
-* ``integration``  the Lambda proxy integration calling the app's handlers
+* ``integration``  the Lambda proxy integration calling the app's handlers (REST's too)
 * ``management``   the ``@connections`` management API the app posts answers to
-* ``events``       the route events handed to the integration (pure; tests and bench use it too)
+* ``rest``         the REST API: the app's ``@app.route``s through one Lambda proxy integration
+* ``events``       the events handed to the integration (pure; tests and bench use it too)
 
 ``ApiGatewayEmulator`` is imported on first use: ``devserver.apigw.events`` is imported by unit
 tests and by the bench's cold-start probe, which should not load aiohttp and the server with it.

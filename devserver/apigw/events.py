@@ -1,4 +1,5 @@
-"""The event dicts API Gateway passes to a WebSocket route's Lambda proxy integration.
+"""The event dicts API Gateway passes to a Lambda proxy integration: WebSocket routes, and
+REST API resources (payload format 1.0).
 
 Pure functions, no I/O, and the only builder of these events in the repo: the emulator,
 ``tests/support/events.py`` and ``bench/events.py`` all call them, so the shapes live in one place and
@@ -9,9 +10,11 @@ without a live connection passes only what it cares about.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -164,6 +167,92 @@ def gateway_error_frame(message: str, connection_id: str, request_id: str) -> st
     """The JSON frame API Gateway itself sends a client when a route's integration fails."""
     return json.dumps({"message": message, "connectionId": connection_id,
                        "requestId": request_id})
+
+
+def _rest_identity(source_ip: str, user_agent: str) -> dict[str, Any]:
+    """``requestContext.identity`` of a REST request: every key AWS sends, null unless IAM or
+    Cognito identity pools authorized the call (never here)."""
+    identity: dict[str, Any] = dict.fromkeys(
+        ("cognitoIdentityPoolId", "accountId", "cognitoIdentityId", "caller", "principalOrgId",
+         "accessKey", "cognitoAuthenticationType", "cognitoAuthenticationProvider", "userArn",
+         "user"))
+    identity.update(sourceIp=source_ip, userAgent=user_agent)
+    return identity
+
+
+def _query(pairs: list[tuple[str, str]]) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """A REST event's two query forms: null (not absent, unlike ``$connect``) without a query."""
+    if not pairs:
+        return None, None
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    return {name: values[-1] for name, values in multi.items()}, multi
+
+
+@dataclass(frozen=True)
+class RestApiFacts:
+    """What a REST API repeats in every event: which API and stage, under which domain."""
+
+    api_id: str
+    stage: str
+    domain_name: str
+    account_id: str = "123456789012"
+
+
+def rest_event(api: RestApiFacts, method: str, resource: str, path: str,
+               raw_headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]] = (),
+               body: bytes | None = None, *, path_parameters: Mapping[str, str] | None = None,
+               is_binary: bool = False, request_path: str | None = None,
+               source_ip: str = "127.0.0.1", protocol: str = "HTTP/1.1",
+               request_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+    """A REST API request as its Lambda proxy integration gets it (payload format 1.0).
+
+    ``resource`` is the matched template (``/v1/turns/{turn_id}``), ``path`` the path below the
+    stage (``/v1/turns/abc``); ``request_path`` is the path as the client sent it, stage included
+    (``/local/v1/turns/abc``), which ``requestContext.path`` repeats. Empty maps are null, as on
+    AWS. The body arrives base64-encoded when its content type is one of the API's binary media
+    types (``is_binary``), else as text; none is null. ``requestId`` is a UUID, as REST APIs'
+    are (WebSocket APIs' look like ``new_id()``, as ``extendedRequestId`` does here).
+    """
+    now_ms = epoch_ms() if now_ms is None else now_ms
+    headers, multi_headers = _headers(raw_headers)
+    single_query, multi_query = _query(list(query))
+    user_agent = next((v for k, v in headers.items() if k.lower() == "user-agent"), "")
+    text: str | None = None
+    if body:
+        # A text body that is not UTF-8 cannot be a JSON string: replaced, never an error here.
+        text = base64.b64encode(body).decode("ascii") if is_binary else body.decode("utf-8", "replace")
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": single_query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": dict(path_parameters) if path_parameters else None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": hashlib.sha256(resource.encode()).hexdigest()[:6],  # stable per resource
+            "resourcePath": resource,
+            "httpMethod": method,
+            "extendedRequestId": new_id(),
+            "requestTime": request_time(now_ms),
+            "path": request_path or f"/{api.stage}{path}",
+            "accountId": api.account_id,
+            "protocol": protocol,
+            "stage": api.stage,
+            "domainPrefix": api.domain_name.split(".", 1)[0],
+            "requestTimeEpoch": now_ms,
+            "requestId": request_id or str(uuid.uuid4()),
+            "identity": _rest_identity(source_ip, user_agent),
+            "domainName": api.domain_name,
+            "apiId": api.api_id,
+        },
+        "body": text,
+        "isBase64Encoded": bool(text) and is_binary,
+    }
 
 
 def status_of(response: Any) -> int:

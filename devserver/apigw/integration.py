@@ -1,15 +1,17 @@
-"""The Lambda proxy integration: calling a Chalice app's websocket handlers as Lambda would.
+"""The Lambda proxy integration: calling a Chalice app's handlers as Lambda would.
 
 Handlers are blocking, so each call runs in a thread pool (many connections, and
 several messages of one connection, run at once, as AWS invokes them concurrently).
 API Gateway waits for at most the integration timeout; the handler itself runs on
-after that, as a Lambda function does, and its late end is logged.
+after that, as a Lambda function does, and its late end is logged. The REST API's
+routes all go to one function, the app object itself (Chalice's ``api_handler``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +61,7 @@ class LambdaIntegration:
         self.stage = stage
         self.integration_timeout = integration_timeout
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="apigw-lambda")
+        self._api_lock = threading.Lock()
 
     def handler(self, route_key: str) -> Handler | None:
         """The wrapped handler for ``$connect``, ``$default`` or ``$disconnect``, if any.
@@ -78,8 +81,28 @@ class LambdaIntegration:
         handler = self.handler(route_key)
         if handler is None:
             return None
-        function = (f"{getattr(self.app, 'app_name', 'app')}-{self.stage}-"
-                    f"{FUNCTION_NAMES[route_key]}")
+        function = f"{self._app_name}-{self.stage}-{FUNCTION_NAMES[route_key]}"
+        return await self._call(route_key, handler, function, event, request_id)
+
+    async def invoke_api(self, event: dict[str, Any], request_id: str) -> Invocation:
+        """Call the REST API's function, ``<app_name>-<stage>``: the Chalice app object itself."""
+        return await self._call("REST", self._api_handler, f"{self._app_name}-{self.stage}",
+                                event, request_id)
+
+    def _api_handler(self, event: dict[str, Any], context: Any) -> Any:
+        """One REST call at a time, as in one Lambda execution environment: Chalice keeps the
+        request on the app object (``app.current_request``), which concurrent threads would share.
+        A call waiting here spends its integration timeout, as a cold start would."""
+        with self._api_lock:
+            return self.app(event, context)
+
+    @property
+    def _app_name(self) -> str:
+        return str(getattr(self.app, "app_name", "app"))
+
+    async def _call(self, label: str, handler: Handler, function: str, event: dict[str, Any],
+                    request_id: str) -> Invocation:
+        """Run one invocation in the pool; API Gateway stops waiting at the integration timeout."""
         context = LambdaContext.for_invocation(
             function, LAMBDA_TIMEOUT, region=os.environ.get("AWS_REGION", "us-east-1"))
         started = time.perf_counter()
@@ -90,10 +113,10 @@ class LambdaIntegration:
                                                       self.integration_timeout)
         except TimeoutError:
             outcome.timed_out = True
-            future.add_done_callback(lambda f: _log_late(route_key, request_id, started, f))
-        except Exception as exc:  # noqa: BLE001 - whatever the function raised, API Gateway answers 500
+            future.add_done_callback(lambda f: _log_late(label, request_id, started, f))
+        except Exception as exc:  # noqa: BLE001 - whatever the function raised, API Gateway answers an error
             outcome.error = exc
-            log.error("%s handler raised (requestId %s)", route_key, request_id, exc_info=exc)
+            log.error("%s handler raised (requestId %s)", label, request_id, exc_info=exc)
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000
         return outcome
 

@@ -1,4 +1,4 @@
-"""A local API Gateway WebSocket API in front of a Chalice app's websocket handlers.
+"""A local API Gateway WebSocket API (and REST API) in front of a Chalice app's handlers.
 
 Dev only, never deployed. It calls the handlers Chalice registered exactly as API
 Gateway's Lambda proxy integration would (same event shapes, a Lambda-like
@@ -6,7 +6,9 @@ context, blocking calls in a thread pool, the 29 s integration timeout and its
 ``Endpoint request timed out`` frame, the 128 KB message limit, idle and maximum
 connection lifetimes) and serves the management API (``@connections``) that the
 app posts answers to. One aiohttp server on one loopback port carries the
-WebSocket endpoint, the management API and, optionally, the static web client.
+WebSocket endpoint, the management API, the app's REST API (``rest.py``: its ``@app.route``s
+under ``/<stage>/``, as API Gateway's REST API with a Lambda proxy integration serves them)
+and, optionally, the static web client.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from devserver.apigw import events
 from devserver.apigw.connection import Connection, DeliveryLog, State
 from devserver.apigw.integration import LambdaIntegration
 from devserver.apigw.management import Faults, ManagementApi
+from devserver.apigw.rest import RestApi
 
 log = logging.getLogger("devserver.apigw")
 
@@ -42,11 +45,11 @@ class ApiGatewayEmulator:
 
     Use ``with ApiGatewayEmulator(app) as gw:`` (or ``start()``/``stop()``); clients
     connect to ``gw.ws_url``; the app's management client uses
-    ``endpoint_url=gw.management_url``.
+    ``endpoint_url=gw.management_url``; REST clients call ``gw.rest_url`` + ``/v1/...``.
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 api_id: str = "local", stage: str = "local",
+                 api_id: str = "local", rest_api_id: str = "localrest", stage: str = "local",
                  integration_timeout: float = 29.0, idle_timeout: float = 600.0,
                  max_connection_duration: float = 7200.0, post_latency: float = 0.0,
                  frame_limit: int = 32 * 1024, message_limit: int = 128 * 1024,
@@ -55,6 +58,7 @@ class ApiGatewayEmulator:
         self.app = app
         self.host = host
         self.api_id = api_id
+        self.rest_api_id = rest_api_id  # another API than the WebSocket one, as once deployed
         self.stage = stage
         self.integration_timeout = integration_timeout
         self.idle_timeout = idle_timeout
@@ -81,6 +85,7 @@ class ApiGatewayEmulator:
         self._management = ManagementApi(
             stage=stage, lookup=self._conns.get, message_limit=message_limit,
             post_latency=post_latency, faults=self.faults)
+        self._rest = RestApi(app, self._integration, api_id=rest_api_id, stage=stage)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class ApiGatewayEmulator:
     async def _serve(self, sock: socket.socket) -> None:
         server = web.Application(client_max_size=max(self.message_limit * 2, 1024 ** 2))
         server.add_routes(self._management.routes())
+        server.add_routes(self._rest.routes())  # before the catch-all GET: /<stage>/v1/... is the API's
         server.router.add_get("/{tail:.*}", self._handle_get)
         self._runner = web.AppRunner(server, handle_signals=False,
                                      access_log=logging.getLogger("aiohttp.access"),
@@ -182,6 +188,11 @@ class ApiGatewayEmulator:
 
     @property
     def management_url(self) -> str:
+        return f"http://{self.host}:{self.port}/{self.stage}"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL, as a deployed stage's invoke URL (``.../<stage>``)."""
         return f"http://{self.host}:{self.port}/{self.stage}"
 
     @property

@@ -35,6 +35,11 @@ class Stack:
     def url(self) -> str:
         return self.info["url"]
 
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL, stage included (``http://127.0.0.1:PORT/local``): ``+ "/v1/turns"``."""
+        return self.info["rest_url"]
+
     def token(self, user: str = "alice", **kwargs: Any) -> str:
         return issue_token(user, self.secret, **kwargs)
 
