@@ -55,6 +55,20 @@ def cancel_turn(turn_id: str) -> Response:
     return rest.cancel_turn(get_runtime(), app.current_request, turn_id)
 
 
+@app.route("/v1/conversations", methods=["GET"], cors=rest.CORS)
+@rest.served
+def list_conversations() -> Response:
+    """The caller's conversations, newest first (?limit=, ?cursor=)."""
+    return rest.list_conversations(get_runtime(), app.current_request)
+
+
+@app.route("/v1/conversations/{conversation_id}", methods=["GET"], cors=rest.CORS)
+@rest.served
+def get_conversation(conversation_id: str) -> Response:
+    """A conversation's turns in order: prompt, answer, status (?limit=, ?cursor=)."""
+    return rest.get_conversation(get_runtime(), app.current_request, conversation_id)
+
+
 # Chalice loads app.py with the stage's environment (.chalice/config.json) when it deploys; the
 # packaged template replaces the placeholder queue with the stack's own.
 @app.on_sqs_message(

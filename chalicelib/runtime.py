@@ -15,6 +15,7 @@ from chalicelib.backends import Backend
 from chalicelib.gateway import Gateway
 from chalicelib.settings import Settings, get_settings
 from chalicelib.store import ConnectionStore, RateLimitStore, TurnStore, UsageStore
+from chalicelib.store.conversations import ConversationStore
 from chalicelib.turns.queue import TurnQueue
 
 
@@ -39,6 +40,10 @@ class Runtime:
     def usage(self) -> UsageStore:
         """Each user's token usage per day and month (on the rate-limits table)."""
         return UsageStore(self.clients.dynamodb, self.settings.rate_limits_table)
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        return ConversationStore(self.clients.dynamodb, self.settings.conversations_table, self.settings.turn_ttl_s)
 
     @cached_property
     def queue(self) -> TurnQueue:

@@ -72,6 +72,8 @@ class Settings:
     top_p: Optional[float] = env("TOP_P")
     latency: str = env("LATENCY", default="")
     history_table: str = env("HISTORY_TABLE", default="agentstream-history")
+    # Each user's conversations (the REST API lists them; an ask in a conversation records it).
+    conversations_table: str = env("CONVERSATIONS_TABLE", default="agentstream-conversations")
     history_max_turns: int = env("HISTORY_MAX_TURNS", default=20)
     history_max_chars: int = env("HISTORY_MAX_CHARS", default=100_000)
     # BACKEND=agentcore: the runtime and, optionally, its endpoint qualifier.

@@ -45,6 +45,10 @@ class Resources:
     def history_table(self) -> str:
         return self.tables["HistoryTable"]
 
+    @property
+    def conversations_table(self) -> str:
+        return self.tables["ConversationsTable"]
+
     def env(self) -> Dict[str, str]:
         """The app's environment variables that point at these resources."""
         return {**{env_name(logical): name for logical, name in self.tables.items()}, "TURN_QUEUE_URL": self.turn_queue_url}
@@ -57,7 +61,7 @@ def _create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
         "KeySchema": props["KeySchema"],
         "BillingMode": props["BillingMode"],
     }
-    for key in ("GlobalSecondaryIndexes",):
+    for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
         if key in props:
             params[key] = props[key]
     dynamodb.create_table(**params)

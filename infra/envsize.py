@@ -179,7 +179,8 @@ def longest_value(node: Any, parameters: Mapping[str, str], variable: str = "?")
 
 
 def environments(stage: str, parameters: Mapping[str, str], project_dir: Path = stack.ROOT) -> Dict[str, Dict[str, str]]:
-    """Each function's variables, at their longest: the stage's (Chalice) and the app's (``Globals``)."""
+    """Each function's variables, at their longest: the stage's (Chalice), the app's (``Globals``) and
+    its own (``merge.json``'s resource of it)."""
     app: Dict[str, str] = {}
     for variable, node in stack.app_environment_expressions().items():
         value = longest_value(node, parameters, variable)
@@ -188,7 +189,10 @@ def environments(stage: str, parameters: Mapping[str, str], project_dir: Path = 
     result = {}
     for function in stack.functions(project_dir):
         variables = dict(stack.chalice_config(stage, function, project_dir).environment_variables)
-        for variable, value in app.items():  # on both paths one overrides the other: count the larger
+        own = {variable: longest_value(node, parameters, variable)
+               for variable, node in stack.function_environment_expressions(function).items()}
+        for variable, value in {**app, **{k: v for k, v in own.items() if v is not None}}.items():
+            # on both paths one overrides the other: count the larger
             if size({variable: value}) >= size({variable: variables.get(variable, "")}):
                 variables[variable] = value
         result[function] = variables

@@ -287,6 +287,23 @@ def app_environment_expressions() -> Dict[str, Any]:
     return dict(load_json(APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"])
 
 
+def function_environment_expressions(function: str) -> Dict[str, Any]:
+    """What ``merge.json`` gives one function besides (a variable only it needs, e.g. the REST API's
+    ``WEBSOCKET_API_ID``): every byte counts against each function's 4 KB (infra/envsize.py)."""
+    resource = load_json(APP_TEMPLATE)["Resources"].get(logical_id(function), {})
+    return dict(resource.get("Properties", {}).get("Environment", {}).get("Variables", {}))
+
+
+def all_environment_expressions(project_dir: Path = ROOT) -> Dict[str, Any]:
+    """Every variable ``merge.json`` gives any function: what one process running all of them needs."""
+    variables = app_environment_expressions()
+    for function in functions(project_dir):
+        for variable, value in function_environment_expressions(function).items():
+            if variables.setdefault(variable, value) != value:
+                raise ValueError(f"{variable} is given different values in infra/merge.json")
+    return variables
+
+
 def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
     """The stack ``make deploy`` creates before ``chalice deploy``: ``data.json`` plus what Chalice's
     config cannot express, for CloudFormation to resolve rather than this project.
@@ -321,7 +338,7 @@ def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
             },
         }
         template["Outputs"][role_output(function)] = {"Value": {"Fn::GetAtt": [role, "Arn"]}}
-    for variable, value in app_environment_expressions().items():
+    for variable, value in all_environment_expressions(project_dir).items():
         template["Outputs"][environment_output(variable)] = {"Description": variable, "Value": value}
     return _without_unused(template)
 
@@ -406,7 +423,8 @@ def render_project(
     chalice_dir = prepare_project(stage, dest, project_dir) / ".chalice"
     config = load_json(chalice_dir / "config.json")
     stage_config = config["stages"][stage]
-    stage_config["environment_variables"] = {**stage_config.get("environment_variables", {}), **environment_from_outputs(outputs)}
+    shared = {variable: outputs.get(environment_output(variable), "") for variable in app_environment_expressions()}
+    stage_config["environment_variables"] = {**stage_config.get("environment_variables", {}), **shared}
     stage_config["manage_iam_role"] = False
     # Chalice wants a stage-wide role too; every function names its own, so none runs with this one.
     stage_config["iam_role_arn"] = outputs[role_output(functions(project_dir)[0])]
@@ -414,6 +432,9 @@ def render_project(
     for function in functions(project_dir):
         settings = per_function.setdefault(function, {})
         settings["iam_role_arn"] = outputs[role_output(function)]
+        own = {variable: outputs.get(environment_output(variable), "") for variable in function_environment_expressions(function)}
+        if own:
+            settings["environment_variables"] = {**settings.get("environment_variables", {}), **own}
         if reserved and function in reserved:
             settings["reserved_concurrency"] = reserved[function]
     (chalice_dir / "config.json").write_text(serialize(config))
@@ -421,8 +442,9 @@ def render_project(
 
 
 def environment_from_outputs(outputs: Mapping[str, str]) -> Dict[str, str]:
-    """The app's environment as the deploy stack resolved it (an empty value has no ``OutputValue``)."""
-    return {variable: outputs.get(environment_output(variable), "") for variable in app_environment_expressions()}
+    """The app's whole environment as the deploy stack resolved it, every function's variables (an
+    empty value has no ``OutputValue``): for one process that runs them all."""
+    return {variable: outputs.get(environment_output(variable), "") for variable in all_environment_expressions()}
 
 
 def deployed_websocket_api_id(stage: str, project_dir: Path = ROOT) -> Optional[str]:

@@ -58,6 +58,7 @@ def settings(resources):
         turns_table=resources.turns_table,
         rate_limits_table=resources.rate_limits_table,
         history_table=resources.history_table,
+        conversations_table=resources.conversations_table,
         turn_queue_url=resources.turn_queue_url,
         agent_id="AGENT12345",
         agent_alias_id="ALIAS12345",

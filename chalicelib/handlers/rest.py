@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from chalice import CORSConfig, Response
 
 from chalicelib.auth import AuthError, token_from_request
+from chalicelib.cursor import decode_cursor, encode_cursor
 from chalicelib.gateway import NO_CONNECTION
 from chalicelib.http import HttpError, error_response, json_response
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Ask, ErrorCode, Event, ProtocolError, parse_client_message
 from chalicelib.runtime import Runtime
 from chalicelib.store import Connection
-from chalicelib.turns import actions
+from chalicelib.turns import actions, ids
 from chalicelib.turns.lifecycle import interrupt_if_dead
 from chalicelib.turns.outcomes import NOT_YOURS, UNSERVED, Failure, Status
 from chalicelib.turns.view import turn_view
@@ -32,6 +33,7 @@ CORS = CORSConfig(allow_origin="*", allow_headers=["Authorization", "Content-Typ
                   expose_headers=["Retry-After"], max_age=600)
 IDEMPOTENCY_KEY = "idempotency-key"
 NO_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "Send a token: Authorization: Bearer <JWT>.", False)
+NO_CONVERSATION = Failure(ErrorCode.NOT_FOUND, "You have no conversation with that id.", False)
 BAD_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "The token was refused (expired, or not one this API accepts).", False)
 
 
@@ -138,6 +140,52 @@ def cancel_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
     if turn is None:  # expired meanwhile
         raise HttpError(NOT_YOURS)
     return json_response(200 if turn.finished else 202, turn_view(turn, runtime.settings.checkpoint_interval_ms))
+
+
+PAGE_SIZE, MAX_PAGE_SIZE = 20, 50
+
+
+def _page(request: Any, keys: Dict[str, type]) -> Tuple[int, Optional[Dict[str, Any]]]:
+    """``?limit=`` (1 to 50, default 20) and ``?cursor=`` (from the previous page)."""
+    query = request.query_params or {}
+    try:
+        limit = int(query.get("limit", PAGE_SIZE))
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError
+    except ValueError:
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, f"limit takes 1 to {MAX_PAGE_SIZE}.", False)) from None
+    try:
+        return limit, decode_cursor(query.get("cursor"), keys)
+    except ValueError:
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, "cursor is not one this API gave; start again without it.",
+                                False)) from None
+
+
+def _with_cursor(body: Dict[str, Any], position: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    cursor = encode_cursor(position)
+    return {**body, "cursor": cursor} if cursor else body
+
+
+def list_conversations(runtime: Runtime, request: Any) -> Response:
+    """``GET /v1/conversations``: the user's conversations, newest first, a page at a time."""
+    user_id = user_of(runtime, request.headers)
+    limit, after = _page(request, {"conversationId": str, "updatedAt": int})
+    conversations, end = runtime.conversations.newest(user_id, limit, after)
+    return json_response(200, _with_cursor({"conversations": [c.view() for c in conversations]}, end))
+
+
+def get_conversation(runtime: Runtime, request: Any, conversation_id: str) -> Response:
+    """``GET /v1/conversations/{conversationId}``: its turns in order (prompt, answer, status), a
+    page at a time; 404 when the user has no turn in it."""
+    user_id = user_of(runtime, request.headers)
+    limit, after = _page(request, {"turnId": str, "createdAt": int})
+    session = ids.session_id(user_id, conversation_id, "")
+    turns, end = runtime.turns.in_session(session, limit, after)
+    if not turns and after is None:
+        raise HttpError(NO_CONVERSATION)
+    poll = runtime.settings.checkpoint_interval_ms
+    views = [{"prompt": turn.prompt, **turn_view(turn, poll)} for turn in turns]
+    return json_response(200, _with_cursor({"conversationId": conversation_id, "turns": views}, end))
 
 
 def _stage(runtime: Runtime, request: Any) -> str:

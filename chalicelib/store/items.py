@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 Item = Dict[str, Dict[str, Any]]
 
@@ -91,6 +91,24 @@ class Table:
     def delete(self, key: Item) -> None:
         self.db.delete_item(TableName=self.name, Key=key)
 
+    def query(self, key_condition: str, values: Item, limit: int, start: Optional[Item] = None,
+              index: Optional[str] = None, forward: bool = True) -> Tuple[List[Item], Optional[Item]]:
+        """One page of a query: its items and where the next page starts (None: no more)."""
+        params: Dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": key_condition,
+            "ExpressionAttributeNames": placeholders(key_condition),
+            "ExpressionAttributeValues": dict(values),
+            "Limit": limit,
+            "ScanIndexForward": forward,
+        }
+        if index:
+            params["IndexName"] = index
+        if start:
+            params["ExclusiveStartKey"] = start
+        response = self.db.query(**params)
+        return response.get("Items", []), response.get("LastEvaluatedKey")
+
     def update(
         self,
         key: Item,
@@ -100,7 +118,7 @@ class Table:
         update: Optional[str] = None,
         **kwargs: Any,
     ) -> Optional[Dict[str, Any]]:
-        """SET ``set_values`` (attribute name -> value) if ``condition`` holds; None if it did not.
+        """SET ``set_values`` (attribute name -> value) if ``condition`` holds (``""``: always); None if it did not.
 
         ``condition`` and ``update`` name attributes as ``#attribute`` (their names are filled in
         here) and values as ``:value`` (given in ``values``); every set attribute gets
@@ -111,11 +129,12 @@ class Table:
         params: Dict[str, Any] = {
             "TableName": self.name,
             "Key": key,
-            "ConditionExpression": condition,
             "ExpressionAttributeNames": placeholders(condition, expression),
             "ExpressionAttributeValues": {**{f":{name}": value for name, value in item.items()}, **(values or {})},
             **kwargs,
         }
+        if condition:  # "": unconditional
+            params["ConditionExpression"] = condition
         if expression:
             params["UpdateExpression"] = expression
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import fields
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from chalicelib.store.items import Item, Table, decode, encode, now_ms, placeholders
 from chalicelib.turns.outcomes import Failure, Status
 from chalicelib.turns.record import ATTRIBUTES, Turn, TurnState, failure_fields, resumer
 
 _FIELDS = {attribute: name for name, attribute in ATTRIBUTES.items()}
+BY_SESSION = "BySession"  # the global index: a session's (a user's conversation's) turns by creation
 _JSON_FIELDS = {f.name for f in fields(Turn) if f.default_factory is dict}
 _UNFINISHED = {f":{status.value}": {"S": status.value} for status in (Status.QUEUED, Status.RUNNING, Status.WAITING)}
 
@@ -104,6 +105,18 @@ class TurnStore:
     def get(self, turn_id: str) -> Optional[Turn]:
         item = self._table.get(self._key(turn_id))
         return turn_from_item(item) if item else None
+
+    def in_session(self, session_id: str, limit: int, after: Optional[Dict[str, Any]] = None
+                   ) -> Tuple[List[Turn], Optional[Dict[str, Any]]]:
+        """A page of a session's turns (a user's conversation), oldest first, through ``BySession``;
+        ``after`` (and the page's end) is where a page ends, without the session."""
+        start = None
+        if after is not None:
+            start = {**self._key(str(after["turnId"])), "sessionId": {"S": session_id},
+                     "createdAt": {"N": str(int(after["createdAt"]))}}
+        items, last = self._table.query("#sessionId = :session", {":session": {"S": session_id}}, limit, start, BY_SESSION)
+        end = None if last is None else {"turnId": last["turnId"]["S"], "createdAt": int(last["createdAt"]["N"])}
+        return [turn_from_item(item) for item in items], end
 
     def state(self, turn_id: str) -> Optional[TurnState]:
         """The few attributes a worker polls (a projected read: cheaper than any write of the item)."""

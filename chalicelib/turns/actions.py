@@ -71,6 +71,8 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
         raise
     extra = {"turn_id": turn.turn_id, **({"prompt": message.prompt} if settings.log_content else {})}
     logger.info("turn accepted", extra=extra)
+    if message.conversation_id is not None:
+        _index_conversation(runtime, turn)
     try:
         reply(protocol.accepted_event(turn.turn_id, message.request_id))
     except Exception:  # noqa: BLE001 - the turn is recorded: run it, the client can resume it
@@ -113,6 +115,15 @@ def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
             return duplicate
         time.sleep(_ADMISSION_POLL_S)  # the first ask is being charged: its answer is ours
     return duplicate  # the first ask stalled before its admission; a resume will find the turn
+
+
+def _index_conversation(runtime: Runtime, turn: Turn) -> None:
+    """List the turn's conversation as the user's newest (GET /v1/conversations). Best effort: the
+    turn is recorded and runs either way; its conversation's turns are found from the turns."""
+    try:
+        runtime.conversations.touch(turn.user_id, str(turn.conversation_id), turn.prompt)
+    except Exception:  # noqa: BLE001 - an index, not the turn
+        logger.exception("could not record the conversation")
 
 
 def _end_quietly(runtime: Runtime, turn: Turn, failure: Failure) -> None:

@@ -135,8 +135,8 @@ def test_quota_alarms_watch_the_metrics_aws_documents_for_each_quota():
     model = DATA["Resources"]["ModelThrottlesAlarm"]
     assert model["Condition"] == "InvokesModelById"
     assert (model["Properties"]["Namespace"], model["Properties"]["MetricName"]) == ("AWS/Bedrock", "InvocationThrottles")
-    # The ModelId dimension is the modelId the worker calls ConverseStream with: its MODEL_ID (infra/merge.json Globals).
-    invoked = stack.load_json(stack.APP_TEMPLATE)["Globals"]["Function"]["Environment"]["Variables"]["MODEL_ID"]
+    # The ModelId dimension is the modelId the worker calls ConverseStream with: its MODEL_ID (infra/merge.json).
+    invoked = stack.function_environment_expressions("turn_worker")["MODEL_ID"]
     assert model["Properties"]["Dimensions"] == [{"Name": "ModelId", "Value": invoked}]
     for name in ("AgentModelThrottlesAlarm", "ModelThrottlesAlarm"):
         properties = DATA["Resources"][name]["Properties"]

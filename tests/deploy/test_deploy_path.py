@@ -194,8 +194,12 @@ def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(
     env = config["environment_variables"]
     assert env["TURN_QUEUE_URL"] == outputs["TurnQueueUrl"] and env["TURN_QUEUE_ARN"] == outputs["TurnQueueArn"]
     assert env["CONNECTIONS_TABLE"] == outputs["ConnectionsTableName"] and env["JWT_ISSUER"] == SIGN_IN["JWT_ISSUER"]
-    assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and env["MODEL_ID"] == "" and "JWT_SECRET" not in env
+    assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and "JWT_SECRET" not in env
     assert set(stack.app_environment_expressions()) <= set(env)
+    # A variable only one function needs is that function's alone (each counts against its 4 KB).
+    assert "MODEL_ID" not in env and config["lambda_functions"]["turn_worker"]["environment_variables"] == {"MODEL_ID": ""}
+    assert config["lambda_functions"]["api_handler"]["environment_variables"] == {
+        "CONVERSATIONS_TABLE": outputs["ConversationsTableName"], "WEBSOCKET_API_ID": ""}
     assert sorted(p.name for p in chalice_dir.iterdir()) == ["config.json", "deployed", "deployments"]  # no policy to resolve
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".chalice", "app.py", "chalicelib", "requirements.txt"]
     assert (chalice_dir / "deployed").resolve() == (project / ".chalice" / "deployed").resolve()

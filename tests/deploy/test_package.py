@@ -443,7 +443,6 @@ WIRING = {
     "AGENT_ID": {"Ref": "AgentId"},
     "AGENT_ALIAS_ID": {"Ref": "AgentAliasId"},
     "AGENT_MEMORY": {"Ref": "AgentMemory"},
-    "MODEL_ID": {"Fn::If": ["HasInferenceProfile", {"Ref": "InferenceProfile"}, {"Ref": "ModelId"}]},  # what the worker invokes
     # The prompt's SSM parameter, not the prompt: it may take 8 KB, and the whole environment 4 KB.
     "SYSTEM_PROMPT_PARAMETER": {"Fn::If": ["UsesSystemPrompt", {"Ref": "SystemPromptParameter"}, ""]},
     "MAX_TOKENS": {"Ref": "MaxTokens"},
@@ -465,11 +464,22 @@ WIRING = {
 }
 
 
+# What only some functions get: each variable counts against every function's 4 KB (infra/envsize.py).
+OWN_WIRING = {
+    "TurnWorker": {"MODEL_ID": {"Fn::If": ["HasInferenceProfile", {"Ref": "InferenceProfile"}, {"Ref": "ModelId"}]}},  # what it invokes
+    "WebsocketMessage": {"CONVERSATIONS_TABLE": {"Ref": "ConversationsTable"}},  # an ask in a conversation lists it
+    "APIHandler": {"CONVERSATIONS_TABLE": {"Ref": "ConversationsTable"}, "WEBSOCKET_API_ID": {"Ref": "WebsocketAPI"}},
+}
+
+
 def test_every_function_is_wired_to_the_stacks_resources_and_parameters(templates):
+    others = {variable for wiring in OWN_WIRING.values() for variable in wiring}
     for stage, template in templates.items():
         for logical_id in FUNCTIONS.values():
             env = _environment(template, logical_id)
             assert {k: env[k] for k in WIRING} == WIRING
+            own = OWN_WIRING.get(logical_id, {})
+            assert {k: env[k] for k in own} == own and not (others - set(own)) & set(env), logical_id
             assert env["STAGE"] == stage  # BACKEND follows the Backend parameter, not the stage's config
             assert env["LOG_CONTENT"] == "false"
             # Never a plain-text secret; the management endpoint is derived from the event on AWS.
@@ -484,7 +494,7 @@ def test_every_table_and_queue_the_settings_read_is_wired(templates):
     variables = {name for setting in fields(Settings) for name in setting.metadata["env"]}
     resource_settings = {name for name in variables if name.endswith(("_TABLE", "_QUEUE_URL"))}
     assert {"CONNECTIONS_TABLE", "TURNS_TABLE", "TURN_QUEUE_URL"} <= resource_settings
-    env = _environment(templates["dev"], "TurnWorker")
+    env = {k: v for logical_id in FUNCTIONS.values() for k, v in _environment(templates["dev"], logical_id).items()}
     for name in sorted(resource_settings):
         assert name in env and set(env[name]) <= {"Ref", "Fn::GetAtt"}, (
             f"chalicelib/settings.py reads {name} but no deployed function gets it: add the resource to "
@@ -576,8 +586,8 @@ def _check_scoped(where: str, statement: Dict[str, Any]) -> None:
         assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
     for resource in as_list(statement["Resource"]):
         assert resource != "*", where
-        if re.fullmatch(r"<[A-Za-z]+\.Arn>", resource):
-            continue  # a resource of this stack
+        if re.fullmatch(r"<[A-Za-z]+\.Arn>(/index/[A-Za-z]+)?", resource):
+            continue  # a resource of this stack (or a table's index)
         if re.fullmatch(r"<([A-Za-z]+)>", resource):
             continue  # a parameter: test_parameters_in_arns_cannot_widen_them
         if resource.startswith("<AgentRuntimeArn>/"):
@@ -728,7 +738,7 @@ def test_every_handler_of_the_app_is_configured_and_packaged(templates):
 
     # Chalice serves every route (view) with one function, api_handler, whose handler is the app itself.
     views = {entry.view_name for methods in app.app.routes.values() for entry in methods.values()}
-    assert views == {"create_turn", "get_turn", "cancel_turn"}
+    assert views == {"create_turn", "get_turn", "cancel_turn", "list_conversations", "get_conversation"}
     assert sorted(stack.functions()) == sorted(set(app.app.handler_map) - views | {stack.API_HANDLER}) == sorted(FUNCTIONS)
     for template in templates.values():
         functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}
@@ -750,6 +760,7 @@ def _resolved_policies(stage: str, parameters: Dict[str, str]) -> Dict[str, Dict
     for resource in stack.load_json(stack.DATA_TEMPLATE)["Resources"]:
         if f"{resource}Arn" in outputs:
             text = text.replace(f'"{outputs[f"{resource}Arn"]}"', f'"<{resource}.Arn>"')
+            text = text.replace(f'"{outputs[f"{resource}Arn"]}/index/', f'"<{resource}.Arn>/index/')  # its indexes
     return json.loads(text)
 
 

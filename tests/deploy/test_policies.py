@@ -152,8 +152,10 @@ class Recorder:
 
     def _aws_call(self, params: Dict[str, Any], model: Any, **_: Any) -> None:
         service = model.service_model.service_name
-        if service == "dynamodb":
+        if service == "dynamodb":  # a query of an index is authorized on the index
             resource = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{params['TableName']}"
+            if "IndexName" in params:
+                resource += f"/index/{params['IndexName']}"
         elif service == "sqs":
             resource = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{params['QueueUrl'].rsplit('/', 1)[-1]}"
         elif service == "ssm":
@@ -247,6 +249,12 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
     assert rest("POST", "/v1/turns", {"prompt": "What is SNS?", "requestId": "rest-1"})[1]["duplicate"] is True
     assert invoke("turn_worker", sqs_event([rest_turn])) == {"batchItemFailures": []}
     assert rest("GET", f"/v1/turns/{created['turnId']}")[1]["status"] == "done"
+    assert rest("POST", "/v1/turns", {"prompt": "Plan a trip", "conversationId": "trip"})[0] == 202
+    queued()
+    assert say("c1", prompt="and then?", conversationId="trip")[0]["type"] == "accepted"
+    queued()
+    assert [c["conversationId"] for c in rest("GET", "/v1/conversations")[1]["conversations"]] == ["trip"]
+    assert [t["prompt"] for t in rest("GET", "/v1/conversations/trip")[1]["turns"]] == ["Plan a trip", "and then?"]
     (socket_turn,) = say("c1", prompt="cancel me over REST")
     queued()
     assert rest("DELETE", f"/v1/turns/{socket_turn['turnId']}")[1]["error"]["code"] == "cancelled"

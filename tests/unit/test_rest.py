@@ -169,3 +169,53 @@ def test_an_unexpected_failure_is_answered_in_the_envelope(api, runtime, monkeyp
     status, _, body = api("GET", "/v1/turns/abc")
     assert status == 500 and body == {"error": {"code": "internal", "message": "The request could not be served; try again.",
                                                 "retryable": True}}
+
+
+# ---- conversations
+
+
+def test_conversations_are_listed_newest_first_a_page_at_a_time(api, conn):
+    socket = conn("c1")
+    socket(prompt="Plan a trip to Lisbon", conversationId="trip")
+    socket(prompt="and where to eat?", conversationId="trip")
+    api("POST", "/v1/turns", body={"prompt": "Draft the quarterly report", "conversationId": "work"})
+    api("POST", "/v1/turns", body={"prompt": "no conversation"})  # listed nowhere
+
+    status, _, page = api("GET", "/v1/conversations")
+    assert status == 200 and "cursor" not in page
+    assert [(c["conversationId"], c["title"], c["turns"]) for c in page["conversations"]] == [
+        ("work", "Draft the quarterly report", 1), ("trip", "Plan a trip to Lisbon", 2)]
+    first = api("GET", "/v1/conversations?limit=1")[2]
+    assert [c["conversationId"] for c in first["conversations"]] == ["work"]
+    second = api("GET", f"/v1/conversations?limit=1&cursor={first['cursor']}")[2]
+    assert [c["conversationId"] for c in second["conversations"]] == ["trip"]
+    assert api("GET", "/v1/conversations", user="mallory")[2] == {"conversations": []}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=51", "limit=ten", "cursor=not-a-cursor",
+                                   "cursor=eyJ0dXJuSWQiOiJ4In0"])  # a cursor of another shape
+def test_a_bad_page_is_400(api, query):
+    status, _, body = api("GET", f"/v1/conversations?{query}")
+    assert status == 400 and body["error"]["code"] == "invalid_request"
+
+
+def test_a_conversation_shows_its_turns_in_order_with_their_answers(api, client, conn, settings):
+    conn("c1")(prompt="first question", conversationId="trip")
+    api("POST", "/v1/turns", body={"prompt": "second question", "conversationId": "trip"})
+    run_queued(client, settings)
+    status, _, body = api("GET", "/v1/conversations/trip")
+    assert status == 200 and body["conversationId"] == "trip" and "cursor" not in body
+    assert [(t["prompt"], t["status"], t["answer"]) for t in body["turns"]] == [
+        ("first question", "done", "Hello, world"), ("second question", "done", "Hello, world")]
+    first = api("GET", "/v1/conversations/trip?limit=1")[2]
+    assert [t["prompt"] for t in first["turns"]] == ["first question"]
+    rest = api("GET", f"/v1/conversations/trip?limit=1&cursor={first['cursor']}")[2]
+    assert [t["prompt"] for t in rest["turns"]] == ["second question"]
+
+
+def test_another_users_conversation_does_not_exist(api):
+    api("POST", "/v1/turns", body={"prompt": "secret plans", "conversationId": "trip"})
+    for user in ("mallory", "alice"):
+        conversation = "trip" if user == "mallory" else "never-had-one"
+        status, _, body = api("GET", f"/v1/conversations/{conversation}", user=user)
+        assert status == 404 and body["error"]["code"] == "not_found", user
