@@ -55,6 +55,13 @@ def cancel_turn(turn_id: str) -> Response:
     return rest.cancel_turn(get_runtime(), app.current_request, turn_id)
 
 
+@app.route("/v1/answers", methods=["GET"], cors=rest.CORS)
+@rest.served
+def answer() -> Response:
+    """A one-shot question (?q=): 200 with the answer (cached: no agent call), or 202 to poll."""
+    return rest.answer(get_runtime(), app.current_request)
+
+
 @app.route("/v1/conversations", methods=["GET"], cors=rest.CORS)
 @rest.served
 def list_conversations() -> Response:

@@ -72,6 +72,10 @@ class Settings:
     top_p: Optional[float] = env("TOP_P")
     latency: str = env("LATENCY", default="")
     history_table: str = env("HISTORY_TABLE", default="agentstream-history")
+    # GET /v1/answers: how long a one-shot question's answer is served again without the agent, and
+    # how long the request waits for a new answer before it answers 202 (under API Gateway's 29 s).
+    answer_cache_ttl_s: int = env("ANSWER_CACHE_TTL_S", default=300)
+    answer_wait_s: float = env("ANSWER_WAIT_S", default=20.0)
     # Each user's conversations (the REST API lists them; an ask in a conversation records it).
     conversations_table: str = env("CONVERSATIONS_TABLE", default="agentstream-conversations")
     history_max_turns: int = env("HISTORY_MAX_TURNS", default=20)
@@ -182,6 +186,8 @@ class Settings:
             # Cognito access tokens have no `aud`: every one of them would be refused.
             raise SettingsError("JWT_TOKEN_USE=access: access tokens carry no 'aud' claim; name the app client in "
                                 "JWT_CLIENT_ID and leave JWT_AUDIENCE empty")
+        if not 0 <= self.answer_wait_s <= 25:  # the REST function's timeout; API Gateway's is 29 s
+            raise SettingsError("ANSWER_WAIT_S must be 0 to 25 seconds, under the REST API's 29 s")
         if self.user_daily_token_budget < 0 or self.user_monthly_token_budget < 0:
             raise SettingsError("USER_DAILY_TOKEN_BUDGET and USER_MONTHLY_TOKEN_BUDGET must be 0 (no limit) or more")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from chalice import CORSConfig, Response
 
+from chalicelib import answers
 from chalicelib.auth import AuthError, token_from_request
 from chalicelib.cursor import decode_cursor, encode_cursor
 from chalicelib.gateway import NO_CONNECTION
@@ -21,10 +23,11 @@ from chalicelib.http import HttpError, error_response, json_response
 from chalicelib.logs import log_context, logger
 from chalicelib.protocol import Ask, ErrorCode, Event, ProtocolError, parse_client_message
 from chalicelib.runtime import Runtime
-from chalicelib.store import Connection
+from chalicelib.store import Connection, now_ms
 from chalicelib.turns import actions, ids
 from chalicelib.turns.lifecycle import interrupt_if_dead
 from chalicelib.turns.outcomes import NOT_YOURS, UNSERVED, Failure, Status
+from chalicelib.turns.record import Turn
 from chalicelib.turns.view import turn_view
 
 # Browsers may call the API from the chat page's origin (CloudFront) with a bearer token; no
@@ -84,6 +87,11 @@ def _ask_of(raw_body: Optional[bytes], headers: Mapping[str, str]) -> Ask:
                 text = "Idempotency-Key and requestId name different requests; send one of them."
                 raise HttpError(Failure(ErrorCode.INVALID_REQUEST, text, False))
             body = json.dumps({**document, "requestId": key})
+    return _parsed_ask(body)
+
+
+def _parsed_ask(body: str) -> Ask:
+    """An ask, validated as the WebSocket validates it; 400 with the protocol's message if not one."""
     try:
         message = parse_client_message(body)
     except ProtocolError as exc:
@@ -112,6 +120,57 @@ def create_turn(runtime: Runtime, request: Any) -> Response:
     if message.request_id is not None:
         body["requestId"] = message.request_id
     return json_response(202, body, {"Location": f"/v1/turns/{accepted['turnId']}"})
+
+
+ANSWER_POLL_S = 0.2  # how often a waiting one-shot question looks at its turn (a projected read)
+
+
+def answer(runtime: Runtime, request: Any) -> Response:
+    """``GET /v1/answers?q=``: a one-shot question (no conversation), answered ``200`` within
+    ``ANSWER_WAIT_S``, else ``202`` with its turn to poll. The same question (``answers.normal_form``)
+    asked again within ``ANSWER_CACHE_TTL_S`` of its answer gets that answer, ``cached``, with no
+    call to the agent and no rate-limit token spent."""
+    user_id = user_of(runtime, request.headers)
+    question = (request.query_params or {}).get("q")
+    if question is None:
+        raise HttpError(Failure(ErrorCode.INVALID_REQUEST, "GET /v1/answers takes the question as ?q=.", False))
+    message = _parsed_ask(json.dumps({"prompt": question, "requestId": answers.request_id(question)}))
+    settings = runtime.settings
+    turn_id = ids.turn_id(user_id, message.request_id)
+    known = runtime.turns.get(turn_id)
+    if known is not None and known.finished and (known.finished_at or 0) >= now_ms() - settings.answer_cache_ttl_s * 1000:
+        return _answered(known, cached=True)
+    events: List[Event] = []
+    with log_context(user_id=user_id):
+        asker = Connection(NO_CONNECTION, user_id, 0, 0)
+        actions.ask(runtime, events.append, asker, message, settings.websocket_api_id, _stage(runtime, request),
+                    reuse_for_ms=settings.answer_cache_ttl_s * 1000)
+    errors = [event for event in events if event["type"] == "error"]
+    if errors:
+        raise HttpError(_failure_of(errors[-1]))
+    deadline = time.monotonic() + settings.answer_wait_s
+    while True:
+        state = runtime.turns.state(turn_id)
+        if state is not None and state.status.finished:
+            turn = runtime.turns.get(turn_id)
+            if turn is not None:
+                return _answered(turn, cached=False)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(ANSWER_POLL_S)
+    turn = runtime.turns.get(turn_id)
+    status = str(turn.status) if turn is not None else str(Status.QUEUED)
+    body = {"turnId": turn_id, "status": status, "cached": False, "pollAfterMs": settings.checkpoint_interval_ms}
+    return json_response(202, body, {"Location": f"/v1/turns/{turn_id}"})
+
+
+def _answered(turn: Turn, cached: bool) -> Response:
+    """A finished one-shot turn: its answer (200), or its error in the envelope."""
+    if turn.status == Status.ERROR:
+        raise HttpError(turn.failure)
+    body = {"turnId": turn.turn_id, "answer": turn.answer, "cached": cached, "stats": turn.stats,
+            "answeredAt": turn.finished_at}
+    return json_response(200, body, {"X-Cache": "Hit" if cached else "Miss"})
 
 
 def get_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:

@@ -25,12 +25,15 @@ from chalicelib.turns.record import Turn
 Reply = Callable[[Event], None]  # sends one event to the client that acted
 
 
-def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, api_id: str, stage: str) -> None:
+def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, api_id: str, stage: str,
+        reuse_for_ms: Optional[int] = None) -> None:
     """Record the turn, tell the client it is accepted, then queue it (so `accepted` comes first).
 
     With a request id the turn is recorded first and charged to the rate limits only if it is new,
     so asks repeated at the same moment (a retrying client, two tabs) are all answered as the one
     turn, never rate-limited by each other, and spend one token and one slot between them.
+    ``reuse_for_ms``: the request id's turn answers again only that long after it ended; later, the
+    same request runs anew (the REST API's cached one-shot answers).
     """
     settings = runtime.settings
     turn_id = ids.turn_id(connection.user_id, message.request_id)
@@ -48,7 +51,7 @@ def ask(runtime: Runtime, reply: Reply, connection: Connection, message: Ask, ap
         trace=message.trace,
     )
     if message.request_id is not None:
-        settled = _record_idempotent(runtime, turn)
+        settled = _record_idempotent(runtime, turn, reuse_for_ms)
         if settled is not None:  # the request id names a turn that is not this ask's to start
             reply(settled)
             return
@@ -85,7 +88,7 @@ ABANDONED_AFTER_MS = 60_000  # an ask that recorded its turn and did not admit i
 _ADMISSION_POLL_S = 0.02
 
 
-def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
+def _record_idempotent(runtime: Runtime, turn: Turn, reuse_for_ms: Optional[int] = None) -> Optional[Event]:
     """Record a turn named by a request id; None if this ask is to start it, else the reply.
 
     The turn already exists: a duplicate, answered ``accepted`` with ``duplicate: true`` once the
@@ -104,9 +107,11 @@ def _record_idempotent(runtime: Runtime, turn: Turn) -> Optional[Event]:
         if existing is None:
             continue  # gone meanwhile (its TTL): record it again
         abandoned = existing.admitted_at is None and existing.created_at < now_ms() - ABANDONED_AFTER_MS
-        if (existing.status == Status.ERROR and existing.error_retryable) or (existing.status == Status.QUEUED and abandoned):
+        stale = reuse_for_ms is not None and existing.finished and (existing.finished_at or 0) < now_ms() - reuse_for_ms
+        retryable = existing.status == Status.ERROR and existing.error_retryable
+        if retryable or (existing.status == Status.QUEUED and abandoned) or stale:
             if runtime.turns.replace(existing, turn):
-                logger.info("the turn of this request id never ran or failed retryably: it runs again")
+                logger.info("the turn of this request id never ran, failed retryably or is past its reuse: it runs again")
                 return None
             continue  # another ask replaced it first: look again
         if existing.admitted_at is None and existing.status == Status.ERROR:

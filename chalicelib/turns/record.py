@@ -94,8 +94,8 @@ class TurnState:
     """What a running turn's worker watches: who owns it, whether to stop, who resumed it."""
 
     status: Status
-    claim_id: Optional[str]
     connection_id: str
+    claim_id: Optional[str] = None  # none until a worker claims it
     cancel_requested: bool = False
     resumers: List[str] = field(default_factory=list)
 

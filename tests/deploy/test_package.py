@@ -738,7 +738,7 @@ def test_every_handler_of_the_app_is_configured_and_packaged(templates):
 
     # Chalice serves every route (view) with one function, api_handler, whose handler is the app itself.
     views = {entry.view_name for methods in app.app.routes.values() for entry in methods.values()}
-    assert views == {"create_turn", "get_turn", "cancel_turn", "list_conversations", "get_conversation"}
+    assert views == {"create_turn", "get_turn", "cancel_turn", "answer", "list_conversations", "get_conversation"}
     assert sorted(stack.functions()) == sorted(set(app.app.handler_map) - views | {stack.API_HANDLER}) == sorted(FUNCTIONS)
     for template in templates.values():
         functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}

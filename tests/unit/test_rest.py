@@ -219,3 +219,55 @@ def test_another_users_conversation_does_not_exist(api):
         conversation = "trip" if user == "mallory" else "never-had-one"
         status, _, body = api("GET", f"/v1/conversations/{conversation}", user=user)
         assert status == 404 and body["error"]["code"] == "not_found", user
+
+
+# ---- one-shot answers
+
+
+@pytest.fixture
+def no_wait(runtime):
+    """The handler answers 202 at once (the worker runs here only when a test runs it)."""
+    runtime.settings = replace(runtime.settings, answer_wait_s=0)
+    return runtime
+
+
+def test_a_one_shot_question_is_answered_once_then_served_from_the_cache(api, client, settings, agent, no_wait):
+    status, headers, body = api("GET", "/v1/answers?q=What%20is%20SQS%3F")
+    assert status == 202 and body["cached"] is False and headers["Location"] == f"/v1/turns/{body['turnId']}"
+    run_queued(client, settings)
+    for question in ("What is SQS?", "  what   is SQS ", "WHAT IS SQS"):  # the same question
+        status, headers, again = api("GET", f"/v1/answers?q={question}")
+        assert status == 200 and again["cached"] is True and headers["X-Cache"] == "Hit", question
+        assert again["answer"] == "Hello, world" and again["turnId"] == body["turnId"]
+    assert len(agent.calls) == 1 and drain_queue(settings) == []  # one agent call in all
+    assert api("GET", "/v1/answers?q=What is SNS?")[0] == 202  # another question
+    assert api("GET", "/v1/answers?q=What is SQS?", user="bob")[0] == 202  # another user: their own answer
+
+
+def test_a_cached_answer_past_its_ttl_is_asked_again(api, client, settings, agent, no_wait):
+    turn_id = api("GET", "/v1/answers?q=What is SQS?")[2]["turnId"]
+    run_queued(client, settings)
+    no_wait.settings = replace(no_wait.settings, answer_cache_ttl_s=0)  # every answer is stale at once
+    status, _, body = api("GET", "/v1/answers?q=What is SQS?")
+    assert status == 202 and body["turnId"] == turn_id  # the same turn, run anew
+    run_queued(client, settings)
+    assert len(agent.calls) == 2
+    assert api("GET", f"/v1/turns/{turn_id}")[2]["status"] == "done"
+
+
+def test_a_one_shot_question_needs_a_question(api, settings):
+    for query in ("", "?q=", "?q=%20%20"):
+        status, _, body = api("GET", f"/v1/answers{query}")
+        assert status == 400 and body["error"]["code"] == "invalid_request", query
+    assert drain_queue(settings) == []
+
+
+def test_a_one_shot_question_that_failed_answers_its_error(api, client, settings, agent, no_wait):
+    from tests.support.fakes import client_error
+
+    agent.script = client_error("ValidationException")  # for good: not retryable
+    turn_id = api("GET", "/v1/answers?q=boom")[2]["turnId"]
+    run_queued(client, settings)
+    status, _, body = api("GET", "/v1/answers?q=boom")
+    assert status >= 400 and body["error"]["code"] == "agent_error"
+    assert api("GET", f"/v1/turns/{turn_id}")[2]["status"] == "error"
