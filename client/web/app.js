@@ -14,6 +14,13 @@
  * signs in with the authorization code flow and PKCE (signin.js), keeps the tokens in memory only,
  * renews the access token before it expires and reconnects with it; otherwise it takes a token
  * pasted into its Connection panel (the local development tokens).
+ *
+ * History: once it has a token, the page reads the current conversation's turns from the REST API
+ * (GET /v1/conversations/{id}, docs/rest.md) and shows them as they ended; a turn still running is
+ * resumed over the WebSocket like one in flight. Its History panel lists past conversations
+ * (GET /v1/conversations) to go back to. The REST API is config.json's restUrl or, for a page the
+ * local stack serves, the page's own origin; without either there is no history (and no error).
+ * What it reads stays in memory: the only thing kept across a reload is the conversation's id.
  */
 (function () {
   "use strict";
@@ -72,6 +79,10 @@
     tokenField: $("token-field"),
     tokenHint: $("token-hint"),
     signinHint: $("signin-hint"),
+    history: $("history"),
+    historyStatus: $("history-status"),
+    historyList: $("history-list"),
+    historyMore: $("history-more"),
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -143,11 +154,12 @@
     return "ws://127.0.0.1:8000";
   }
 
+  var keptConversation = load("sessionStorage", "conversationId", ""); // from before a reload
   var settings = {
     url: load("localStorage", "url", "") || defaultUrl(),
     token: load("sessionStorage", "token", ""),
     trace: load("localStorage", "trace", "false") === "true",
-    conversationId: load("sessionStorage", "conversationId", "") || newId(),
+    conversationId: keptConversation || newId(),
   };
 
   // Signing in (signin.js), when config.json names a Cognito domain. The tokens live here, in
@@ -393,7 +405,8 @@
 
   var turn = null; // the turn in flight, or the last one
 
-  function Turn(prompt) {
+  // `before`: the turn's place in the transcript (a restored turn goes before those asked since).
+  function Turn(prompt, before) {
     this.prompt = prompt;
     this.requestId = newId();
     this.conversationId = settings.conversationId;
@@ -411,12 +424,14 @@
     this.toolForms = {};
     this.finished = false;
     this.cancelRequested = false;
-    this.view = renderTurn(this);
+    this.restored = false; // read back from the REST API after a reload or from History
+    this.view = renderTurn(this, before);
   }
 
   function ask(prompt) {
     if (turn !== null && !turn.finished) return;
     turn = new Turn(prompt);
+    askedHere[turn.requestId] = true;
     updateButtons();
     if (isOpen()) flushTurn();
     else connect();
@@ -675,7 +690,7 @@
     if (wasNear) window.scrollTo(0, document.body.scrollHeight);
   }
 
-  function renderTurn(t) {
+  function renderTurn(t, before) {
     els.empty.hidden = true;
     var root = el("article", "turn");
     root.setAttribute("data-state", "streaming");
@@ -711,7 +726,7 @@
     assistant.appendChild(meta);
     root.appendChild(user);
     root.appendChild(assistant);
-    els.transcript.appendChild(root);
+    els.transcript.insertBefore(root, before || null);
     keepScrolled(true);
     return { root: root, answer: answer, typing: typing, typingLabel: typingLabel, traces: traces, summary: summary, traceList: traceList, tool: tool, files: files, outcome: outcome, meta: meta };
   }
@@ -860,6 +875,250 @@
     els.send.disabled = busy;
     els.cancel.disabled = !busy || (turn !== null && turn.cancelRequested);
     els.newConversation.disabled = busy;
+    // Another conversation only once this answer ended (as for "New conversation").
+    Array.prototype.forEach.call(els.historyList.querySelectorAll("button"), function (button) {
+      button.disabled = busy;
+    });
+  }
+
+  // ---- history: the conversation's turns and past conversations (REST) --------------------------
+
+  var HISTORY_PAGE = 20; // conversations per "More"
+  var TURNS_PAGE = 50; // turns per request while restoring (the API's maximum)
+  var MAX_PAGES = 200; // a cursor that never ends is the server's bug, not a reason to loop forever
+  var LOCAL_HOSTS = /^(127\.0\.0\.1|localhost|\[::1\])$/;
+
+  var askedHere = {}; // requestIds asked from this page in this conversation: not restored twice
+  // The conversation whose turns the transcript shows (read back, or new: a tab that kept no
+  // conversation id starts a new one, with nothing to read).
+  var restoredId = keptConversation ? null : settings.conversationId;
+  var restoreGeneration = 0; // a restore answered after the conversation changed is dropped
+  var historyList = { generation: 0, cursor: null, loading: false, ids: {} };
+
+  // Where the REST API is: config.json's restUrl; otherwise, for a page the local stack serves
+  // (a loopback origin whose WebSocket is the page's own host), the page's origin (/v1/...).
+  // Otherwise none: a deployed page without restUrl simply has no history.
+  function restBase() {
+    var configured = auth.config.restUrl;
+    if (typeof configured === "string" && /^https?:\/\//i.test(configured)) return configured.replace(/\/+$/, "");
+    if (location.protocol !== "http:" && location.protocol !== "https:") return null;
+    if (!LOCAL_HOSTS.test(location.hostname)) return null;
+    try {
+      return new URL(settings.url).host === location.host ? location.origin : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function historyAvailable() {
+    return auth.ready && Boolean(settings.token) && restBase() !== null;
+  }
+
+  // GET base + path with the bearer token (the WebSocket's, from memory); null for a 404.
+  function restGet(path) {
+    var base = restBase();
+    var token = settings.token;
+    if (!base || !token) return Promise.reject(new Error("no REST API"));
+    return fetch(base + path, {
+      headers: { Authorization: "Bearer " + token },
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+    }).then(function (answer) {
+      if (answer.status === 404) return null;
+      if (!answer.ok) throw new Error("the REST API answered " + answer.status);
+      return answer.json();
+    });
+  }
+
+  function pagedPath(path, limit, cursor) {
+    return path + "?limit=" + limit + (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
+  }
+
+  // Every turn of the current conversation, oldest first (every page); shown before any turn
+  // asked here meanwhile. Failures leave the transcript as it is: history is a convenience.
+  function restoreConversation() {
+    var generation = ++restoreGeneration;
+    var id = settings.conversationId;
+    var turns = [];
+    var pages = 0;
+    function next(cursor) {
+      return restGet(pagedPath("/v1/conversations/" + encodeURIComponent(id), TURNS_PAGE, cursor)).then(function (body) {
+        if (body === null) return turns; // no turn in it yet
+        if (body && Array.isArray(body.turns)) turns = turns.concat(body.turns);
+        pages += 1;
+        return body && typeof body.cursor === "string" && body.cursor && pages < MAX_PAGES ? next(body.cursor) : turns;
+      });
+    }
+    next(null).then(function (all) {
+      if (generation !== restoreGeneration || id !== settings.conversationId) return;
+      restoredId = id;
+      renderRestored(all);
+    }, function () {
+      /* no history now (refused token, network): the page works as before */
+    });
+  }
+
+  function renderRestored(views) {
+    var before = els.transcript.querySelector(":scope > .turn"); // the first turn asked here, if any
+    var idle = turn === null || turn.finished;
+    var pending = [];
+    views.forEach(function (view) {
+      if (!view || typeof view !== "object" || typeof view.turnId !== "string") return;
+      if ((view.requestId && askedHere[view.requestId]) || (turn !== null && turn.turnId === view.turnId)) return;
+      var t = new Turn(String(view.prompt || ""), before);
+      t.restored = true;
+      t.turnId = view.turnId;
+      if (typeof view.requestId === "string") t.requestId = view.requestId;
+      t.view.root.setAttribute("data-turn-id", t.turnId);
+      t.sent = true;
+      t.text = typeof view.answer === "string" ? view.answer : "";
+      t.lastSeq = typeof view.seq === "number" ? view.seq : 0; // a resume continues after it
+      if (view.status === "done") {
+        finish(t, { stats: view.stats || null });
+      } else if (view.status === "error") {
+        var error = view.error && typeof view.error === "object" ? view.error : { code: "internal", message: "" };
+        // When it could be asked again then is no news now.
+        finish(t, { error: { code: error.code, message: error.message, retryable: error.retryable } });
+      } else {
+        renderAnswer(t);
+        pending.push(t);
+      }
+    });
+    // The page follows one turn at a time: the newest unfinished one, resumed over the WebSocket
+    // (fromSeq: its seq, so only what the answer so far lacks comes). Any other says where it is.
+    var resumed = idle && pending.length ? pending[pending.length - 1] : null;
+    pending.forEach(function (t) {
+      if (t !== resumed) setTurnStatus(t, "Still in progress on the server; reload the page to follow it");
+    });
+    if (resumed) {
+      turn = resumed;
+      setTurnStatus(resumed, "Restored; resuming…");
+      updateButtons();
+      if (isOpen()) flushTurn();
+      else connect();
+    }
+    if (els.transcript.querySelector(":scope > .turn")) els.empty.hidden = true;
+  }
+
+  // Empty the transcript for another conversation (new, or one chosen in History).
+  function clearTranscript() {
+    turn = null;
+    askedHere = {};
+    restoreGeneration += 1; // a restore still under way was for the previous conversation
+    Array.prototype.slice.call(els.transcript.querySelectorAll(":scope > .turn")).forEach(function (node) {
+      node.remove();
+    });
+    els.empty.hidden = false;
+    updateButtons();
+  }
+
+  function useConversation(id) {
+    settings.conversationId = id;
+    save("sessionStorage", "conversationId", id);
+    els.conversationId.textContent = id.slice(0, 8);
+    Array.prototype.forEach.call(els.historyList.querySelectorAll("button"), function (button) {
+      if (button.getAttribute("data-conversation-id") === id) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+    });
+  }
+
+  function openConversation(id) {
+    if (turn !== null && !turn.finished) return; // its button is disabled meanwhile
+    useConversation(id);
+    clearTranscript();
+    restoredId = null;
+    restoreConversation();
+    els.history.open = false;
+    els.prompt.focus();
+  }
+
+  function dateOf(ms) {
+    var date = new Date(Number(ms) || 0);
+    try {
+      return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    } catch (e) {
+      return date.toLocaleString();
+    }
+  }
+
+  function addHistoryItem(conversation) {
+    if (!conversation || typeof conversation.conversationId !== "string") return;
+    var id = conversation.conversationId;
+    if (historyList.ids[id]) return; // moved between two pages (asked in meanwhile)
+    historyList.ids[id] = true;
+    var title = String(conversation.title || "").trim() || "(untitled)";
+    var when = dateOf(conversation.updatedAt);
+    var count = Number(conversation.turns) || 0;
+    var item = el("li", "history-item");
+    var button = el("button", "secondary history-open");
+    button.type = "button";
+    button.setAttribute("data-conversation-id", id);
+    button.setAttribute("aria-label", title + ", " + when + (count ? ", " + count + (count === 1 ? " question" : " questions") : ""));
+    if (id === settings.conversationId) button.setAttribute("aria-current", "true");
+    button.disabled = turn !== null && !turn.finished;
+    button.appendChild(el("span", "history-title", title));
+    var time = el("time", "history-date", when);
+    if (Number(conversation.updatedAt)) time.dateTime = new Date(Number(conversation.updatedAt)).toISOString();
+    button.appendChild(time);
+    button.addEventListener("click", function () {
+      openConversation(id);
+    });
+    item.appendChild(button);
+    els.historyList.appendChild(item);
+  }
+
+  // The first page of past conversations (fresh) or the next one ("More").
+  function loadHistory(fresh) {
+    if (!historyAvailable()) return;
+    if (!fresh && (historyList.loading || !historyList.cursor)) return;
+    if (fresh) {
+      historyList.generation += 1;
+      historyList.cursor = null;
+      historyList.ids = {};
+      els.historyList.replaceChildren();
+      els.historyMore.hidden = true;
+    }
+    var generation = historyList.generation;
+    historyList.loading = true;
+    els.historyList.setAttribute("aria-busy", "true");
+    els.historyMore.disabled = true;
+    els.historyStatus.textContent = "Loading…";
+    restGet(pagedPath("/v1/conversations", HISTORY_PAGE, historyList.cursor)).then(function (body) {
+      if (generation !== historyList.generation) return;
+      historyList.loading = false;
+      els.historyList.setAttribute("aria-busy", "false");
+      (body && Array.isArray(body.conversations) ? body.conversations : []).forEach(addHistoryItem);
+      historyList.cursor = body && typeof body.cursor === "string" && body.cursor ? body.cursor : null;
+      els.historyMore.hidden = !historyList.cursor;
+      els.historyMore.disabled = false;
+      els.historyStatus.textContent = els.historyList.children.length ? "" : "No past conversations yet.";
+    }, function () {
+      if (generation !== historyList.generation) return;
+      historyList.loading = false;
+      els.historyList.setAttribute("aria-busy", "false");
+      els.historyMore.disabled = false;
+      els.historyStatus.textContent = "The history cannot be read right now.";
+    });
+  }
+
+  // The page has a token (pasted, from #token=, or signed in) or lost it: history follows.
+  function tokenChanged() {
+    historyList.generation += 1;
+    historyList.cursor = null;
+    historyList.loading = false;
+    historyList.ids = {};
+    els.historyList.replaceChildren();
+    els.historyList.removeAttribute("aria-busy");
+    els.historyMore.hidden = true;
+    els.historyStatus.textContent = "";
+    els.history.hidden = !historyAvailable();
+    if (els.history.hidden) {
+      els.history.open = false;
+      return;
+    }
+    if (els.history.open) loadHistory(true);
+    if (restoredId !== settings.conversationId) restoreConversation();
   }
 
   // ---- signing in ---------------------------------------------------------------------------
@@ -873,8 +1132,10 @@
     }
     if (!config.signIn) {
       // No sign-in configured (the local development tokens): a pasted token, as before.
-      if (settings.token) connect();
-      else if (ws === null) {
+      if (settings.token) {
+        connect();
+        tokenChanged(); // the conversation's turns so far, and History
+      } else if (ws === null) {
         setStatus("idle", "Enter a token to connect");
         els.settings.open = true;
       }
@@ -922,6 +1183,7 @@
     everOpened = first ? false : everOpened;
     scheduleRefresh(Number(tokens.expires_in) || 3600);
     showSignedIn();
+    if (first) tokenChanged(); // signed in: the conversation's turns so far, and History
     if (first || (reconnect && ws === null)) {
       if (first) attempt = 0;
       connect();
@@ -966,6 +1228,7 @@
     settings.token = "";
     disconnect();
     showSignedOut();
+    tokenChanged(); // no token, no history
   }
 
   function signOut() {
@@ -1012,6 +1275,7 @@
       socket.close(1000, "new settings");
     }
     connect();
+    tokenChanged(); // perhaps another user, or another stack
   }
 
   els.settingsForm.addEventListener("submit", function (e) {
@@ -1040,15 +1304,18 @@
 
   els.newConversation.addEventListener("click", function () {
     if (turn !== null && !turn.finished) return;
-    settings.conversationId = newId();
-    save("sessionStorage", "conversationId", settings.conversationId);
-    els.conversationId.textContent = settings.conversationId.slice(0, 8);
-    turn = null;
-    Array.prototype.slice.call(els.transcript.querySelectorAll(".turn")).forEach(function (node) {
-      node.remove();
-    });
-    els.empty.hidden = false;
+    useConversation(newId());
+    clearTranscript();
+    restoredId = settings.conversationId; // new: nothing to read back
     els.prompt.focus();
+  });
+
+  // History: read when opened (it changes as you ask), a page at a time.
+  els.history.addEventListener("toggle", function () {
+    if (els.history.open) loadHistory(true);
+  });
+  els.historyMore.addEventListener("click", function () {
+    loadHistory(false);
   });
 
   els.composer.addEventListener("submit", function (e) {
@@ -1095,9 +1362,16 @@
   // For people debugging in the console (and for the browser tests): read-only facts.
   window.agentstream = {
     connected: isOpen,
+    conversationId: function () {
+      return settings.conversationId;
+    },
+    // Whether the page can read history, and the conversation whose turns it read back last.
+    history: function () {
+      return { available: historyAvailable(), restored: restoredId };
+    },
     turn: function () {
       return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq,
-        progress: turn.progress };
+        progress: turn.progress, restored: turn.restored };
     },
     // Whether sign-in is configured and where it stands; never the tokens themselves.
     signIn: function () {
