@@ -10,7 +10,7 @@ STAGE  ?= dev
 user   ?= alice
 AUTH   ?= dev
 
-.PHONY: install lint test unit integration loadtest run token chat clean
+.PHONY: install lint test unit integration loadtest run token chat clean openapi
 
 install: $(STAMP)
 
@@ -75,3 +75,7 @@ include deploy.mk
 
 # Web client and browser tests (Debian's chromium via apt, never a downloaded browser).
 include clients.mk
+
+## docs/openapi.json, the REST API's description generated from the routes and the wire schema (a test checks it is current).
+openapi: install
+	$(BIN)/python -m infra.openapi

@@ -137,7 +137,18 @@ def merge_template(stage: str) -> Dict[str, Any]:
     """
     from chalice.package import TemplateDeepMerger
 
+    from infra import openapi
+
     merged = TemplateDeepMerger().merge(load_json(APP_TEMPLATE), stage_resources())
+    # The REST API's request validation, generated from the routes and the wire schema (infra/openapi.py),
+    # and its integrations naming the function by name, not Fn::GetAtt: otherwise the API depends on the
+    # function, whose environment names the app client, whose callback is the page, whose
+    # Content-Security-Policy names the API: a cycle CloudFormation refuses.
+    body = openapi.validation()
+    for operations in body["paths"].values():
+        for operation in operations.values():
+            operation["x-amazon-apigateway-integration"] = {"uri": {"Fn::Sub": REST_INTEGRATION_URI}}
+    merged["Resources"]["RestAPI"] = {"Properties": {"DefinitionBody": body}}
     merged["Parameters"]["Stage"] = {
         **merged["Parameters"]["Stage"],
         "Default": stage,
@@ -249,6 +260,11 @@ def is_list_parameter(parameter: str) -> bool:
 # The API's id, a parameter of the deploy path's stack: the packaged stack's Chalice resource of the
 # same name is what the policies' ``Ref``/``${WebsocketAPI}`` mean there. Empty until the API exists.
 WEBSOCKET_API = "WebsocketAPI"
+# The REST API's, likewise (what infra/page.json's Content-Security-Policy names).
+REST_API = "RestAPI"
+# How the packaged REST API's routes invoke their function (named as merge.json names it).
+REST_INTEGRATION_URI = ("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
+                        "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:agentstream-${Stage}/invocations")
 LAMBDA_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -324,6 +340,13 @@ def deploy_template(stage: str, project_dir: Path = ROOT) -> Dict[str, Any]:
             "AllowedPattern": "^$|^[a-z0-9]{10}$",
             "Description": "The WebSocket API's id once chalice deploy created it; empty before (the functions' "
             "@connections grants then match no API).",
+        },
+        REST_API: {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^$|^[a-z0-9]{10}$",
+            "Description": "The REST API's id once chalice deploy created it; empty before (the page may not "
+            "call it until then).",
         },
     }
     template["Conditions"] = {**data.get("Conditions", {}), **app.get("Conditions", {})}
@@ -449,12 +472,21 @@ def environment_from_outputs(outputs: Mapping[str, str]) -> Dict[str, str]:
 
 def deployed_websocket_api_id(stage: str, project_dir: Path = ROOT) -> Optional[str]:
     """The WebSocket API id ``chalice deploy`` recorded for ``stage``, if it deployed one."""
+    return _deployed_id(stage, "websocket_api", project_dir)
+
+
+def deployed_rest_api_id(stage: str, project_dir: Path = ROOT) -> Optional[str]:
+    """The REST API id ``chalice deploy`` recorded for ``stage``, if it deployed one."""
+    return _deployed_id(stage, "rest_api", project_dir)
+
+
+def _deployed_id(stage: str, kind: str, project_dir: Path) -> Optional[str]:
     path = Path(project_dir) / ".chalice" / "deployed" / f"{stage}.json"
     if not path.exists():
         return None
     for resource in load_json(path).get("resources", []):
-        if resource.get("resource_type") == "websocket_api":
-            return resource.get("websocket_api_id")
+        if resource.get("resource_type") == kind:
+            return resource.get(f"{kind}_id")
     return None
 
 
