@@ -93,11 +93,11 @@ class Deployer:
 
     # ---- the stack before chalice deploy
 
-    def data_stack(self, parameters: Mapping[str, str], websocket_api_id: str = "") -> Dict[str, str]:
+    def data_stack(self, parameters: Mapping[str, str], websocket_api_id: str = "", rest_api_id: str = "") -> Dict[str, str]:
         """Create or update the stack ``chalice deploy`` builds on; its outputs."""
         name = stack.data_stack_name(self.stage)
         template = stack.deploy_template(self.stage, self.project_dir)
-        values = {**parameters, stack.WEBSOCKET_API: websocket_api_id}
+        values = {**parameters, stack.WEBSOCKET_API: websocket_api_id, stack.REST_API: rest_api_id}
         args = {
             "StackName": name,
             "TemplateBody": json.dumps(template),
@@ -237,15 +237,21 @@ class Deployer:
     def deploy(self, parameters: Mapping[str, str]) -> Dict[str, str]:
         self.refuse_the_other_path()
         api_id = stack.deployed_websocket_api_id(self.stage, self.project_dir) or ""
-        outputs = self.data_stack(parameters, api_id)
+        rest_id = stack.deployed_rest_api_id(self.stage, self.project_dir) or ""
+        outputs = self.data_stack(parameters, api_id, rest_id)
         stack.render_project(self.stage, outputs, self.build, self.project_dir, reserved=self.reserved(parameters))
         self.chalice("deploy", "--stage", self.stage)
         deployed = stack.deployed_websocket_api_id(self.stage, self.project_dir)
+        deployed_rest = stack.deployed_rest_api_id(self.stage, self.project_dir) or ""
         if not deployed:
             raise SystemExit("chalice deploy recorded no WebSocket API id in .chalice/deployed/")
         if deployed != api_id:
             self.log(f"Scoping the functions' @connections grants to the API {deployed} ...")
-            outputs = self.data_stack(parameters, deployed)
+        if deployed_rest != rest_id:
+            self.log(f"Letting the page call the REST API {deployed_rest} ...")
+        if (deployed, deployed_rest) != (api_id, rest_id):
+            outputs = self.data_stack(parameters, deployed, deployed_rest)
+        if deployed != api_id:
             # Their environment names the API too (WEBSOCKET_API_ID, for the REST API's turns): again, now it exists.
             self.log("Giving the functions the WebSocket API's id ...")
             stack.render_project(self.stage, outputs, self.build, self.project_dir, reserved=self.reserved(parameters))

@@ -33,14 +33,15 @@ def config_document(ws_url: str, region: str, cognito_domain: Optional[str] = No
                     rest_url: Optional[str] = None) -> Dict[str, str]:
     """What the page reads from ``config.json`` (``client/web/app.js``, ``signin.js``): where to connect
     and, when the stage has a user pool, where to sign in. Keys the stage lacks are left out."""
-    document = {"wsUrl": ws_url, "restUrl": rest_url, "cognitoDomain": cognito_domain, "clientId": client_id,
-                "region": region}
+    document = {"wsUrl": ws_url, "restUrl": rest_url.rstrip("/") if rest_url else None, "cognitoDomain": cognito_domain,
+                "clientId": client_id, "region": region}
     return {key: value for key, value in document.items() if value}
 
 
 def config_from_outputs(outputs: Mapping[str, str], region: str) -> Dict[str, str]:
     """``config_document`` from a deployed stage's outputs (the packaged stack's, or make deploy's summary)."""
-    return config_document(outputs[stack.URL_OUTPUT], region, outputs.get("UserPoolDomainUrl"), outputs.get("UserPoolClientId"))
+    return config_document(outputs[stack.URL_OUTPUT], region, outputs.get("UserPoolDomainUrl"), outputs.get("UserPoolClientId"),
+                           outputs.get(stack.REST_URL_OUTPUT))
 
 
 def content_type(path: Path) -> str:

@@ -104,7 +104,7 @@ def deploy_stack(parameters: Mapping[str, str], websocket_api_id: str = "", stag
     role's policy by the role's logical id (``TurnWorkerRole``). Call inside ``mock_aws``.
     """
     template = stack.deploy_template(stage)
-    values = {**parameters, stack.WEBSOCKET_API: websocket_api_id}
+    values = {**parameters, stack.WEBSOCKET_API: websocket_api_id, stack.REST_API: ""}
     cloudformation, iam = boto3.client("cloudformation", region_name=REGION), boto3.client("iam", region_name=REGION)
     name = stack.data_stack_name(stage)
     with warnings.catch_warnings():

@@ -350,7 +350,10 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     s3 = session.client("s3")
     config = json.loads(s3.get_object(Bucket=result["PageBucketName"], Key="config.json")["Body"].read())
     # Its own issuer (SIGN_IN), no pool: the page asks for a token (test_page.py: the config with a pool).
-    assert config == {"wsUrl": result[stack.URL_OUTPUT], "region": REGION}
+    rest_id = stack.deployed_rest_api_id("dev", project)
+    assert config == {"wsUrl": result[stack.URL_OUTPUT], "restUrl": result[stack.REST_URL_OUTPUT].rstrip("/"), "region": REGION}
+    assert result[stack.REST_URL_OUTPUT].startswith(f"https://{rest_id}.execute-api.{REGION}.amazonaws.com/")
+    assert f"Letting the page call the REST API {rest_id} ..." in log
     assert s3.head_object(Bucket=result["PageBucketName"], Key="index.html")["ContentType"] == "text/html; charset=utf-8"
 
     iam, awslambda = session.client("iam"), session.client("lambda")

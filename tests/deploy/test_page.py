@@ -19,8 +19,10 @@ from tests.deploy import cfn
 from tests.deploy.support import BACKENDS, REGION, deploy_stack
 
 API_ID = "a1b2c3d4e5"
+REST_ID = "f6g7h8i9j0"
 DOMAIN_PREFIX = "agentstream-dev-1a2b3c4d"
 WSS = f"wss://{API_ID}.execute-api.{REGION}.amazonaws.com"
+REST = f"https://{REST_ID}.execute-api.{REGION}.amazonaws.com"
 SIGN_IN = f"https://{DOMAIN_PREFIX}.auth.{REGION}.amazoncognito.com"
 PAGE_RESOURCES = ("PageBucket", "PageBucketPolicy", "PageOriginAccessControl", "PageHeadersPolicy", "PageDistribution")
 
@@ -41,8 +43,8 @@ def _csp(template: Dict[str, Any], creates_user_pool: bool) -> Dict[str, List[st
     header = policy["SecurityHeadersConfig"]["ContentSecurityPolicy"]
     assert header["Override"] is True  # the header CloudFront sends is this one, whatever the origin says
     context = cfn.Context(
-        parameters={"CreateUserPool": "true" if creates_user_pool else "false", "WebsocketAPI": API_ID},
-        resources={"UserPoolDomain": DOMAIN_PREFIX, "WebsocketAPI": API_ID},
+        parameters={"CreateUserPool": "true" if creates_user_pool else "false", "WebsocketAPI": API_ID, "RestAPI": REST_ID},
+        resources={"UserPoolDomain": DOMAIN_PREFIX, "WebsocketAPI": API_ID, "RestAPI": REST_ID},
         pseudo={"AWS::Region": REGION, "AWS::URLSuffix": "amazonaws.com"},
         conditions=template["Conditions"],
     )
@@ -97,21 +99,24 @@ def test_the_distribution_reads_through_origin_access_control_and_redirects_to_h
 def test_the_content_security_policy_allows_exactly_the_stages_origins(template, creates_user_pool):
     csp = _csp(template, creates_user_pool)
     assert csp["default-src"] == ["'none'"]
-    assert csp["connect-src"] == ["'self'", WSS] + ([SIGN_IN] if creates_user_pool else [])
+    assert csp["connect-src"] == ["'self'", WSS, REST] + ([SIGN_IN] if creates_user_pool else [])
     for directive in ("script-src", "style-src"):
         assert csp[directive] == ["'self'"], directive  # nothing inline, nothing from elsewhere
     assert csp["frame-ancestors"] == ["'none'"] and csp["base-uri"] == ["'none'"] and csp["form-action"] == ["'none'"]
     assert csp["object-src"] == ["'none'"]
 
 
-def test_the_websocket_origin_is_the_one_the_page_connects_to(templates):
-    """The CSP's wss:// origin is the origin of the URL the packaged stack outputs (and config.json names)."""
+def test_the_api_origins_are_the_ones_the_page_connects_to(templates):
+    """The CSP's wss:// and https:// origins are those of the URLs the packaged stack outputs (and
+    config.json names): the WebSocket API's and the REST API's."""
     for packaged in templates.values():
-        url = packaged["Outputs"][stack.URL_OUTPUT]["Value"]["Fn::Sub"]
         policy = packaged["Resources"]["PageHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]
         pieces = policy["SecurityHeadersConfig"]["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Join"][1]
-        (origin,) = [p["Fn::Sub"] for p in pieces if isinstance(p, dict) and "Fn::Sub" in p and p["Fn::Sub"].startswith("wss://")]
-        assert url.startswith(origin + "/") and packaged["Resources"]["WebsocketAPI"]["Type"] == "AWS::ApiGatewayV2::Api"
+        (origins,) = [p["Fn::Sub"].split() for p in pieces if isinstance(p, dict) and "wss://" in p.get("Fn::Sub", "")]
+        websocket = packaged["Outputs"][stack.URL_OUTPUT]["Value"]["Fn::Sub"]
+        rest = packaged["Outputs"][stack.REST_URL_OUTPUT]["Value"]["Fn::Sub"]
+        assert websocket.startswith(origins[0] + "/") and rest.startswith(origins[1] + "/"), (origins, websocket, rest)
+        assert packaged["Resources"]["WebsocketAPI"]["Type"] == "AWS::ApiGatewayV2::Api"
 
 
 def test_the_other_security_headers(template):
@@ -176,13 +181,14 @@ def test_the_default_callback_urls_are_none_but_the_page():
 # ---- publishing (infra/page.py)
 
 
-OUTPUTS = {stack.URL_OUTPUT: f"{WSS}/dev/", "UserPoolDomainUrl": SIGN_IN, "UserPoolClientId": "client123",
+OUTPUTS = {stack.URL_OUTPUT: f"{WSS}/dev/", stack.REST_URL_OUTPUT: f"{REST}/dev/", "UserPoolDomainUrl": SIGN_IN,
+           "UserPoolClientId": "client123",
            "PageUrl": "https://d1.cloudfront.net/", "PageBucketName": "agentstream-dev-data-pagebucket-x"}
 
 
 def test_the_config_names_the_stage_and_its_sign_in():
     assert page.config_from_outputs(OUTPUTS, REGION) == {
-        "wsUrl": f"{WSS}/dev/", "cognitoDomain": SIGN_IN, "clientId": "client123", "region": REGION}
+        "wsUrl": f"{WSS}/dev/", "restUrl": f"{REST}/dev", "cognitoDomain": SIGN_IN, "clientId": "client123", "region": REGION}
     own_issuer = {stack.URL_OUTPUT: f"{WSS}/dev/"}  # CreateUserPool=false: the page keeps its token field
     assert page.config_from_outputs(own_issuer, REGION) == {"wsUrl": f"{WSS}/dev/", "region": REGION}
 

@@ -49,7 +49,7 @@ def _packaged(name: str) -> Dict[str, str]:
     """A stack of the same template under ``name``, as the CloudFormation path's holds the pool (its
     outputs). Inside ``mock_aws``."""
     template = stack.deploy_template("dev")
-    values = {**stack.resolve_parameters("dev", BACKENDS["agent"]), stack.WEBSOCKET_API: ""}
+    values = {**stack.resolve_parameters("dev", BACKENDS["agent"]), stack.WEBSOCKET_API: "", stack.REST_API: ""}
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
