@@ -3,8 +3,9 @@
 A turn asked here is the WebSocket's turn: the same validation, idempotency, rate limits and turns
 in flight, queued to the same workers. It has no socket to stream to (``NO_CONNECTION``): the worker
 keeps its answer, which ``GET /v1/turns/{turnId}`` reads as it grows, and a WebSocket client may
-``resume`` it. No handler waits on the agent, so none comes near API Gateway's 29 seconds.
-Another user's turn does not exist here (404, never 403).
+``resume`` it. Only ``GET /v1/answers`` waits for the agent, and never past ``ANSWER_WAIT_S``, so
+none comes near API Gateway's 29 seconds. Another user's turn or conversation does not exist here
+(404, never 403).
 """
 from __future__ import annotations
 
