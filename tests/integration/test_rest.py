@@ -98,15 +98,27 @@ def test_a_websocket_client_resumes_a_rest_turn_through_done(stack):
     assert poll_until_finished(stack, user, turn_id)["answer"] == answer_of(events)
 
 
-def test_a_forty_second_answer_is_accepted_at_once_and_read_by_polling(stack):
+def test_forty_second_answers_asked_as_a_turn_and_as_a_one_shot_question_are_read_by_polling(stack):
+    """Both at once (one wait, not two): POST answers 202 at once; GET /v1/answers waits its
+    ANSWER_WAIT_S and answers 202; both are then read by polling as they grow, and the one-shot
+    question, asked again, is served from the cache."""
+    from urllib.parse import quote
+
     user = unique_user("rest")
     prompt = "!slow 40 longer than API Gateway's twenty-nine seconds, answered all the same"
+    question = "!slow 40 a one-shot question slower than API Gateway allows"
     turn_id = create(stack, user, prompt)  # 202: the handler queues the turn; nothing waits for the agent
+    status, headers, accepted = call(stack, "GET", f"/v1/answers?q={quote(question)}", user)
+    assert status == 202 and accepted["cached"] is False and headers["Location"] == f"/v1/turns/{accepted['turnId']}"
     done = poll_until_finished(stack, user, turn_id, timeout=120)
     assert done["status"] == "done" and done["answer"] == f"You said: {prompt}"
     growing = [view["answer"] for view in done["views"] if view["status"] == "running"]
     assert any(0 < len(answer) < len(done["answer"]) for answer in growing)  # read while it grew
     assert all(done["answer"].startswith(answer) for answer in growing)
+    answered = poll_until_finished(stack, user, accepted["turnId"], timeout=120)
+    assert answered["status"] == "done" and answered["answer"] == f"You said: {question}"
+    status, _, cached = call(stack, "GET", f"/v1/answers?q={quote(question)}", user)
+    assert status == 200 and cached["cached"] is True and cached["answer"] == answered["answer"]
 
 
 @pytest.mark.parametrize(
@@ -185,16 +197,3 @@ def test_a_one_shot_answer_is_returned_then_served_from_the_cache_without_the_ag
     assert status == 200 and again["cached"] is True and headers["X-Cache"] == "Hit"
     assert (again["turnId"], again["answer"], again["answeredAt"]) == (first["turnId"], first["answer"], first["answeredAt"])
     assert worker_stats(stack)["invocations"] == invocations  # no turn queued, no worker, no agent call
-
-
-def test_a_slow_one_shot_answer_is_202_then_completes_by_polling(stack):
-    from urllib.parse import quote
-
-    user = unique_user("rest")
-    question = "!slow 40 a one-shot question slower than API Gateway allows"
-    status, headers, accepted = call(stack, "GET", f"/v1/answers?q={quote(question)}", user)
-    assert status == 202 and accepted["cached"] is False and headers["Location"] == f"/v1/turns/{accepted['turnId']}"
-    done = poll_until_finished(stack, user, accepted["turnId"], timeout=120)
-    assert done["status"] == "done" and done["answer"] == f"You said: {question}"
-    status, _, cached = call(stack, "GET", f"/v1/answers?q={quote(question)}", user)
-    assert status == 200 and cached["cached"] is True and cached["answer"] == done["answer"]
