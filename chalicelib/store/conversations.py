@@ -57,10 +57,6 @@ class ConversationStore:
                    "#title = if_not_exists(#title, :title) ADD #turns :one",
         )
 
-    def get(self, user_id: str, conversation_id: str) -> Optional[Conversation]:
-        item = self._table.get(self._key(user_id, conversation_id))
-        return _conversation(item) if item else None
-
     def newest(self, user_id: str, limit: int, after: Optional[Dict[str, Any]] = None
                ) -> Tuple[List[Conversation], Optional[Dict[str, Any]]]:
         """A page of the user's conversations, newest first; ``after`` (and the page's end) is
