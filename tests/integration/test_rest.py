@@ -7,7 +7,6 @@ same way every time, so a turn asked here can be compared with one asked over a 
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Dict, Optional, Tuple
@@ -17,6 +16,7 @@ import pytest
 from devserver.tokens import issue_token
 from tests.support.faults import unique_user
 from tests.support.stack import Stack, answer_of, ask, receive_turn
+from tests.support.timing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,18 +48,18 @@ def create(stack: Stack, user: str, prompt: str, **fields: Any) -> str:
 
 
 def poll_until_finished(stack: Stack, user: str, turn_id: str, timeout: float = 30.0) -> Dict[str, Any]:
-    """GET the turn until it ends (done or error), pausing as it says (``pollAfterMs``, at most
-    0.25 s between looks); every view seen is kept in ``views`` on the result."""
-    deadline = time.monotonic() + timeout
+    """GET the turn until it ends (done or error), a look every 0.25 s at most (well within its
+    ``pollAfterMs``); every view seen is kept in ``views`` on the result."""
     views = []
-    while True:
+
+    def finished() -> Optional[Dict[str, Any]]:
         status, _, view = call(stack, "GET", f"/v1/turns/{turn_id}", user)
         assert status == 200, view
         views.append(view)
-        if view["status"] in ("done", "error"):
-            return {**view, "views": views}
-        assert time.monotonic() < deadline, f"turn {turn_id} still {view['status']} after {timeout} s"
-        time.sleep(min(view["pollAfterMs"] / 1000, 0.25))  # a pause between two looks, never an ordering
+        return view if view["status"] in ("done", "error") else None
+
+    view = wait_until(finished, timeout, f"turn {turn_id} still unfinished after {timeout} s", poll_s=0.25)
+    return {**view, "views": views}
 
 
 def test_a_rest_turn_has_the_answer_the_websocket_gets(stack):

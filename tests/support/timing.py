@@ -15,8 +15,9 @@ T = TypeVar("T")
 POLL_S = 0.01  # between two looks at the condition; only ever a look, never an ordering
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "") -> T:
-    """Return the predicate's first truthy value; fail the test if it stays falsy for ``timeout`` s."""
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "", poll_s: float = POLL_S) -> T:
+    """Return the predicate's first truthy value; fail the test if it stays falsy for ``timeout`` s.
+    ``poll_s``: a longer pause between looks for a predicate that costs a request (a REST poll)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -24,7 +25,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"not true within {timeout} s: {getattr(predicate, '__name__', predicate)}")
-        time.sleep(POLL_S)  # a pause between two looks at the condition: whatever it waits for
+        time.sleep(poll_s)  # a pause between two looks at the condition: whatever it waits for
         # happens in other threads or processes at their own pace, and the test goes on only once
         # it holds, so the pause can delay a test but never decide what happens first
 
