@@ -20,12 +20,13 @@ records delivered again after a failure), so a test can tell a retry from a firs
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Dict
 
+from devserver.serving import BackgroundServer
 
-class ControlServer:
+
+class ControlServer(BackgroundServer):
     def __init__(
         self, host: str, apply: Callable[[Dict[str, Any]], Dict[str, Any]], stats: Callable[[], Dict[str, Any]]
     ) -> None:
@@ -59,19 +60,4 @@ class ControlServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{port}"
-
-    def start(self) -> "ControlServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, 0, Handler, "control")

@@ -29,11 +29,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from devserver.cognito import LocalPool
+from devserver.serving import BackgroundServer
 
 CODE_LIFETIME_S = 300.0  # Cognito's authorization codes last 5 minutes
 VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636's code_verifier
@@ -171,7 +172,7 @@ the user is created in the local pool if needed. Never deployed.</p>
 """
 
 
-class HostedUi:
+class HostedUi(BackgroundServer):
     """The stand-in's HTTP server; ``start()`` serves on a daemon thread, ``stop()`` ends it."""
 
     def __init__(self, pool: LocalPool, redirect_uris: Sequence[str], host: str = "127.0.0.1", port: int = 0,
@@ -261,23 +262,7 @@ class HostedUi:
             def log_message(self, *args: Any) -> None:
                 pass  # its URLs carry codes
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hosted-ui", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The hosted UI's domain URL, as the page's ``cognitoDomain`` names it."""
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{port}"
-
-    def start(self) -> "HostedUi":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, port, Handler, "hosted-ui")  # its url: the page's ``cognitoDomain``
 
 
 def _single(values: Dict[str, list]) -> Dict[str, str]:
