@@ -106,14 +106,7 @@ def create_turn(runtime: Runtime, request: Any) -> Response:
     """``POST /v1/turns``: record and queue the turn, ``202`` with its id at once."""
     user_id = user_of(runtime, request.headers)
     message = _ask_of(request.raw_body, request.headers)
-    events: List[Event] = []
-    with log_context(user_id=user_id):
-        asker = Connection(NO_CONNECTION, user_id, 0, 0)
-        actions.ask(runtime, events.append, asker, message, runtime.settings.websocket_api_id, _stage(runtime, request))
-    errors = [event for event in events if event["type"] == "error"]
-    if errors:  # refused, or accepted and then could not be queued (the turn ended ``internal``)
-        raise HttpError(_failure_of(errors[-1]))
-    (accepted,) = events
+    accepted = _ask(runtime, request, user_id, message)
     body: Dict[str, Any] = {"turnId": accepted["turnId"], "status": str(Status.QUEUED)}
     if accepted.get("duplicate"):
         turn = runtime.turns.get(accepted["turnId"])
@@ -138,17 +131,11 @@ def answer(runtime: Runtime, request: Any) -> Response:
     message = _parsed_ask(json.dumps({"prompt": question, "requestId": answers.request_id(question)}))
     settings = runtime.settings
     turn_id = ids.turn_id(user_id, message.request_id)
+    reuse_ms = settings.answer_cache_ttl_s * 1000
     known = runtime.turns.get(turn_id)
-    if known is not None and known.finished and (known.finished_at or 0) >= now_ms() - settings.answer_cache_ttl_s * 1000:
+    if known is not None and known.ended_since(now_ms() - reuse_ms):
         return _answered(known, cached=True)
-    events: List[Event] = []
-    with log_context(user_id=user_id):
-        asker = Connection(NO_CONNECTION, user_id, 0, 0)
-        actions.ask(runtime, events.append, asker, message, settings.websocket_api_id, _stage(runtime, request),
-                    reuse_for_ms=settings.answer_cache_ttl_s * 1000)
-    errors = [event for event in events if event["type"] == "error"]
-    if errors:
-        raise HttpError(_failure_of(errors[-1]))
+    _ask(runtime, request, user_id, message, reuse_ms)
     deadline = time.monotonic() + settings.answer_wait_s
     while True:
         state = runtime.turns.state(turn_id)
@@ -172,6 +159,21 @@ def _answered(turn: Turn, cached: bool) -> Response:
     body = {"turnId": turn.turn_id, "answer": turn.answer, "cached": cached, "stats": turn.stats,
             "answeredAt": turn.finished_at}
     return json_response(200, body, {"X-Cache": "Hit" if cached else "Miss"})
+
+
+def _ask(runtime: Runtime, request: Any, user_id: str, message: Ask, reuse_for_ms: Optional[int] = None) -> Event:
+    """The WebSocket's ask, for a caller with no socket; its ``accepted`` event, or the refusal
+    raised (refused, or accepted and then not queued: the turn ended ``internal``)."""
+    events: List[Event] = []
+    with log_context(user_id=user_id):
+        asker = Connection(NO_CONNECTION, user_id, 0, 0)
+        actions.ask(runtime, events.append, asker, message, runtime.settings.websocket_api_id, _stage(runtime, request),
+                    reuse_for_ms)
+    errors = [event for event in events if event["type"] == "error"]
+    if errors:
+        raise HttpError(_failure_of(errors[-1]))
+    (accepted,) = events
+    return accepted
 
 
 def get_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:

@@ -107,7 +107,7 @@ def _record_idempotent(runtime: Runtime, turn: Turn, reuse_for_ms: Optional[int]
         if existing is None:
             continue  # gone meanwhile (its TTL): record it again
         abandoned = existing.admitted_at is None and existing.created_at < now_ms() - ABANDONED_AFTER_MS
-        stale = reuse_for_ms is not None and existing.finished and (existing.finished_at or 0) < now_ms() - reuse_for_ms
+        stale = reuse_for_ms is not None and existing.finished and not existing.ended_since(now_ms() - reuse_for_ms)
         retryable = existing.status == Status.ERROR and existing.error_retryable
         if retryable or (existing.status == Status.QUEUED and abandoned) or stale:
             if runtime.turns.replace(existing, turn):

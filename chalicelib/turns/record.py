@@ -64,6 +64,10 @@ class Turn:
     def finished(self) -> bool:
         return self.status.finished
 
+    def ended_since(self, since_ms: int) -> bool:
+        """Finished at or after ``since_ms`` (epoch ms): still fresh for a reuse of its answer."""
+        return self.finished and (self.finished_at or 0) >= since_ms
+
     @property
     def failure(self) -> Failure:
         """How a turn that ended in ``error`` failed, as its client was told."""

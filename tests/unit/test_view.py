@@ -52,3 +52,10 @@ def test_the_envelope_says_when_to_retry_in_whole_seconds():
     assert missing.status_code == 404 and "Retry-After" not in missing.headers
     assert json.loads(missing.body) == {"error": {"code": "not_found", "message": "No turn with that id belongs to you.",
                                                   "retryable": False}}
+
+
+def test_a_turn_is_fresh_for_reuse_only_once_ended_and_since_the_moment_given():
+    ended = _turn(status=Status.DONE, finished_at=1_000)
+    assert ended.ended_since(1_000) and ended.ended_since(999) and not ended.ended_since(1_001)
+    assert not _turn(status=Status.RUNNING, finished_at=1_000).ended_since(0)  # still running: nothing to reuse
+    assert _turn(status=Status.ERROR, finished_at=5).ended_since(5)
