@@ -6,8 +6,8 @@ reaches the same turns without a socket. Everything else lives in chalicelib/, o
 """
 import os
 
-from chalice import Chalice, Response
-from chalice.app import SQSEvent, WebsocketEvent
+from chalice import AuthResponse, Chalice, Response
+from chalice.app import AuthRequest, SQSEvent, WebsocketEvent
 
 from chalicelib.handlers import connections, messages, rest, worker
 from chalicelib.runtime import get_runtime
@@ -34,42 +34,48 @@ def websocket_disconnect(event: WebsocketEvent) -> None:
     connections.disconnect(get_runtime(), event.to_dict())
 
 
-@app.route("/v1/turns", methods=["POST"], cors=rest.CORS)
+@app.authorizer(ttl_seconds=rest.AUTHORIZER_TTL_S)
+def rest_authorizer(auth_request: AuthRequest) -> AuthResponse:
+    """The REST API's bearer token, verified as at $connect: 401 refuses, the routes see its user."""
+    return rest.authorize(get_runtime(), auth_request.token)
+
+
+@app.route("/v1/turns", methods=["POST"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def create_turn() -> Response:
     """Ask without a socket: 202 with the turn's id; its answer is read with GET."""
     return rest.create_turn(get_runtime(), app.current_request)
 
 
-@app.route("/v1/turns/{turn_id}", methods=["GET"], cors=rest.CORS)
+@app.route("/v1/turns/{turn_id}", methods=["GET"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def get_turn(turn_id: str) -> Response:
     """The turn and its answer so far (404 unless it is the caller's)."""
     return rest.get_turn(get_runtime(), app.current_request, turn_id)
 
 
-@app.route("/v1/turns/{turn_id}", methods=["DELETE"], cors=rest.CORS)
+@app.route("/v1/turns/{turn_id}", methods=["DELETE"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def cancel_turn(turn_id: str) -> Response:
     """Cancel the turn: at once if queued, within a second if running."""
     return rest.cancel_turn(get_runtime(), app.current_request, turn_id)
 
 
-@app.route("/v1/answers", methods=["GET"], cors=rest.CORS)
+@app.route("/v1/answers", methods=["GET"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def answer() -> Response:
     """A one-shot question (?q=): 200 with the answer (cached: no agent call), or 202 to poll."""
     return rest.answer(get_runtime(), app.current_request)
 
 
-@app.route("/v1/conversations", methods=["GET"], cors=rest.CORS)
+@app.route("/v1/conversations", methods=["GET"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def list_conversations() -> Response:
     """The caller's conversations, newest first (?limit=, ?cursor=)."""
     return rest.list_conversations(get_runtime(), app.current_request)
 
 
-@app.route("/v1/conversations/{conversation_id}", methods=["GET"], cors=rest.CORS)
+@app.route("/v1/conversations/{conversation_id}", methods=["GET"], cors=rest.CORS, authorizer=rest_authorizer)
 @rest.served
 def get_conversation(conversation_id: str) -> Response:
     """A conversation's turns in order: prompt, answer, status (?limit=, ?cursor=)."""

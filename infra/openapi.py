@@ -16,22 +16,57 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from infra import stack
 
 SCHEMA = stack.ROOT / "chalicelib" / "protocol.schema.json"
 PUBLISHED = stack.ROOT / "docs" / "openapi.json"
 VALIDATOR = "body-and-parameters"
-# The app's error envelope for API Gateway's own refusals of a request the validator rejected:
-# ``$context.error.messageString`` is a JSON string already ("Invalid request body"), the validator's
+# API Gateway's own answers (a refused token, a request the validator rejected, a broken authorizer)
+# in the app's error envelope, each with the header that lets the chat page's origin read it (CORS).
+# ``$context.error.messageString`` is a JSON string already ("Invalid request body"); the validator's
 # own words (``validationErrorString``) go in ``details``, as API Gateway's guide shows them.
 INVALID = ('{"error": {"code": "invalid_request", "message": $context.error.messageString, "retryable": false, '
            '"details": "$context.error.validationErrorString"}}')
+REFUSED_TOKEN = ('{"error": {"code": "unauthorized", "message": "Send a valid token: Authorization: Bearer <JWT> '
+                 '(this one is missing, expired, or not one this API accepts).", "retryable": false}}')
+NOT_ALLOWED = '{"error": {"code": "unauthorized", "message": "This token may not call this API.", "retryable": false}}'
+NOT_VERIFIED = ('{"error": {"code": "internal", "message": "The token could not be checked just now; try again.", '
+                '"retryable": true}}')
+CORS_HEADER = {"gatewayresponse.header.Access-Control-Allow-Origin": "'*'"}
+CHALLENGE_HEADER = {"gatewayresponse.header.WWW-Authenticate": "'Bearer realm=\"agentstream\"'"}
+
+
+def _gateway_response(status: int, template: str, headers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    return {"statusCode": status, "responseParameters": {**CORS_HEADER, **(headers or {})},
+            "responseTemplates": {"application/json": template}}
+
+
 GATEWAY_RESPONSES = {
-    kind: {"statusCode": 400, "responseTemplates": {"application/json": INVALID}}
-    for kind in ("BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS")
+    "BAD_REQUEST_BODY": _gateway_response(400, INVALID),
+    "BAD_REQUEST_PARAMETERS": _gateway_response(400, INVALID),
+    "UNAUTHORIZED": _gateway_response(401, REFUSED_TOKEN, CHALLENGE_HEADER),
+    "ACCESS_DENIED": _gateway_response(403, NOT_ALLOWED),
+    "AUTHORIZER_FAILURE": _gateway_response(500, NOT_VERIFIED),
+    "AUTHORIZER_CONFIGURATION_ERROR": _gateway_response(500, NOT_VERIFIED),
 }
+
+
+def render_gateway_response(kind: str, message: str, validation_error: str = "") -> Tuple[int, Dict[str, str], str]:
+    """A gateway response as API Gateway sends it: status, headers, body (the local stack's too).
+
+    The body's two variables are substituted as API Gateway does: ``messageString`` as a JSON
+    string, ``validationErrorString`` as the text inside one; the headers' static values unquoted.
+    """
+    response = GATEWAY_RESPONSES[kind]
+    body = response["responseTemplates"]["application/json"]
+    body = body.replace("$context.error.messageString", json.dumps(message))
+    body = body.replace("$context.error.validationErrorString", json.dumps(validation_error)[1:-1])
+    headers = {name.rsplit(".", 1)[1]: value[1:-1] for name, value in response["responseParameters"].items()}
+    return int(response["statusCode"]), {**headers, "Content-Type": "application/json"}, body
+
+
 # Each route's query parameters (name, required, description); a route absent has none.
 QUERY: Dict[str, List[Dict[str, Any]]] = {
     "/v1/answers": [{"name": "q", "required": True, "description": "The question (1 to 25,000 characters)."}],

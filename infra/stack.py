@@ -141,13 +141,15 @@ def merge_template(stage: str) -> Dict[str, Any]:
 
     merged = TemplateDeepMerger().merge(load_json(APP_TEMPLATE), stage_resources())
     # The REST API's request validation, generated from the routes and the wire schema (infra/openapi.py),
-    # and its integrations naming the function by name, not Fn::GetAtt: otherwise the API depends on the
-    # function, whose environment names the app client, whose callback is the page, whose
-    # Content-Security-Policy names the API: a cycle CloudFormation refuses.
+    # and its integrations and authorizer naming their functions by name, not Fn::GetAtt: otherwise the
+    # API depends on the functions, whose environment names the app client, whose callback is the page,
+    # whose Content-Security-Policy names the API: a cycle CloudFormation refuses.
     body = openapi.validation()
     for operations in body["paths"].values():
         for operation in operations.values():
             operation["x-amazon-apigateway-integration"] = {"uri": {"Fn::Sub": REST_INTEGRATION_URI}}
+    body["securityDefinitions"] = {
+        REST_AUTHORIZER: {"x-amazon-apigateway-authorizer": {"authorizerUri": {"Fn::Sub": REST_AUTHORIZER_URI}}}}
     merged["Resources"]["RestAPI"] = {"Properties": {"DefinitionBody": body}}
     merged["Parameters"]["Stage"] = {
         **merged["Parameters"]["Stage"],
@@ -262,9 +264,13 @@ def is_list_parameter(parameter: str) -> bool:
 WEBSOCKET_API = "WebsocketAPI"
 # The REST API's, likewise (what infra/page.json's Content-Security-Policy names).
 REST_API = "RestAPI"
-# How the packaged REST API's routes invoke their function (named as merge.json names it).
-REST_INTEGRATION_URI = ("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
-                        "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:agentstream-${Stage}/invocations")
+# How the packaged REST API invokes its functions, by name (as merge.json and Chalice name them).
+_INVOCATIONS = ("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
+                "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:%s/invocations")
+REST_INTEGRATION_URI = _INVOCATIONS % "agentstream-${Stage}"
+# The REST API's authorizer (``app.rest_authorizer``): its own function, which the API calls first.
+REST_AUTHORIZER = "rest_authorizer"
+REST_AUTHORIZER_URI = _INVOCATIONS % f"agentstream-${{Stage}}-{REST_AUTHORIZER}"
 LAMBDA_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],

@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from chalice import CORSConfig, Response
+from chalice import AuthResponse, CORSConfig, Response
 
 from chalicelib import answers
 from chalicelib.auth import AuthError, token_from_request
@@ -36,9 +36,23 @@ from chalicelib.turns.view import turn_view
 CORS = CORSConfig(allow_origin="*", allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
                   expose_headers=["Retry-After"], max_age=600)
 IDEMPOTENCY_KEY = "idempotency-key"
-NO_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "Send a token: Authorization: Bearer <JWT>.", False)
 NO_CONVERSATION = Failure(ErrorCode.NOT_FOUND, "You have no conversation with that id.", False)
-BAD_TOKEN = Failure(ErrorCode.UNAUTHORIZED, "The token was refused (expired, or not one this API accepts).", False)
+# API Gateway keeps an authorizer's policy for this long, keyed by the Authorization header: a token
+# is verified once per five minutes however many calls it makes (API Gateway's default). The price:
+# a token that expires is still honoured for up to this long after (docs/rest.md).
+AUTHORIZER_TTL_S = 300
+# The verified user reaches a route only through the authorizer's principal; a route reached
+# without one (a template that lost its authorizer) refuses rather than trusting a header.
+NOT_AUTHORIZED = Failure(ErrorCode.UNAUTHORIZED, "This request was not authorized; send Authorization: Bearer <JWT>.",
+                         False)
+
+
+class Unauthorized(Exception):
+    """An authorizer's refusal: API Gateway answers ``401`` for exactly this message (and caches
+    nothing); any other exception is an authorizer failure (``500``)."""
+
+    def __init__(self) -> None:
+        super().__init__("Unauthorized")
 
 
 def served(handle: Callable[..., Response]) -> Callable[..., Response]:
@@ -59,16 +73,27 @@ def served(handle: Callable[..., Response]) -> Callable[..., Response]:
     return route
 
 
-def user_of(runtime: Runtime, headers: Mapping[str, str]) -> str:
-    """The verified user of a request: its bearer token, checked exactly as at $connect."""
-    token = token_from_request(None, dict(headers))
+def authorize(runtime: Runtime, authorization: Optional[str]) -> AuthResponse:
+    """The REST API's authorizer: the bearer token verified exactly as at $connect; the policy
+    allows every route, so the one API Gateway caches serves the token's next calls to any of them."""
+    token = token_from_request(None, {"Authorization": authorization or ""})
     if token is None:
-        raise HttpError(NO_TOKEN)
+        logger.info("token refused", extra={"reason": "no bearer token"})
+        raise Unauthorized()
     try:
-        return runtime.verifier.verify(token).user_id
+        user_id = runtime.verifier.verify(token).user_id
     except AuthError as exc:
         logger.info("token refused", extra={"reason": str(exc)})
-        raise HttpError(BAD_TOKEN) from None
+        raise Unauthorized() from None
+    return AuthResponse(routes=["*"], principal_id=user_id)
+
+
+def user_of(request: Any) -> str:
+    """The user the authorizer verified (its ``principalId``), never anything else of the request."""
+    principal = (request.context.get("authorizer") or {}).get("principalId")
+    if not isinstance(principal, str) or not principal:
+        raise HttpError(NOT_AUTHORIZED)
+    return principal
 
 
 def _ask_of(raw_body: Optional[bytes], headers: Mapping[str, str]) -> Ask:
@@ -104,7 +129,7 @@ def _parsed_ask(body: str) -> Ask:
 
 def create_turn(runtime: Runtime, request: Any) -> Response:
     """``POST /v1/turns``: record and queue the turn, ``202`` with its id at once."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     message = _ask_of(request.raw_body, request.headers)
     accepted = _ask(runtime, request, user_id, message)
     body: Dict[str, Any] = {"turnId": accepted["turnId"], "status": str(Status.QUEUED)}
@@ -124,7 +149,7 @@ def answer(runtime: Runtime, request: Any) -> Response:
     ``ANSWER_WAIT_S``, else ``202`` with its turn to poll. The same question (``answers.normal_form``)
     asked again within ``ANSWER_CACHE_TTL_S`` of its answer gets that answer, ``cached``, with no
     call to the agent and no rate-limit token spent."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     question = (request.query_params or {}).get("q")
     if question is None:
         raise HttpError(Failure(ErrorCode.INVALID_REQUEST, "GET /v1/answers takes the question as ?q=.", False))
@@ -178,7 +203,7 @@ def _ask(runtime: Runtime, request: Any, user_id: str, message: Ask, reuse_for_m
 
 def get_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
     """``GET /v1/turns/{turnId}``: the turn and its answer so far."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     turn = runtime.turns.get(turn_id)
     if turn is None or turn.user_id != user_id:
         raise HttpError(NOT_YOURS)
@@ -190,7 +215,7 @@ def get_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
 def cancel_turn(runtime: Runtime, request: Any, turn_id: str) -> Response:
     """``DELETE /v1/turns/{turnId}``: a queued (or waiting) turn ends ``cancelled`` at once (200),
     a running one within a second, by its worker (202); an ended one cannot be (400)."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     events: List[Event] = []
     gateway = runtime.gateway(runtime.settings.websocket_api_id, _stage(runtime, request))
     with log_context(user_id=user_id):
@@ -230,7 +255,7 @@ def _with_cursor(body: Dict[str, Any], position: Optional[Dict[str, Any]]) -> Di
 
 def list_conversations(runtime: Runtime, request: Any) -> Response:
     """``GET /v1/conversations``: the user's conversations, newest first, a page at a time."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     limit, after = _page(request, {"conversationId": str, "updatedAt": int})
     conversations, end = runtime.conversations.newest(user_id, limit, after)
     return json_response(200, _with_cursor({"conversations": [c.view() for c in conversations]}, end))
@@ -239,7 +264,7 @@ def list_conversations(runtime: Runtime, request: Any) -> Response:
 def get_conversation(runtime: Runtime, request: Any, conversation_id: str) -> Response:
     """``GET /v1/conversations/{conversationId}``: its turns in order (prompt, answer, status), a
     page at a time; 404 when the user has no turn in it."""
-    user_id = user_of(runtime, request.headers)
+    user_id = user_of(request)
     limit, after = _page(request, {"turnId": str, "createdAt": int})
     session = ids.session_id(user_id, conversation_id, "")
     turns, end = runtime.turns.in_session(session, limit, after)

@@ -89,6 +89,12 @@ class LambdaIntegration:
         return await self._call("REST", self._api_handler, f"{self._app_name}-{self.stage}",
                                 event, request_id)
 
+    async def invoke_authorizer(self, authorizer: Handler, name: str, event: dict[str, Any],
+                                request_id: str) -> Invocation:
+        """Call a REST route's authorizer, its own function ``<app_name>-<stage>-<name>``."""
+        return await self._call(f"authorizer {name}", authorizer, f"{self._app_name}-{self.stage}-{name}",
+                                event, request_id)
+
     def _api_handler(self, event: dict[str, Any], context: Any) -> Any:
         """One REST call at a time, as in one Lambda execution environment: Chalice keeps the
         request on the app object (``app.current_request``), which concurrent threads would share.

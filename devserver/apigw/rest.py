@@ -12,6 +12,9 @@ emulator's port:
   method the resource lacks, get what API Gateway answers both: 403 ``Missing Authentication Token``
   (never 404 or 405; it does not tell which paths exist). With an ``Authorization`` header that is
   not a SigV4 signature, such as ``Bearer <JWT>``, the 403 is ``IncompleteSignatureException``;
+* the route's authorizer (``authorizers``), then the packaged API's request validation
+  (``validation``, from ``infra/openapi.py``), each answering API Gateway's own refusal before the
+  function runs;
 * the preflight from Chalice's ``LocalGateway`` (the headers its swagger gives the MOCK ``OPTIONS``);
 * the 29 s integration timeout (504 ``Endpoint request timed out``), and 502 ``Internal server
   error`` when the function raises or answers something that is not a proxy response.
@@ -23,6 +26,7 @@ import binascii
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -35,7 +39,11 @@ from chalice.local import LocalGateway, RouteMatcher
 from multidict import CIMultiDict
 
 from devserver.apigw import events
+from devserver.apigw.authorizers import TokenAuthorizers
 from devserver.apigw.integration import Invocation, LambdaIntegration
+from devserver.apigw.refusals import refusal_response
+from devserver.apigw.validation import RequestValidator
+from infra.openapi import validation
 
 log = logging.getLogger("devserver.apigw")
 
@@ -141,6 +149,8 @@ class RestApi:
         self._routes: Mapping[str, Mapping[str, Any]] = getattr(app, "routes", {})
         self._binary_types: list[str] = getattr(getattr(app, "api", None), "binary_types", [])
         self._matcher = RouteMatcher(list(self._routes))
+        self._authorizers = TokenAuthorizers(integration, os.environ.get("AWS_REGION", "us-east-1"))
+        self._validator = RequestValidator(validation() if self._routes else {})
 
     def routes(self) -> list[web.RouteDef]:
         """``/<stage>/...`` (but ``@connections``, the management API's) and the app's top-level
@@ -180,6 +190,12 @@ class RestApi:
             log.info("REST %s %s -> 403 (no such resource or method)", method, request.path)
             return no_such_method(request.headers, request_id)
         event = await self._event(request, raw_path, *matched, request_id)
+        authorizer = methods[method].authorizer
+        refusal = await self._authorizers.authorize(authorizer, event, request_id) if authorizer else None
+        refusal = refusal or self._validator.check(matched[0], method, event)
+        if refusal is not None:
+            log.info("REST %s %s -> %s (API Gateway's own)", method, matched[0], refusal.kind)
+            return refusal_response(refusal, request_id)
         outcome = await self._integration.invoke_api(event, request_id)
         response = http_response(outcome, event)
         log.info("REST %s %s -> %d (%.1f ms)%s", method, matched[0], response.status, outcome.elapsed_ms,

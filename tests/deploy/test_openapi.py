@@ -83,18 +83,46 @@ def test_api_gateway_refuses_what_the_app_refuses(body, sent):
     assert gateway == app, sent
 
 
-def test_a_refused_request_is_answered_in_the_apps_error_envelope(body):
-    responses = body["x-amazon-apigateway-gateway-responses"]
-    assert set(responses) == {"BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS"}
-    for response in responses.values():
-        template = response["responseTemplates"]["application/json"]
-        # What API Gateway substitutes: messageString is a JSON string, the validator's words are not.
-        rendered = template.replace("$context.error.messageString", json.dumps("Invalid request body")).replace(
-            "$context.error.validationErrorString", "[string \\u0027\\u0027 is too short (length: 0, required minimum: 1)]")
-        assert response["statusCode"] == 400
-        assert json.loads(rendered)["error"] | {"details": ""} == {
-            "code": "invalid_request", "message": "Invalid request body", "retryable": False, "details": ""}
-        assert not re.search(r"\$(?!context\.error\.(messageString|validationErrorString))", template)
+@pytest.mark.parametrize("kind, status, code, message", [
+    ("BAD_REQUEST_BODY", 400, "invalid_request", "Invalid request body"),
+    ("BAD_REQUEST_PARAMETERS", 400, "invalid_request", "Missing required request parameters: [q]"),
+    ("UNAUTHORIZED", 401, "unauthorized", "Send a valid token"),
+    ("ACCESS_DENIED", 403, "unauthorized", "This token may not call this API."),
+    ("AUTHORIZER_FAILURE", 500, "internal", "The token could not be checked"),
+    ("AUTHORIZER_CONFIGURATION_ERROR", 500, "internal", "The token could not be checked"),
+])
+def test_api_gateways_own_answers_are_in_the_apps_error_envelope(body, kind, status, code, message):
+    response = body["x-amazon-apigateway-gateway-responses"][kind]
+    template = response["responseTemplates"]["application/json"]
+    assert not re.search(r"\$(?!context\.error\.(messageString|validationErrorString))", template)
+    # Rendered as API Gateway renders it: messageString a JSON string, the validator's words inside one.
+    answered, headers, rendered = openapi.render_gateway_response(kind, message, "[string '' is too short]")
+    error = json.loads(rendered)["error"]
+    assert (answered, error["code"]) == (status, code) and error["message"].startswith(message)
+    assert error["retryable"] is (status == 500)
+    assert headers["Access-Control-Allow-Origin"] == "*"  # the chat page reads the refusal too
+    assert ("WWW-Authenticate" in headers) is (status == 401)
+    assert set(body["x-amazon-apigateway-gateway-responses"]) == set(openapi.GATEWAY_RESPONSES)
+
+
+def test_every_route_is_behind_the_token_authorizer_with_a_result_ttl(templates):
+    """Verified by its own function before any route runs; invoked by name, as the routes' function is."""
+    from chalicelib.handlers import rest
+
+    for stage, packaged in templates.items():
+        api = packaged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+        authorizer = api["securityDefinitions"][stack.REST_AUTHORIZER]
+        assert authorizer["name"] == "Authorization" and authorizer["x-amazon-apigateway-authtype"] == "custom"
+        settings = authorizer["x-amazon-apigateway-authorizer"]
+        assert settings["type"] == "token" and settings["authorizerResultTtlInSeconds"] == rest.AUTHORIZER_TTL_S
+        assert settings["authorizerUri"]["Fn::Sub"].endswith(
+            f":function:{stack.function_name('${Stage}', stack.REST_AUTHORIZER)}/invocations")
+        assert packaged["Resources"]["RestAuthorizer"]["Properties"]["Handler"] == "app.rest_authorizer"
+        assert "RestAuthorizer" not in json.dumps(packaged["Resources"]["RestAPI"]), stage  # no cycle through the page
+        for path, operations in api["paths"].items():
+            for method, operation in operations.items():
+                if method != "options":  # the CORS preflight carries no token
+                    assert operation["security"] == [{stack.REST_AUTHORIZER: []}], (path, method)
 
 
 def test_the_rest_api_invokes_its_function_by_name_so_the_page_can_name_the_api(templates):

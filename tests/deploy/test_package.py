@@ -50,6 +50,7 @@ FUNCTIONS = {
     "websocket_disconnect": "WebsocketDisconnect",
     "turn_worker": "TurnWorker",
     "api_handler": "APIHandler",  # the REST API's routes (/v1), one function
+    "rest_authorizer": "RestAuthorizer",  # the REST API's token authorizer, called before any route
 }
 ROUTES = {"$connect": "WebsocketConnect", "$default": "WebsocketMessage", "$disconnect": "WebsocketDisconnect"}
 
@@ -349,11 +350,14 @@ def test_three_websocket_routes_each_to_its_function(templates):
 def test_the_api_invokes_each_function_only_from_its_own_route(templates):
     for stage, template in templates.items():
         permissions = resources_of_type(template, "AWS::Lambda::Permission")
-        assert len(permissions) == 4
+        assert len(permissions) == 5
         rest = permissions.pop("APIHandlerInvokePermission")["Properties"]  # the REST API's routes, one function
         assert rest["FunctionName"] == {"Ref": "APIHandler"} and rest["Principal"] == "apigateway.amazonaws.com"
         assert rest["SourceArn"] == {"Fn::Sub": ["arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestAPIId}/*",
                                                  {"RestAPIId": {"Ref": "RestAPI"}}]}
+        authorizer = permissions.pop("RestAuthorizerInvokePermission")["Properties"]  # the REST API only
+        assert authorizer["FunctionName"] == {"Fn::GetAtt": ["RestAuthorizer", "Arn"]}
+        assert authorizer["Principal"] == "apigateway.amazonaws.com" and authorizer["SourceArn"] == rest["SourceArn"]
         for permission in permissions.values():
             function = permission["Properties"]["FunctionName"]["Ref"]
             (route,) = [key for key, fn in ROUTES.items() if fn == function]
@@ -379,7 +383,7 @@ def test_functions_are_named_and_sized_per_stage(templates):
 
 def test_websocket_handlers_answer_within_the_integration_timeout_and_the_worker_within_lambdas():
     for stage in STAGES:
-        for function in ("websocket_connect", "websocket_message", "websocket_disconnect", "api_handler"):
+        for function in ("websocket_connect", "websocket_message", "websocket_disconnect", "api_handler", "rest_authorizer"):
             assert stack.chalice_config(stage, function).lambda_timeout < 29  # API Gateway's limit
         assert 60 <= stack.chalice_config(stage, "turn_worker").lambda_timeout <= 900
 
@@ -391,7 +395,8 @@ def test_only_the_worker_is_traced_actively(templates):
         tracing = {logical_id: resource["Properties"].get("Tracing") for logical_id, resource in template["Resources"].items()
                    if resource["Type"] == "AWS::Serverless::Function"}
         assert tracing == {"WebsocketConnect": "PassThrough", "WebsocketMessage": "PassThrough",
-                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active", "APIHandler": "PassThrough"}
+                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active", "APIHandler": "PassThrough",
+                           "RestAuthorizer": "PassThrough"}
 
 
 def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates):
@@ -642,8 +647,9 @@ def test_only_the_worker_invokes_bedrock_and_reads_the_prompt_only_the_token_che
     for bedrock in ("bedrock:InvokeAgent", "bedrock:InvokeModelWithResponseStream", "bedrock-agentcore:InvokeAgentRuntime"):
         assert [r for r, a in actions.items() if bedrock in a] == ["TurnWorkerRole"], bedrock
     assert [r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)] == ["TurnWorkerRole"]
-    # SSM: the sign-in secret for connect and the REST API, the system prompt for the worker (each its own parameter).
-    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["ApiHandlerRole", "TurnWorkerRole",
+    # SSM: the sign-in secret for the token checkers ($connect and the REST API's authorizer), the
+    # system prompt for the worker (each its own parameter); the REST routes trust the authorizer.
+    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["RestAuthorizerRole", "TurnWorkerRole",
                                                                                  "WebsocketConnectRole"]
     assert sorted(r for r, a in actions.items() if "sqs:SendMessage" in a) == ["ApiHandlerRole", "WebsocketMessageRole"]
     assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
@@ -740,6 +746,7 @@ def test_every_handler_of_the_app_is_configured_and_packaged(templates):
     views = {entry.view_name for methods in app.app.routes.values() for entry in methods.values()}
     assert views == {"create_turn", "get_turn", "cancel_turn", "answer", "list_conversations", "get_conversation"}
     assert sorted(stack.functions()) == sorted(set(app.app.handler_map) - views | {stack.API_HANDLER}) == sorted(FUNCTIONS)
+    assert [auth.name for auth in app.app.builtin_auth_handlers] == [stack.REST_AUTHORIZER]
     for template in templates.values():
         functions = {r["Properties"]["Handler"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"}
         assert functions == {"app.app" if name == stack.API_HANDLER else f"app.{name}" for name in FUNCTIONS}

@@ -231,9 +231,13 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
     assert runtime.turns.claim(json.loads(fourth)["turnId"]) is not None  # a worker that then died
     invoke("turn_worker", sqs_event([fourth], receive_count=2))  # how it settles is tests/unit's business
 
-    # The REST API: its own function, with its own execution environment (a verifier that loads the
-    # secret itself); a turn asked, duplicated, run and read back; a socket's queued turn cancelled.
+    # The REST API: its authorizer, its own function with its own execution environment (a verifier
+    # that loads the secret itself); then the routes' function, which trusts the authorizer's verdict:
+    # a turn asked, duplicated, run and read back; a socket's queued turn cancelled.
     runtime.__dict__.pop("verifier", None)
+    allowed = invoke("rest_authorizer", {"type": "TOKEN", "authorizationToken": f"Bearer {make_token('alice')}",
+                                         "methodArn": f"arn:aws:execute-api:{REGION}:{ACCOUNT}:api1/dev/POST/v1/turns"})
+    assert allowed["principalId"] == "alice"
 
     def rest(method: str, path: str, body: Any = None) -> Tuple[int, Dict[str, Any]]:
         start = len(recorder.calls)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from chalice import Chalice, CORSConfig, Response
+from chalice import AuthResponse, Chalice, CORSConfig, Response
 
 from devserver.apigw import ApiGatewayEmulator, events
 from devserver.apigw.integration import Invocation
@@ -61,11 +61,37 @@ def image() -> Response:
     return Response(b"\x89PNG\x00\xff", {"Content-Type": "image/png"})
 
 
+AUTHORIZED: list[str] = []  # the tokens the authorizer function was called with
+
+
+@app.authorizer(ttl_seconds=300)
+def gate(auth_request: Any) -> AuthResponse:
+    AUTHORIZED.append(auth_request.token)
+    if auth_request.token == "Bearer good":
+        return AuthResponse(routes=["*"], principal_id="alice", context={"tier": "gold"})
+    if auth_request.token == "Bearer narrow":
+        return AuthResponse(routes=["/v1/guarded"], principal_id="bob")
+    if auth_request.token == "Bearer broken":
+        raise RuntimeError("the key store is down")
+    raise Exception("Unauthorized")
+
+
+@app.route("/v1/guarded", methods=["GET"], authorizer=gate)
+def guarded() -> dict[str, Any]:
+    return {"authorizer": app.current_request.context.get("authorizer")}
+
+
+@app.route("/v1/also-guarded", methods=["GET"], authorizer=gate)
+def also_guarded() -> dict[str, Any]:
+    return {"authorizer": app.current_request.context.get("authorizer")}
+
+
 @pytest.fixture(autouse=True)
 def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     GATE.clear()
+    AUTHORIZED.clear()
     yield
     GATE.set()
 
@@ -203,3 +229,38 @@ def test_rest_event_nulls_what_the_request_lacks() -> None:
     binary = events.rest_event(facts, "POST", "/v1/turns", "/v1/turns", [("Content-Length", "2")], body=b"\xff\x00",
                                is_binary=True)
     assert (binary["body"], binary["isBase64Encoded"], binary["headers"]) == ("/wA=", True, None)
+
+
+def test_without_a_token_the_authorizer_is_not_called_and_the_answer_is_401(emulator: ApiGatewayEmulator) -> None:
+    status, headers, body = call(emulator.rest_url + "/v1/guarded")
+    assert status == 401 and headers["x-amzn-ErrorType"] == "UnauthorizedException"
+    assert headers["WWW-Authenticate"].startswith("Bearer") and headers["Access-Control-Allow-Origin"] == "*"
+    assert json.loads(body)["error"]["code"] == "unauthorized" and AUTHORIZED == []
+
+
+@pytest.mark.parametrize("token, status, kind", [
+    ("Bearer refused", 401, "unauthorized"),  # raised "Unauthorized"
+    ("Bearer broken", 500, "internal"),  # raised anything else: AUTHORIZER_FAILURE
+])
+def test_an_authorizer_that_refuses_or_fails_keeps_the_request_from_the_route(
+        emulator: ApiGatewayEmulator, token: str, status: int, kind: str) -> None:
+    answered, _, body = call(emulator.rest_url + "/v1/guarded", headers={"Authorization": token})
+    assert answered == status and json.loads(body)["error"]["code"] == kind
+    assert AUTHORIZED == [token]
+
+
+def test_an_allowed_token_reaches_the_route_with_its_principal_and_is_cached(emulator: ApiGatewayEmulator) -> None:
+    good = {"Authorization": "Bearer good"}
+    for path in ("/v1/guarded", "/v1/guarded", "/v1/also-guarded"):
+        status, _, body = call(emulator.rest_url + path, headers=good)
+        assert status == 200 and json.loads(body)["authorizer"] == {"principalId": "alice", "tier": "gold"}
+    assert AUTHORIZED == ["Bearer good"]  # once per token for its TTL, whichever route it calls
+
+
+def test_a_policy_that_does_not_name_the_route_is_403(emulator: ApiGatewayEmulator) -> None:
+    narrow = {"Authorization": "Bearer narrow"}
+    assert call(emulator.rest_url + "/v1/guarded", headers=narrow)[0] == 200
+    status, headers, body = call(emulator.rest_url + "/v1/also-guarded", headers=narrow)
+    assert status == 403 and headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    assert json.loads(body)["error"]["code"] == "unauthorized"
+    assert AUTHORIZED == ["Bearer narrow"]  # the cached policy decided the second call

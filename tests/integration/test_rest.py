@@ -125,14 +125,27 @@ def test_forty_second_answers_asked_as_a_turn_and_as_a_one_shot_question_are_rea
     "body",
     ["{nope", "[]", "{}", '{"prompt": ""}', '{"prompt": 5}', json.dumps({"prompt": "x" * 25_001})],
 )
-def test_a_malformed_body_gets_400_with_the_messages_the_socket_gets(stack, body):
+def test_a_malformed_body_is_refused_by_api_gateway_as_the_socket_refuses_it(stack, body):
+    """The packaged API's model answers (400 BAD_REQUEST_BODY, in the envelope, the validator's words
+    in ``details``) before the function runs; the WebSocket's own validation refuses the same body."""
     user = unique_user("rest")
     status, headers, answer = call(stack, "POST", "/v1/turns", user, body)
     with stack.connect(user) as ws:
         ws.send(body)
         (event,) = receive_turn(ws)
     assert status == 400 and headers["Content-Type"] == "application/json"
-    assert answer == {"error": {"code": "invalid_request", "message": event["message"], "retryable": False}}
+    assert answer["error"] | {"details": ""} == {
+        "code": "invalid_request", "message": "Invalid request body", "retryable": False, "details": ""}
+    assert answer["error"]["details"]  # what the model found wrong
+    assert event["type"] == "error" and event["code"] == "invalid_request"
+
+
+def test_what_the_model_cannot_see_the_function_refuses_with_the_sockets_message(stack):
+    user = unique_user("rest")
+    status, _, answer = call(stack, "POST", "/v1/turns", user, {"prompt": "hi", "requestId": "a"},
+                             headers={"Idempotency-Key": "b"})
+    assert status == 400 and "details" not in answer["error"]  # the function's own answer
+    assert answer["error"]["code"] == "invalid_request" and "Idempotency-Key" in answer["error"]["message"]
 
 
 def test_another_users_turn_does_not_exist(stack):

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import pytest
 
 from chalicelib.gateway import NO_CONNECTION
+from chalicelib.handlers import rest
+from chalicelib.http import HttpError
 from chalicelib.turns import ids
-from tests.support.events import ws_event
 from tests.support.tokens import make_token
 from tests.support.worker import drain_queue, run_queued
 
@@ -60,18 +62,44 @@ def test_without_a_conversation_each_rest_turn_is_its_own_session(api, client, s
     assert len(set(sessions)) == 3 and ids.session_id("alice", "trip", "ignored") in sessions
 
 
-@pytest.mark.parametrize("user, token, problem", [
-    (None, None, "Send a token"),
-    (None, make_token("alice", secret="another-secret-another-secret-0123456789"), "The token was refused"),
-    (None, make_token("alice", ttl=-120), "The token was refused"),
+def authorizer_event(token: Optional[str], method: str = "POST", path: str = "v1/turns") -> Dict[str, Any]:
+    """The TOKEN event API Gateway sends the REST API's authorizer."""
+    return {"type": "TOKEN", "authorizationToken": token,
+            "methodArn": f"arn:aws:execute-api:us-east-1:123456789012:api1/dev/{method}/{path}"}
+
+
+def test_the_authorizer_names_the_tokens_user_and_allows_every_route(client):
+    """One policy for every route: API Gateway caches it for the token, whichever route comes next."""
+    result = client.lambda_.invoke("rest_authorizer", authorizer_event(f"Bearer {make_token('alice')}")).payload
+    assert result["principalId"] == "alice"
+    (statement,) = result["policyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "execute-api:Invoke"
+    assert statement["Resource"] == ["arn:aws:execute-api:us-east-1:123456789012:api1/dev/*/*"]
+
+
+@pytest.mark.parametrize("header", [
+    "", "Bearer", f"Basic {make_token('alice')}", "Bearer not-a-token",
+    f"Bearer {make_token('alice', secret='another-secret-another-secret-0123456789')}",
+    f"Bearer {make_token('alice', ttl=-120)}",
 ])
-def test_a_missing_or_refused_token_is_401_and_nothing_is_queued(api, settings, user, token, problem):
-    status, headers, body = api("POST", "/v1/turns", user=user, token=token, body={"prompt": "hi"})
-    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
-    assert body["error"]["code"] == "unauthorized" and problem in body["error"]["message"]
-    assert body["error"]["retryable"] is False
+def test_the_authorizer_refuses_a_missing_or_bad_token_with_api_gateways_401(client, header):
+    # Exactly "Unauthorized": the one failure API Gateway answers with 401 (UNAUTHORIZED) rather than 500.
+    with pytest.raises(rest.Unauthorized, match="^Unauthorized$"):
+        client.lambda_.invoke("rest_authorizer", authorizer_event(header))
+
+
+def test_without_a_token_the_route_never_runs(api, settings):
+    status, _, body = api("POST", "/v1/turns", user=None, body={"prompt": "hi"})
+    assert status == 401 and body == {"message": "Unauthorized"}  # Chalice's LocalGateway, as API Gateway's default
     assert drain_queue(settings) == []
-    assert api("GET", "/v1/turns/abc", user=user, token=token)[0] == 401
+
+
+def test_a_route_trusts_only_the_authorizers_principal():
+    request = SimpleNamespace(context={}, headers={"Authorization": f"Bearer {make_token('alice')}"})
+    with pytest.raises(HttpError) as refused:
+        rest.user_of(request)  # a header alone is no identity: only the authorizer's verdict is
+    assert refused.value.failure.code == "unauthorized"
+    assert rest.user_of(SimpleNamespace(context={"authorizer": {"principalId": "bob"}}, headers={})) == "bob"
 
 
 @pytest.mark.parametrize("body, problem", [
