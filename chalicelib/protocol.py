@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 MAX_PROMPT_CHARS = 25_000  # InvokeAgent's inputText limit
 MAX_ID_CHARS = 128
 MAX_DEPTH = 32  # nesting of objects and lists in one frame (tool results are a few levels deep)
+MAX_FILE_NAME_CHARS = 255  # an upload's fileName (most file systems' limit); documents.upload applies the rest
+MAX_CONTENT_TYPE_CHARS = 255  # an upload's contentType (RFC 6838: 127 for the type, 127 for the subtype, "/")
 
 
 
@@ -102,7 +104,30 @@ class ReturnControlResults:
     results: List[Dict[str, Any]]
 
 
-ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults, UsageQuery]
+@dataclass(frozen=True)
+class Upload:
+    """A document the user wants to upload (issue #12), as the client describes it. Only its shape
+    is checked here: ``documents.upload.check_upload`` applies the rules (kinds, content types, the
+    size limit, a plain file name) before anything is signed."""
+
+    file_name: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DocumentsQuery:
+    """The user's documents and where each stands, answered with a ``documents`` event."""
+
+
+@dataclass(frozen=True)
+class DeleteDocument:
+    """Delete one of the user's documents (its upload, its chunks, its place in the knowledge base)."""
+
+    document_id: str
+
+
+ClientMessage = Union[Ask, Ping, Resume, Cancel, ReturnControlResults, UsageQuery, Upload, DocumentsQuery, DeleteDocument]
 
 MAX_RESULTS = 20
 _RESULT_KINDS = ("apiResult", "functionResult")
@@ -146,8 +171,8 @@ def validator(definition: str = "ClientMessage") -> Callable[[Any], Any]:
 
 # ---- client -> server messages -------------------------------------------------------------
 
-_ACTIONS = '"ask", "resume", "cancel", "return_control", "usage" or "ping"'
-_ID_FIELDS = ("turnId", "invocationId", "conversationId", "requestId")
+_ACTIONS = '"ask", "resume", "cancel", "return_control", "usage", "ping", "upload", "documents" or "delete"'
+_ID_FIELDS = ("turnId", "invocationId", "conversationId", "requestId", "documentId")
 
 
 def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT_CHARS) -> ClientMessage:
@@ -184,6 +209,12 @@ def parse_client_message(body: Optional[str], max_prompt_chars: int = MAX_PROMPT
         return Cancel(data["turnId"])
     if action == "return_control":
         return ReturnControlResults(data["turnId"], data["invocationId"], data["results"])
+    if action == "upload":
+        return Upload(data["fileName"], data["contentType"], data["size"])
+    if action == "documents":
+        return DocumentsQuery()
+    if action == "delete":
+        return DeleteDocument(data["documentId"])
     prompt = data["prompt"]
     if len(prompt) > max_prompt_chars:
         raise ProtocolError(_too_long(prompt, max_prompt_chars), request_id=_request_id_of(data))
@@ -255,6 +286,13 @@ def explain(exc: Any, data: Any) -> str:
         return "\"fromSeq\" must be a whole number, 0 or more: the last seq of the turn you already have."
     if field in _ID_FIELDS:
         return f"\"{field}\" must be a non-empty string of at most {MAX_ID_CHARS} characters."
+    if field == "fileName":
+        return f"\"fileName\" must be the file's name: a string of 1 to {MAX_FILE_NAME_CHARS} characters."
+    if field == "contentType":
+        return (f"\"contentType\" must be the file's media type, such as \"application/pdf\" "
+                f"(1 to {MAX_CONTENT_TYPE_CHARS} characters).")
+    if field == "size":
+        return "\"size\" must be the file's size in bytes: a whole number, 1 or more."
     # A rule added to the schema without words here: still say what and where.
     return "The message does not follow the protocol: " + exc.message.replace("data.", "", 1)
 
@@ -344,6 +382,66 @@ def usage_period(
 def usage_event(day: Dict[str, Any], month: Dict[str, Any]) -> Event:
     """The answer to ``usage``: the user's tokens and budgets this UTC day and month (``usage_period``)."""
     return {"type": "usage", "day": day, "month": month}
+
+
+class DocumentStatus(StrEnum):
+    """Where a document stands, in the order the pipeline moves it (issue #12); ``failed`` and
+    ``deleted`` end it. Stable words: clients branch on them."""
+
+    UPLOADED = "uploaded"
+    EXTRACTED = "extracted"
+    INGESTING = "ingesting"
+    INDEXED = "indexed"
+    ANALYSED = "analysed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+def upload_event(document_id: str, url: str, fields: Dict[str, str], expires_at_ms: int) -> Event:
+    """The answer to ``upload``: POST the file to ``url`` as multipart/form-data with ``fields``
+    (then the file, last) before ``expiresAt`` (epoch milliseconds)."""
+    return {"type": "upload", "documentId": document_id, "url": url, "fields": fields, "expiresAt": expires_at_ms}
+
+
+def document_analysis(summary: str, topics: List[str]) -> Dict[str, Any]:
+    """What the pipeline's analysis found in a document: a ``document`` event's ``analysis``."""
+    return {"summary": summary, "topics": topics}
+
+
+def document_event(
+    document_id: str,
+    file_name: str,
+    status: DocumentStatus,
+    code: Optional[str] = None,
+    message: Optional[str] = None,
+    analysis: Optional[Dict[str, Any]] = None,
+) -> Event:
+    """A document moved on (pushed to the owner's connections); ``failed`` carries ``code`` and ``message``."""
+    return _without_none(
+        type="document", documentId=document_id, fileName=file_name, status=status, code=code, message=message,
+        analysis=analysis,
+    )
+
+
+def document_entry(
+    document_id: str,
+    file_name: str,
+    status: DocumentStatus,
+    updated_at_ms: int,
+    code: Optional[str] = None,
+    message: Optional[str] = None,
+    analysis: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """One document of a ``documents`` event: where it stands since ``updatedAt`` (epoch milliseconds)."""
+    return _without_none(
+        documentId=document_id, fileName=file_name, status=status, updatedAt=updated_at_ms, code=code,
+        message=message, analysis=analysis,
+    )
+
+
+def documents_event(documents: List[Dict[str, Any]]) -> Event:
+    """The answer to ``documents``: the user's documents (``document_entry``)."""
+    return {"type": "documents", "documents": documents}
 
 
 def encode(event: Event) -> bytes:

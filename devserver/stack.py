@@ -51,6 +51,7 @@ class StackConfig:
     worker_concurrency: int = 8  # WORKER_CONCURRENCY (the event source's maximum concurrency)
     first_token_delay_s: float = 0.0  # FIRST_TOKEN_DELAY_S (Bedrock emulator)
     chunk_delay_s: float = 0.02  # CHUNK_DELAY_S (Bedrock emulator)
+    ingestion_delay_s: float = 1.5  # INGESTION_DELAY_S (Bedrock emulator: how long a knowledge base sync takes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "StackConfig":
@@ -101,6 +102,7 @@ class LocalStack:
         env["AWS_ENDPOINT_URL_DYNAMODB"] = moto_url
         env["AWS_ENDPOINT_URL_SQS"] = moto_url
         env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = moto_url
+        env["AWS_ENDPOINT_URL_S3"] = moto_url  # documents, and the knowledge base's data source
 
         from devserver.resources import provision, subscribe_turn_events
 
@@ -115,17 +117,26 @@ class LocalStack:
         self.turn_events_queue_url = subscribe_turn_events(events, sqs, bus) if bus else None
 
         if not self.use_real_bedrock:
-            from devserver.bedrock import BedrockEmulator
+            from devserver.bedrock import BedrockEmulator, KnowledgeBaseConfig
+            from devserver.bedrock.knowledge import LOCAL_DOCUMENTS_BUCKET
 
+            # One knowledge base whose S3 data source (DOCUMENTS_BUCKET, prefix kb/) is in moto.
+            knowledge_base = KnowledgeBaseConfig(
+                moto_url, bucket=env.setdefault("DOCUMENTS_BUCKET", LOCAL_DOCUMENTS_BUCKET), region=region,
+                ingestion_delay=self.config.ingestion_delay_s,
+            )
             bedrock = BedrockEmulator(
                 LOCAL_HOST,
                 free_port(),
                 first_token_delay=self.config.first_token_delay_s,
                 chunk_delay=self.config.chunk_delay_s,
+                knowledge_base=knowledge_base,
             ).start()
             self._started.append(bedrock)
-            for service in ("BEDROCK_AGENT_RUNTIME", "BEDROCK_RUNTIME", "BEDROCK_AGENTCORE"):
+            for service in ("BEDROCK_AGENT_RUNTIME", "BEDROCK_RUNTIME", "BEDROCK_AGENTCORE", "BEDROCK_AGENT"):
                 env[f"AWS_ENDPOINT_URL_{service}"] = bedrock.url
+            env.setdefault("KNOWLEDGE_BASE_ID", knowledge_base.knowledge_base_id)
+            env.setdefault("KNOWLEDGE_BASE_DATA_SOURCE_ID", knowledge_base.data_source_id)
             env.setdefault("AGENT_ID", "LOCALAGENT")
             env.setdefault("AGENT_ALIAS_ID", "LOCALALIAS")
             env.setdefault("MODEL_ID", "local.echo-model")

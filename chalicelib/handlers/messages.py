@@ -108,3 +108,6 @@ def _act(
             actions.return_control(runtime, reply, connection, message, context["apiId"], context["stage"])
         elif isinstance(message, UsageQuery):
             actions.usage(runtime, reply, connection)
+        else:  # parsed, but not served here: say so rather than leave the client waiting
+            text = f"This server does not serve the {type(message).__name__} action yet."
+            reply(protocol.error_event(protocol.ErrorCode.INVALID_REQUEST, text, retryable=False))

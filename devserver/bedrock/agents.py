@@ -2,7 +2,9 @@
 
 ``POST /agents/{agentId}/agentAliases/{agentAliasId}/sessions/{sessionId}/text``. Without
 ``streamingConfigurations.streamFinalResponse=true`` the whole answer comes as ONE chunk at the
-end (after the same total delay), like the real service.
+end (after the same total delay), like the real service. ``!kb WORDS`` answers from the knowledge
+base (``knowledge``) through the filter of ``sessionState.knowledgeBaseConfigurations``, as an
+agent associated with it retrieves.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from devserver.bedrock import filters
 from devserver.bedrock.errors import validation
 from devserver.bedrock.eventstream import event, exception
+from devserver.bedrock.knowledge import DEFAULT_RESULTS, KnowledgeBase, check_count
 from devserver.bedrock.scenarios import (
-    STREAM_ERROR, STREAM_THROTTLE, Pacing, Plan, base_answer, parse_command, timed_pieces,
+    NO_PASSAGES, STREAM_ERROR, STREAM_THROTTLE, Pacing, Plan, base_answer, parse_command, timed_pieces,
 )
 
 __all__ = ["MAX_INPUT_CHARS", "OPERATION", "PATH", "URI_LABELS", "AgentRequest", "completion", "parse_request"]
@@ -44,6 +48,7 @@ class AgentRequest:
     text: str
     streaming: bool
     trace: bool
+    citations: tuple[dict[str, Any], ...] = ()  # ``!kb``: the passages' sources, sent as the last chunk's attribution
 
     @property
     def throttle_key(self) -> tuple[str, ...]:
@@ -62,8 +67,8 @@ class AgentRequest:
 
 
 def parse_request(agent_id: str, alias_id: str, session_id: str, body: dict[str, Any],
-                  max_input_chars: int = MAX_INPUT_CHARS) -> AgentRequest:
-    """Validate as the service does (raising ``ServiceError``) and work out the answer."""
+                  max_input_chars: int = MAX_INPUT_CHARS, knowledge: KnowledgeBase | None = None) -> AgentRequest:
+    """Validate as the service does (raising ``ServiceError``) and work out the answer (``!kb``: from ``knowledge``)."""
     _check_id("sessionId", session_id)
     if "memoryId" in body:
         _check_id("memoryId", body["memoryId"])
@@ -87,12 +92,15 @@ def parse_request(agent_id: str, alias_id: str, session_id: str, body: dict[str,
         assert prompt is not None  # refused above when there are no results
         command, arg = parse_command(prompt)
         text = base_answer(prompt, command, arg)
-    return AgentRequest(
+    request = AgentRequest(
         agent_id=agent_id, alias_id=alias_id, session_id=session_id, memory_id=body.get("memoryId"),
         prompt=prompt or "", command=command, arg=arg, text=text,
         streaming=(body.get("streamingConfigurations") or {}).get("streamFinalResponse") is True,
         trace=body.get("enableTrace") is True,
     )
+    if command == "!kb":
+        return _from_knowledge(request, state, knowledge)
+    return request
 
 
 def completion(request: AgentRequest, pacing: Pacing) -> Plan:
@@ -116,15 +124,60 @@ def completion(request: AgentRequest, pacing: Pacing) -> Plan:
     timed = timed_pieces(request.text, command, request.arg, pacing)
     if not request.streaming and command != "!stream-error":
         timed = [(sum(wait for wait, _ in timed), request.text)]
-    for wait, piece in timed:
+    for i, (wait, piece) in enumerate(timed, 1):
         yield wait
-        yield event("chunk", {"bytes": base64.b64encode(piece.encode("utf-8")).decode("ascii")})
+        payload: dict[str, Any] = {"bytes": base64.b64encode(piece.encode("utf-8")).decode("ascii")}
+        if request.citations and i == len(timed):
+            payload["attribution"] = {"citations": list(request.citations)}
+        yield event("chunk", payload)
     if command == "!stream-error":
         yield pacing.chunk_delay
         yield exception(*STREAM_ERROR)
         return
     if request.trace:  # the orchestration model's invocation ends: its trace reports the tokens
         yield event("trace", {**ids, "agentVersion": "DRAFT", "eventTime": _now(), "trace": _usage_part(request)})
+
+
+def _from_knowledge(request: AgentRequest, state: dict[str, Any], knowledge: KnowledgeBase | None) -> AgentRequest:
+    """``!kb WORDS``: the passages containing every word, each cited with the chunk it comes from.
+
+    Only the chunks the filter of this knowledge base's entry in ``knowledgeBaseConfigurations``
+    admits are searched, at most its ``numberOfResults``. Without such an entry there is no filter
+    and every indexed chunk is searched, as the agent does: why the app must always send one.
+    """
+    retrieval_filter, count = _session_retrieval(state, knowledge)
+    chunks = knowledge.passages(request.prompt[len("!kb"):], count, retrieval_filter) if knowledge else []
+    if not chunks:
+        return replace(request, text=NO_PASSAGES)
+    passages = [chunk.text.strip() for chunk in chunks]
+    citations, start = [], 0
+    for passage, chunk in zip(passages, chunks, strict=True):
+        span = {"start": start, "end": start + len(passage) - 1}
+        citations.append({"generatedResponsePart": {"textResponsePart": {"text": passage, "span": span}},
+                          "retrievedReferences": [chunk.reference()]})
+        start += len(passage) + 2  # the blank line between passages
+    return replace(request, text="\n\n".join(passages), citations=tuple(citations))
+
+
+def _session_retrieval(state: dict[str, Any], knowledge: KnowledgeBase | None) -> tuple[dict[str, Any] | None, int]:
+    """(filter, numberOfResults) of the knowledge base's first entry in ``knowledgeBaseConfigurations``."""
+    configurations = state.get("knowledgeBaseConfigurations") or []
+    if not isinstance(configurations, list):
+        raise validation("sessionState.knowledgeBaseConfigurations must be a list")
+    found: tuple[dict[str, Any] | None, int] | None = None
+    for i, configuration in enumerate(configurations):
+        where = f"sessionState.knowledgeBaseConfigurations[{i}]"
+        if not isinstance(configuration, dict) or not isinstance(configuration.get("retrievalConfiguration"), dict):
+            raise validation(f"{where} needs knowledgeBaseId and retrievalConfiguration")
+        search = configuration["retrievalConfiguration"].get("vectorSearchConfiguration") or {}
+        retrieval_filter, count = search.get("filter"), search.get("numberOfResults", DEFAULT_RESULTS)
+        if retrieval_filter is not None:
+            filters.check(retrieval_filter, f"{where}.retrievalConfiguration.vectorSearchConfiguration.filter")
+        check_count(count, f"{where}.retrievalConfiguration.vectorSearchConfiguration.numberOfResults")
+        ours = knowledge is not None and configuration.get("knowledgeBaseId") == knowledge.config.knowledge_base_id
+        if found is None and ours:
+            found = (retrieval_filter, count)
+    return found or (None, DEFAULT_RESULTS)
 
 
 def _check_id(name: str, value: Any) -> None:

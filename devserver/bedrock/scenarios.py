@@ -17,6 +17,9 @@ anything else          ``You said: <prompt>``, about a word per chunk
 ``!trace``             two ``trace`` events first when ``enableTrace`` is true
 ``!return-control``    a ``returnControl`` event, no text (InvokeAgent only)
 ``!files``             a ``files`` event (a small CSV) before the answer (InvokeAgent only)
+``!kb WORDS``          the passages of the knowledge base's indexed chunks that contain every
+                       word (case-insensitive), among those the request's knowledge base filter
+                       admits, cited in ``attribution``; else ``NO_PASSAGES`` (InvokeAgent only)
 =====================  ======================================================
 
 Each API module turns these into its own frames; the shared rules live here so the three
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from devserver.bedrock.errors import ServiceError, validation
 
 __all__ = [
-    "BIG_CHUNK_CHARS", "MAX_BIG_CHARS", "STREAM_ERROR", "STREAM_THROTTLE", "THROTTLE_MESSAGE",
+    "BIG_CHUNK_CHARS", "MAX_BIG_CHARS", "NO_PASSAGES", "STREAM_ERROR", "STREAM_THROTTLE", "THROTTLE_MESSAGE",
     "Pacing", "Plan", "answer_pieces", "base_answer", "big_answer", "check_throttle",
     "parse_command", "piece_delays", "split_words", "timed_pieces",
 ]
@@ -42,6 +45,8 @@ THROTTLE_MESSAGE = "Rate exceeded (emulated). Reduce the frequency of requests."
 #: In-stream errors as (modelled exception member, message).
 STREAM_THROTTLE = ("throttlingException", THROTTLE_MESSAGE)
 STREAM_ERROR = ("internalServerException", "Injected stream error (emulated).")
+#: ``!kb``'s answer when no indexed chunk it may search contains the words.
+NO_PASSAGES = "No passages in the knowledge base match."
 
 _COMMAND = re.compile(r"^(![a-z-]+)(?:\s+(\d+(?:\.\d+)?))?")
 _PAD = "lorem ipsum dolor sit amet consectetur adipiscing elit "

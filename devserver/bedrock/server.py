@@ -1,10 +1,11 @@
-"""The Bedrock emulator's HTTP side: one loopback server routing to the three emulated APIs.
+"""The Bedrock emulator's HTTP side: one loopback server routing to the emulated APIs.
 
-Each request is validated by its API module (``agents``, ``converse``, ``agentcore``), which
-returns a plan; the handler sends every frame of that plan as its own HTTP chunk as soon as it
-is due, so the app's streaming is exercised against botocore's real parsers. ``GET /ping``
-answers 200 for readiness checks; a request without an Authorization header gets 403 (any
-signature is accepted, unchecked).
+Each streaming request is validated by its API module (``agents``, ``converse``, ``agentcore``),
+which returns a plan; the handler sends every frame of that plan as its own HTTP chunk as soon as
+it is due, so the app's streaming is exercised against botocore's real parsers. The knowledge
+base's JSON operations (``ingestion``: bedrock-agent's ingestion jobs; ``retrieve``: Retrieve)
+answer one JSON body. ``GET /ping`` answers 200 for readiness checks; any other request without
+an Authorization header gets 403 (any signature is accepted, unchecked).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from devserver.bedrock import agentcore, agents, converse
+from devserver.bedrock import agentcore, agents, converse, ingestion, retrieve
+from devserver.bedrock.knowledge import (
+    DEFAULT_INGESTION_DELAY, LOCAL_DOCUMENTS_BUCKET, KnowledgeBase, KnowledgeBaseConfig,
+)
 from devserver.redact import redact
 from devserver.bedrock.agents import MAX_INPUT_CHARS
 from devserver.bedrock.errors import ServiceError
@@ -73,12 +77,14 @@ class _Server(ThreadingHTTPServer):
 
 
 class BedrockEmulator:
-    """Bedrock InvokeAgent + ConverseStream + InvokeAgentRuntime over loopback HTTP/1.1.
+    """Bedrock InvokeAgent + ConverseStream + InvokeAgentRuntime over loopback HTTP/1.1, and with
+    ``knowledge_base`` a knowledge base: ingestion jobs (bedrock-agent), Retrieve and ``!kb``.
 
     Thread-safe: each connection is served by its own daemon thread; shared
     state (recorded requests, sessions already throttled) sits behind a lock.
     The three operation methods are the extension points (``bench.agent.RecordingBedrock``
     wraps ``invoke_agent``): each validates, applies throttling and returns the plan to send.
+    Without ``knowledge_base`` every knowledge base id is a ResourceNotFoundException.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class BedrockEmulator:
         first_token_delay: float = 0.0,
         chunk_delay: float = 0.01,
         max_input_chars: int = MAX_INPUT_CHARS,
+        knowledge_base: KnowledgeBaseConfig | None = None,
         verbose: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost"):
@@ -98,6 +105,7 @@ class BedrockEmulator:
         self.chunk_delay = chunk_delay
         self.max_input_chars = max_input_chars
         self.verbose = verbose
+        self.knowledge = KnowledgeBase(knowledge_base) if knowledge_base is not None else None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._throttled_once: set[tuple[str, ...]] = set()
@@ -128,6 +136,8 @@ class BedrockEmulator:
         if server is None:
             return
         self._stopping.set()
+        if self.knowledge is not None:
+            self.knowledge.close()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -194,7 +204,7 @@ class BedrockEmulator:
         self, agent_id: str, alias_id: str, session_id: str, body: dict[str, Any]
     ) -> tuple[dict[str, str], Plan]:
         """Validate an InvokeAgent request and plan its ``completion`` stream."""
-        request = agents.parse_request(agent_id, alias_id, session_id, body, self.max_input_chars)
+        request = agents.parse_request(agent_id, alias_id, session_id, body, self.max_input_chars, self.knowledge)
         self._throttle(request.command, request.throttle_key)
         return request.headers(), agents.completion(request, self._pacing())
 
@@ -209,6 +219,12 @@ class BedrockEmulator:
         request = agentcore.parse_request(runtime_arn, session_id, body)
         self._throttle(request.command, request.throttle_key)
         return agentcore.events(request, self._pacing())
+
+    def knowledge_operation(self, operation: str, labels: tuple[str, ...],
+                            body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One JSON operation of the knowledge base (Retrieve, or an ingestion job's): (status, body)."""
+        api = retrieve if operation == retrieve.OPERATION else ingestion
+        return api.handle(self.knowledge, operation, labels, body)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -245,9 +261,15 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == "/ping":
             self._send_json(200, {"status": "ok"})
         else:
-            self._send_error(ServiceError(404, "UnknownOperationException", "Unknown operation"))
+            self._serve("GET")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
 
     def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
         emulator = self.server.emulator
         path = urlsplit(self.path).path
         content_type = _EVENTSTREAM
@@ -261,8 +283,15 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ServiceError(400, "SerializationException", "Request body is not valid JSON") from None
             if not isinstance(body, dict):
                 raise ServiceError(400, "SerializationException", "Request body must be a JSON object")
-            headers: dict[str, str]
-            if match := agents.PATH.match(path):
+            answer: tuple[int, dict[str, Any]] | None = None
+            headers: dict[str, str] = {}
+            plan: Plan = iter(())
+            if found := ingestion.match(method, path) or retrieve.match(method, path):
+                emulator._record(found[0], unquote(path), body)
+                answer = emulator.knowledge_operation(*found, body)
+            elif method != "POST":
+                raise ServiceError(404, "UnknownOperationException", f"No operation at {method} {path}")
+            elif match := agents.PATH.match(path):
                 emulator._record(agents.OPERATION, unquote(path), body)
                 agent_id, alias_id, session_id = map(unquote, match.groups())
                 headers, plan = emulator.invoke_agent(agent_id, alias_id, session_id, body)
@@ -283,7 +312,10 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # noqa: BLE001 - an emulator bug: answer 500 rather than drop the connection
             self._send_error(ServiceError(500, "InternalServerException", f"emulator error: {err!r}"))
             return
-        self._stream(headers, plan, content_type)
+        if answer is not None:
+            self._send_json(*answer, {"x-amzn-RequestId": self._request_id()})
+        else:
+            self._stream(headers, plan, content_type)
 
     def _request_id(self) -> str:
         return str(uuid.uuid4())
@@ -328,18 +360,26 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m devserver.bedrock --port N``: serve until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m devserver.bedrock",
-        description="Local Bedrock (InvokeAgent, ConverseStream, InvokeAgentRuntime) emulator",
+        description="Local Bedrock (InvokeAgent, ConverseStream, InvokeAgentRuntime, a knowledge base) emulator",
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--first-token-delay", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.01)
     parser.add_argument("--quiet", action="store_true", help="no request log")
+    parser.add_argument("--s3-endpoint", help="S3 (e.g. moto) endpoint of the knowledge base's data source; "
+                        "without it there is no knowledge base")
+    parser.add_argument("--kb-bucket", default=LOCAL_DOCUMENTS_BUCKET, help="the data source's bucket")
+    parser.add_argument("--ingestion-delay", type=float, default=DEFAULT_INGESTION_DELAY,
+                        help="seconds an ingestion job takes")
     args = parser.parse_args(argv)
+    knowledge_base = None
+    if args.s3_endpoint:
+        knowledge_base = KnowledgeBaseConfig(args.s3_endpoint, bucket=args.kb_bucket, ingestion_delay=args.ingestion_delay)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     with BedrockEmulator(port=args.port, first_token_delay=args.first_token_delay,
-                         chunk_delay=args.chunk_delay, verbose=not args.quiet) as emulator:
+                         chunk_delay=args.chunk_delay, knowledge_base=knowledge_base, verbose=not args.quiet) as emulator:
         print(f"Bedrock emulator listening on {emulator.url}", flush=True)
         while not done.wait(0.5):
             pass

@@ -68,6 +68,12 @@ def test_binary_frames_are_decoded_or_refused(connected, management, settings):
     assert management.events("c1")[0]["type"] == "accepted"
 
 
+def test_an_action_parsed_but_not_served_is_answered_not_dropped(connected, management):
+    send(connected, '{"action": "documents"}')
+    (event,) = management.events("c1")
+    assert event["type"] == "error" and event["code"] == "invalid_request" and "DocumentsQuery" in event["message"]
+
+
 def test_ping_gets_pong(connected, management):
     send(connected, '{"action": "ping"}')
     assert management.events("c1") == [{"type": "pong"}]

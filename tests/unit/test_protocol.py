@@ -3,7 +3,20 @@ import json
 import pytest
 
 from chalicelib import protocol
-from chalicelib.protocol import Ask, Cancel, Ping, ProtocolError, Resume, ReturnControlResults, UsageQuery, parse_client_message
+from chalicelib.protocol import (
+    Ask,
+    Cancel,
+    DeleteDocument,
+    DocumentsQuery,
+    DocumentStatus,
+    Ping,
+    ProtocolError,
+    Resume,
+    ReturnControlResults,
+    Upload,
+    UsageQuery,
+    parse_client_message,
+)
 
 
 def test_ask_is_the_default_action_and_unknown_fields_are_ignored():
@@ -35,6 +48,65 @@ def test_return_control_results():
 def test_resume_and_cancel_name_a_turn():
     assert parse_client_message('{"action": "resume", "turnId": "t1"}') == Resume("t1")
     assert parse_client_message('{"action": "cancel", "turnId": "t1"}') == Cancel("t1")
+
+
+def test_upload_is_parsed_as_the_client_describes_the_file():
+    body = {"action": "upload", "fileName": "Q3 report.PDF", "contentType": "application/pdf; x=y", "size": 2048, "prompt": "x"}
+    assert parse_client_message(json.dumps(body)) == Upload("Q3 report.PDF", "application/pdf; x=y", 2048)
+
+
+def test_upload_checks_only_the_shape_here():
+    # The rules (kinds, types, limit) are documents.upload.check_upload's, applied by the action.
+    body = {"action": "upload", "fileName": "setup.exe", "contentType": "application/x-msdownload", "size": 10**9}
+    assert parse_client_message(json.dumps(body)) == Upload("setup.exe", "application/x-msdownload", 10**9)
+
+
+def test_documents_and_delete():
+    assert parse_client_message('{"action": "documents", "documentId": "ignored"}') == DocumentsQuery()
+    assert parse_client_message('{"action": "delete", "documentId": "0f8e5a3c"}') == DeleteDocument("0f8e5a3c")
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ('{"action": "upload", "contentType": "text/plain", "size": 1}', '"fileName" is missing'),
+        ('{"action": "upload", "fileName": "a.txt", "size": 1}', '"contentType" is missing'),
+        ('{"action": "upload", "fileName": "a.txt", "contentType": "text/plain"}', '"size" is missing'),
+        ('{"action": "upload", "fileName": "", "contentType": "text/plain", "size": 1}', "1 to 255 characters"),
+        ('{"action": "upload", "fileName": 5, "contentType": "text/plain", "size": 1}', "the file's name"),
+        ('{"action": "upload", "fileName": "a.txt", "contentType": "", "size": 1}', "media type"),
+        ('{"action": "upload", "fileName": "a.txt", "contentType": "text/plain", "size": 0}', "1 or more"),
+        ('{"action": "upload", "fileName": "a.txt", "contentType": "text/plain", "size": 1.5}', "whole number"),
+        ('{"action": "upload", "fileName": "a.txt", "contentType": "text/plain", "size": "1"}', "size in bytes"),
+        ('{"action": "delete"}', '"documentId" is missing'),
+        ('{"action": "delete", "documentId": ""}', '"documentId" must be a non-empty string'),
+        ('{"action": "erase", "documentId": "d"}', '"upload", "documents" or "delete"'),
+    ],
+)
+def test_bad_document_messages_say_what_to_fix(body, fragment):
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(body)
+    assert caught.value.code == "invalid_request"
+    assert fragment in caught.value.message
+
+
+def test_document_events():
+    assert protocol.upload_event("d1", "https://b.s3.amazonaws.com/", {"key": "k"}, 1_790_000_000_000) == {
+        "type": "upload", "documentId": "d1", "url": "https://b.s3.amazonaws.com/", "fields": {"key": "k"},
+        "expiresAt": 1_790_000_000_000,
+    }
+    assert protocol.document_event("d1", "a.pdf", DocumentStatus.INDEXED) == {
+        "type": "document", "documentId": "d1", "fileName": "a.pdf", "status": "indexed",
+    }
+    failed = protocol.document_event("d1", "a.pdf", DocumentStatus.FAILED, "encrypted", "Protected.")
+    assert (failed["code"], failed["message"]) == ("encrypted", "Protected.")
+    analysed = protocol.document_event("d1", "a.pdf", DocumentStatus.ANALYSED, analysis=protocol.document_analysis("S.", ["t"]))
+    assert analysed["analysis"] == {"summary": "S.", "topics": ["t"]}
+    entry = protocol.document_entry("d1", "a.pdf", DocumentStatus.UPLOADED, 5)
+    assert protocol.documents_event([entry]) == {
+        "type": "documents", "documents": [{"documentId": "d1", "fileName": "a.pdf", "status": "uploaded", "updatedAt": 5}],
+    }
+    assert b'"status":"uploaded"' in protocol.encode(protocol.documents_event([entry]))
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,21 @@ def test_limits_are_the_schema_s():
     assert DEFINITIONS["Id"]["maxLength"] == DEFINITIONS["OptionalId"]["maxLength"] == protocol.MAX_ID_CHARS
     assert DEFINITIONS["ReturnControlMessage"]["properties"]["results"]["maxItems"] == protocol.MAX_RESULTS
     assert sorted(DEFINITIONS["ToolResult"]["properties"]) == sorted(protocol._RESULT_KINDS)
+    upload = DEFINITIONS["UploadMessage"]["properties"]
+    assert upload["fileName"]["maxLength"] == DEFINITIONS["FileName"]["maxLength"] == protocol.MAX_FILE_NAME_CHARS
+    assert upload["contentType"]["maxLength"] == protocol.MAX_CONTENT_TYPE_CHARS
+
+
+def test_document_statuses_are_the_schema_s():
+    assert [status.value for status in protocol.DocumentStatus] == DEFINITIONS["DocumentStatus"]["enum"]
+
+
+def test_extraction_failures_are_document_failure_codes():
+    from chalicelib.documents.extract import ExtractionReason
+
+    pattern = re.compile(DEFINITIONS["DocumentFailure"]["pattern"])
+    described = DEFINITIONS["DocumentFailure"]["description"]
+    assert all(pattern.match(reason.value) and reason.value in described for reason in ExtractionReason)
 
 
 def test_every_action_has_a_definition():
@@ -149,6 +164,30 @@ BUILT = {
         ),
     ],
     "progress_event": [protocol.progress_event("t1", 10_000), protocol.progress_event("t1", 20_000, "calling an action group")],
+    "upload_event": [
+        protocol.upload_event("d1", "https://docs-bucket.s3.amazonaws.com/", {}, 1_790_000_000_000),
+        protocol.upload_event(
+            "0f8e5a3c9b7d4e21a6c5b4f3e2d1c0b9", "http://127.0.0.1:8000/s3/docs-bucket",
+            {"key": "uploads/ab/0f8e/report.pdf", "Content-Type": "application/pdf", "policy": "eyJ...",
+             "x-amz-signature": "9a0b"}, 1_790_000_300_000),
+    ],
+    "document_event": [
+        *[protocol.document_event("d1", "a.txt", status) for status in protocol.DocumentStatus if status != "failed"],
+        protocol.document_event("d1", "Q3 report.pdf", protocol.DocumentStatus.FAILED, "encrypted", "The PDF is protected."),
+        protocol.document_event("d1", "a.md", protocol.DocumentStatus.ANALYSED,
+                                analysis=protocol.document_analysis("Sales rose.", ["sales", "Q3"])),
+        protocol.document_event("d1", "a.md", protocol.DocumentStatus.ANALYSED,
+                                analysis=protocol.document_analysis("Nothing stands out.", [])),
+    ],
+    "documents_event": [
+        protocol.documents_event([]),
+        protocol.documents_event([
+            protocol.document_entry("d1", "a.txt", protocol.DocumentStatus.INDEXED, 1_790_000_000_000),
+            protocol.document_entry("d2", "b.pdf", protocol.DocumentStatus.FAILED, 1, "too_many_pages", "Too long."),
+            protocol.document_entry("d3", "c.docx", protocol.DocumentStatus.ANALYSED, 2,
+                                    analysis=protocol.document_analysis("S.", ["t"])),
+        ]),
+    ],
 }
 
 
@@ -182,6 +221,17 @@ def test_every_built_event_validates_and_carries_only_documented_fields(event):
          "month": protocol.usage_period("2026-12", 1, 1, 1, None, 1)},
         {"type": "wave"},
         {"turnId": "t"},
+        {"type": "upload", "documentId": "d", "url": "https://b/", "fields": {"key": 1}, "expiresAt": 1},
+        {"type": "upload", "documentId": "d", "url": "s3://b/k", "fields": {}, "expiresAt": 1},
+        {"type": "upload", "documentId": "d", "url": "https://b/", "fields": {}},
+        {"type": "document", "documentId": "d", "fileName": "a.txt", "status": "done"},
+        {"type": "document", "documentId": "d", "fileName": "a.txt", "status": "failed"},  # without code and message
+        {"type": "document", "documentId": "d", "fileName": "a.txt", "status": "failed", "code": "Bad Thing", "message": "m"},
+        {"type": "document", "documentId": "d", "fileName": "", "status": "indexed"},
+        {"type": "document", "documentId": "d", "fileName": "a", "status": "analysed", "analysis": {"summary": "s"}},
+        {"type": "documents"},
+        {"type": "documents", "documents": [{"documentId": "d", "fileName": "a", "status": "indexed"}]},  # no updatedAt
+        {"type": "documents", "documents": [{"documentId": "d", "fileName": "a", "status": "failed", "updatedAt": 1}]},
     ],
 )
 def test_malformed_events_are_refused(event):
@@ -209,6 +259,11 @@ FIELD_VALUES: Dict[str, Tuple[List[Any], List[Any]]] = {
     "trace": ([True, False, None], ["yes", 1, 0, []]),
     "turnId": (GOOD_ID, [*BAD_ID, None]),
     "fromSeq": ([0, 1, 10**6, None], [-1, 1.5, "3", True, []]),
+    # An upload's shape only: kinds, content types and the size limit are documents.upload's (tests/unit/documents).
+    "fileName": (["a.pdf", "x" * 255, "Rapport d'été.docx", "no-extension"], ["", "x" * 256, 7, [], None]),
+    "contentType": (["application/pdf", "text/html; charset=utf-8", "x" * 255], ["", "x" * 256, 1, {}, None]),
+    "size": ([1, 10 * 1024 * 1024, 10**12], [0, -1, 1.5, "10", True, None]),
+    "documentId": (GOOD_ID, [*BAD_ID, None]),
     "invocationId": (GOOD_ID, [*BAD_ID, None]),
     "results": (
         [[{"functionResult": {}}], [{"apiResult": {"x": 1}}] * 20, [{"functionResult": {}, "other": 1}]],
@@ -223,6 +278,9 @@ SHAPES = {
     "return_control": {"action": "return_control", "turnId": "t", "invocationId": "i", "results": [{"functionResult": {}}]},
     "ping": {"action": "ping"},
     "usage": {"action": "usage"},
+    "upload": {"action": "upload", "fileName": "a.pdf", "contentType": "application/pdf", "size": 1},
+    "documents": {"action": "documents"},
+    "delete": {"action": "delete", "documentId": "d"},
 }
 FIELDS_OF = {
     "ask": ["prompt", "conversationId", "requestId", "trace"],
@@ -231,8 +289,11 @@ FIELDS_OF = {
     "return_control": ["turnId", "invocationId", "results"],
     "ping": [],
     "usage": [],
+    "upload": ["fileName", "contentType", "size"],
+    "documents": [],
+    "delete": ["documentId"],
 }
-REQUIRED = {"prompt", "turnId", "invocationId", "results"}
+REQUIRED = {"prompt", "turnId", "invocationId", "results", "fileName", "contentType", "size", "documentId"}
 
 
 def corpus() -> Iterator[Tuple[Any, bool]]:
@@ -260,6 +321,8 @@ def corpus() -> Iterator[Tuple[Any, bool]]:
     # Fields of another action are ignored, not mixed in.
     yield {"prompt": "Hi", "turnId": 7, "results": "x"}, True
     yield {"action": "ping", "prompt": ""}, True
+    yield {"action": "documents", "documentId": 7, "size": "big"}, True
+    yield {"action": "upload", "prompt": "Hi"}, False  # an upload with a prompt is still an upload
     for a, b in itertools.combinations(["Hi", "", 5], 2):
         yield {"prompt": a, "requestId": b if isinstance(b, str) and b else None}, bool(a == "Hi")
 
