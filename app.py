@@ -5,10 +5,12 @@ the agent's answer back token by token; $disconnect forgets the connection. The 
 reaches the same turns without a socket. Everything else lives in chalicelib/, one concept per module.
 """
 import os
+from typing import Any
 
 from chalice import AuthResponse, Chalice, Response
-from chalice.app import AuthRequest, SQSEvent, WebsocketEvent
+from chalice.app import AuthRequest, SNSEvent, SQSEvent, WebsocketEvent
 
+from chalicelib.documents import notices, pipeline, tasks
 from chalicelib.handlers import connections, messages, rest, worker
 from chalicelib.runtime import get_runtime
 
@@ -92,3 +94,32 @@ def get_conversation(conversation_id: str) -> Response:
 def turn_worker(event: SQSEvent) -> dict:
     """Stream the batch's answers (and more from the queue) at once; report records to retry."""
     return worker.handle_batch(get_runtime(), event.to_dict()["Records"], event.context)
+
+
+# Documents (docs/documents.md): S3's notice of an upload starts the Step Functions pipeline, whose
+# Lambda steps are the two functions below; its topic's subscriber tells the owner how it goes.
+@app.on_sqs_message(
+    queue_arn=os.environ.get("UPLOADS_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agentstream-uploads"),
+    batch_size=10,
+)
+def document_uploads(event: SQSEvent) -> dict:
+    """An upload arrived: start the document pipeline, once per object version."""
+    return pipeline.handle_batch(get_runtime(), event.to_dict()["Records"])
+
+
+@app.on_sns_message(topic=os.environ.get("DOCUMENTS_TOPIC", "agentstream-documents"))
+def document_notices(event: SNSEvent) -> None:
+    """A document moved on: record its status and push it to its owner's open connections."""
+    notices.handle(get_runtime(), event.to_dict()["Records"])
+
+
+@app.lambda_function(name="document_extract")
+def document_extract(event: dict, context: Any) -> dict:
+    """The pipeline's Extract step: the upload's text, chunked into the knowledge base's prefix."""
+    return tasks.extract(get_runtime(), event)
+
+
+@app.lambda_function(name="document_analyse")
+def document_analyse(event: dict, context: Any) -> dict:
+    """The pipeline's Analyse step: a summary and key topics, from the agent."""
+    return tasks.analyse(get_runtime(), event)

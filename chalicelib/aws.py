@@ -75,6 +75,16 @@ class AwsClients:
         return self._client("events", connect_timeout=2, read_timeout=5)
 
     @cached_property
+    def s3(self) -> Any:
+        """S3 (documents): SigV4, which presigned POSTs need, and a regional endpoint."""
+        return self._client("s3", connect_timeout=2, read_timeout=30, signature_version="s3v4")
+
+    @cached_property
+    def stepfunctions(self) -> Any:
+        """Step Functions (the document pipeline); its endpoint variable is ``AWS_ENDPOINT_URL_SFN``."""
+        return self._client("stepfunctions", connect_timeout=2, read_timeout=5)
+
+    @cached_property
     def bedrock_agent_runtime(self) -> Any:
         # An agent may think (call tools, search knowledge bases) for minutes between events.
         # Throttling before the stream is retried by botocore: exponential backoff with jitter.

@@ -7,7 +7,7 @@ in their own with ``set_runtime``.
 from __future__ import annotations
 
 from functools import cached_property, partial
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from chalicelib.auth import TokenVerifier
 from chalicelib.aws import AwsClients, CachedParameter, management_endpoint
@@ -16,6 +16,7 @@ from chalicelib.gateway import Gateway
 from chalicelib.settings import Settings, get_settings
 from chalicelib.store import ConnectionStore, RateLimitStore, TurnStore, UsageStore
 from chalicelib.store.conversations import ConversationStore
+from chalicelib.store.documents import DocumentStore
 from chalicelib.turns.queue import TurnQueue
 
 
@@ -44,6 +45,19 @@ class Runtime:
     @cached_property
     def conversations(self) -> ConversationStore:
         return ConversationStore(self.clients.dynamodb, self.settings.conversations_table, self.settings.turn_ttl_s)
+
+    @cached_property
+    def documents(self) -> DocumentStore:
+        return DocumentStore(self.clients.dynamodb, self.settings.documents_table)
+
+    def retrieve(self, query: str, user_id: str) -> List[str]:
+        """Passages of the user's own documents for a query (Retrieve through the owner filter)."""
+        from chalicelib.documents.retrieval import passages, retrieval_configuration
+
+        response = self.clients.bedrock_agent_runtime.retrieve(
+            knowledgeBaseId=self.settings.knowledge_base_id, retrievalQuery={"text": query[:1000]},
+            retrievalConfiguration=retrieval_configuration(user_id))
+        return passages(response)
 
     @cached_property
     def queue(self) -> TurnQueue:
@@ -75,14 +89,15 @@ class Runtime:
 
             history = History(self.clients.dynamodb, s.history_table, s.turn_ttl_s, s.history_max_turns, s.history_max_chars)
             model = ModelConfig(s.model_id, s.system_prompt, s.max_tokens, s.temperature, s.top_p, s.latency)
-            return ConverseBackend(self.clients.bedrock_runtime, history, model, self.system_prompt)
+            retrieve = self.retrieve if s.knowledge_base_id else None
+            return ConverseBackend(self.clients.bedrock_runtime, history, model, self.system_prompt, retrieve)
         if s.backend == "agentcore":
             from chalicelib.backends.agentcore import AgentCoreBackend
 
             return AgentCoreBackend(self.clients.bedrock_agentcore, s.agent_runtime_arn, s.agent_runtime_qualifier)
         from chalicelib.backends.agent import AgentBackend
 
-        return AgentBackend(self.clients.bedrock_agent_runtime, s.agent_id, s.agent_alias_id)
+        return AgentBackend(self.clients.bedrock_agent_runtime, s.agent_id, s.agent_alias_id, s.knowledge_base_id)
 
     def gateway(self, api_id: str, stage: str) -> Gateway:
         return Gateway(self.clients.management(management_endpoint(self.settings, api_id, stage)))

@@ -145,6 +145,17 @@ class Settings:
     # The EventBridge bus (a name; "default" is the account's) each ended turn's TurnCompleted or
     # TurnFailed goes to, after its terminal event was posted. Empty: no turn events.
     turn_event_bus: str = env("TURN_EVENT_BUS", default="")
+    # Documents (docs/documents.md): empty DOCUMENTS_BUCKET turns the feature off on a stage.
+    documents_bucket: str = env("DOCUMENTS_BUCKET", default="")
+    documents_table: str = env("DOCUMENTS_TABLE", default="agentstream-documents")
+    document_pipeline_arn: str = env("DOCUMENT_PIPELINE_ARN", default="")
+    # Where the pipeline ingests, and the one answers retrieve from (through the asker's owner filter).
+    knowledge_base_id: str = env("KNOWLEDGE_BASE_ID", default="")
+    # Seconds between the pipeline's GetIngestionJob calls (an ingestion takes tens of seconds on AWS).
+    document_poll_s: int = env("DOCUMENT_POLL_S", default=10)
+    max_upload_bytes: int = env("MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
+    # How long a presigned upload stays usable.
+    upload_url_ttl_s: int = env("UPLOAD_URL_TTL_S", default=300)
     log_content: bool = env("LOG_CONTENT", default=False)
 
     @property

@@ -23,6 +23,8 @@ class TurnRequest:
     # A paused agent turn continues with the client's tool results instead of a prompt.
     invocation_id: Optional[str] = None
     control_results: Optional[List[Dict[str, Any]]] = None
+    # The verified asker: what answers may draw on (their own documents only, docs/documents.md).
+    user_id: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import codecs
 from typing import Any, Dict
 
+from chalicelib.documents.retrieval import knowledge_base_configurations
 from chalicelib.backends import Events, End, Failure, Files, ReturnControl, TextDelta, Trace, TurnRequest, add_usage, guarded
 from chalicelib.protocol import ErrorCode
 from chalicelib.backends.agent_trace import compact_trace, phase_of, usage_of
 
 
 class AgentBackend:
-    def __init__(self, client: Any, agent_id: str, agent_alias_id: str) -> None:
+    def __init__(self, client: Any, agent_id: str, agent_alias_id: str, knowledge_base_id: str = "") -> None:
         self._client = client
         self._agent_id = agent_id
         self._agent_alias_id = agent_alias_id
+        self._knowledge_base_id = knowledge_base_id
 
     def _params(self, request: TurnRequest) -> Dict[str, Any]:
         params: Dict[str, Any] = {
@@ -37,6 +39,10 @@ class AgentBackend:
             }
         else:
             params["inputText"] = request.prompt
+        if self._knowledge_base_id and request.user_id:
+            # The agent's knowledge base, searched through the asker's owner filter only.
+            params.setdefault("sessionState", {})["knowledgeBaseConfigurations"] = knowledge_base_configurations(
+                self._knowledge_base_id, request.user_id)
         if request.memory_id:
             params["memoryId"] = request.memory_id
         return params

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from chalicelib.protocol import ErrorCode
 from chalicelib.backends import Events, End, Failure, TextDelta, TurnRequest, guarded
+from chalicelib.documents.retrieval import with_context
 from chalicelib.store.history import History, Message
 from chalicelib.logs import logger
 
@@ -32,11 +33,14 @@ class ConverseBackend:
     """``system_prompt``, when given, reads the prompt (from SSM, on AWS) instead of ``model.system_prompt``."""
 
     def __init__(self, client: Any, history: History, model: ModelConfig,
-                 system_prompt: Optional[Callable[[], str]] = None) -> None:
+                 system_prompt: Optional[Callable[[], str]] = None,
+                 retrieve: Optional[Callable[[str, str], List[str]]] = None) -> None:
         self._client = client
         self._history = history
         self._model = model
         self._system_prompt = system_prompt or (lambda: model.system_prompt)
+        # The asker's passages (Retrieve through their owner filter), put before the prompt.
+        self._retrieve = retrieve
 
     def _params(self, messages: List[Message], system_prompt: str) -> Dict[str, Any]:
         model = self._model
@@ -62,7 +66,16 @@ class ConverseBackend:
         except (BotoCoreError, ClientError) as exc:
             logger.exception("could not read the system prompt")
             return _only(_prompt_failure(exc))
-        messages = self._history.load(request.session_id) + [{"role": "user", "content": [{"text": request.prompt}]}]
+        prompt = request.prompt
+        if self._retrieve is not None and request.user_id:
+            try:
+                prompt = with_context(prompt, self._retrieve(prompt, request.user_id))
+            except (BotoCoreError, ClientError):
+                logger.exception("could not search the user's documents")
+                return _only(Failure(ErrorCode.AGENT_ERROR, "Your documents could not be searched just now; try again.",
+                                     True))
+        # The history keeps the question as asked; only this call sees the passages.
+        messages = self._history.load(request.session_id) + [{"role": "user", "content": [{"text": prompt}]}]
         return guarded(
             lambda: self._client.converse_stream(**self._params(messages, system_prompt)), lambda r: self._read(r, request)
         )

@@ -16,14 +16,18 @@ from chalicelib.protocol import (
     Ask,
     Cancel,
     ClientMessage,
+    DeleteDocument,
+    DocumentsQuery,
     Event,
     Ping,
     ProtocolError,
     Resume,
     ReturnControlResults,
+    Upload,
     UsageQuery,
     parse_client_message,
 )
+from chalicelib.documents import actions as documents
 from chalicelib.runtime import Runtime
 from chalicelib.turns import actions
 from chalicelib.turns.outcomes import NOT_SIGNED_IN, UNSERVED, rate_limited
@@ -108,6 +112,12 @@ def _act(
             actions.return_control(runtime, reply, connection, message, context["apiId"], context["stage"])
         elif isinstance(message, UsageQuery):
             actions.usage(runtime, reply, connection)
+        elif isinstance(message, Upload):
+            documents.upload(runtime, reply, connection, message)
+        elif isinstance(message, DocumentsQuery):
+            documents.documents(runtime, reply, connection)
+        elif isinstance(message, DeleteDocument):
+            documents.delete(runtime, reply, connection, message)
         else:  # parsed, but not served here: say so rather than leave the client waiting
-            text = f"This server does not serve the {type(message).__name__} action yet."
+            text = f"This server does not serve the {type(message).__name__} action."
             reply(protocol.error_event(protocol.ErrorCode.INVALID_REQUEST, text, retryable=False))

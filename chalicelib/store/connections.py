@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from chalicelib.settings import CONNECTION_TTL_S
 from chalicelib.store.items import Table, from_item, now_ms, to_item
+
+
+BY_USER = "ByUser"  # the global index: a user's open connections
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class ConnectionStore:
         if data.get("expiresAt", 0) < time.time():
             return None  # TTL deletion lags by up to days; an expired record is no record
         return Connection(data["connectionId"], data["userId"], data["connectedAt"], data["expiresAt"])
+
+    def of_user(self, user_id: str, limit: int = 100) -> List[str]:
+        """The ids of the user's open connections (the ``ByUser`` index: what a push to a user reaches)."""
+        items, _ = self._table.query("#userId = :user", {":user": {"S": user_id}}, limit, None, BY_USER)
+        return [item["connectionId"]["S"] for item in items]
 
     def delete(self, connection_id: str) -> None:
         self._table.delete(self._key(connection_id))

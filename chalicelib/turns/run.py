@@ -131,9 +131,10 @@ class TurnRun:
         results = turn.control_results
         if results:  # a paused turn continues with the client's tool results
             return TurnRequest(
-                "", turn.session_id, turn.memory_id, turn.trace, results["invocationId"], results["results"]
+                "", turn.session_id, turn.memory_id, turn.trace, results["invocationId"], results["results"],
+                turn.user_id,
             )
-        return TurnRequest(turn.prompt, turn.session_id, turn.memory_id, turn.trace)
+        return TurnRequest(turn.prompt, turn.session_id, turn.memory_id, turn.trace, user_id=turn.user_id)
 
     def _read(self) -> Outcome:
         request = self._request()

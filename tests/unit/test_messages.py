@@ -68,10 +68,26 @@ def test_binary_frames_are_decoded_or_refused(connected, management, settings):
     assert management.events("c1")[0]["type"] == "accepted"
 
 
-def test_an_action_parsed_but_not_served_is_answered_not_dropped(connected, management):
-    send(connected, '{"action": "documents"}')
+def test_an_action_parsed_but_not_served_is_answered_not_dropped(connected, management, monkeypatch):
+    from dataclasses import dataclass
+
+    from chalicelib.handlers import messages
+
+    @dataclass(frozen=True)
+    class Novelty:
+        pass
+
+    monkeypatch.setattr(messages, "parse_client_message", lambda *_args, **_kwargs: Novelty())
+    send(connected, '{"action": "novelty"}')
     (event,) = management.events("c1")
-    assert event["type"] == "error" and event["code"] == "invalid_request" and "DocumentsQuery" in event["message"]
+    assert event["type"] == "error" and event["code"] == "invalid_request" and "Novelty" in event["message"]
+
+
+def test_documents_on_a_stage_without_a_documents_bucket_are_refused_clearly(connected, management):
+    for body in ('{"action": "documents"}', '{"action": "upload", "fileName": "a.md", "contentType": "text/markdown", "size": 3}'):
+        send(connected, body)
+    assert [(e["type"], e["code"], e["message"]) for e in management.events("c1")] == 2 * [
+        ("error", "invalid_request", "Documents are not enabled on this stage (it has no documents bucket).")]
 
 
 def test_ping_gets_pong(connected, management):

@@ -152,3 +152,16 @@ def test_usage_is_the_sum_of_the_agents_model_invocations_even_without_client_tr
     assert [e.trace for e in events if isinstance(e, Trace)][-1] == {
         "kind": "model", "usage": {"inputTokens": 300, "outputTokens": 40}, "stage": "orchestration"
     }
+
+
+def test_with_a_knowledge_base_the_agent_searches_only_the_askers_documents():
+    runtime = FakeAgentRuntime()
+    runtime.script = agent_stream("ok")
+    list(AgentBackend(runtime, "A", "B", "KB1").stream(TurnRequest("what did I upload?", "s-1", user_id="alice")))
+    (configuration,) = runtime.calls[0]["sessionState"]["knowledgeBaseConfigurations"]
+    assert configuration["knowledgeBaseId"] == "KB1"
+    assert configuration["retrievalConfiguration"]["vectorSearchConfiguration"]["filter"] == {
+        "equals": {"key": "owner", "value": "alice"}}
+    runtime.script = agent_stream("ok")
+    list(AgentBackend(runtime, "A", "B").stream(TurnRequest("hi", "s-1", user_id="alice")))  # no knowledge base
+    assert "sessionState" not in runtime.calls[1]

@@ -113,3 +113,29 @@ def test_the_local_stack_passes_the_prompt_itself_and_never_reads_ssm(resources)
     list(runtime.backend.stream(TurnRequest("hi", "s-1")))
     assert bedrock.calls[0]["system"] == [{"text": "Be brief."}]
     assert "ssm" not in runtime.clients.__dict__  # no SSM client was even created
+
+
+def test_with_a_knowledge_base_the_askers_passages_go_before_the_prompt_but_not_into_the_history():
+    from botocore.exceptions import ClientError
+
+    searched = []
+
+    def retrieve(query, user_id):
+        searched.append((query, user_id))
+        return ["Glaciers retreat in summer."]
+
+    bedrock, history = FakeRuntime(_stream("end_turn", "ok")), MemoryHistory()
+    backend = ConverseBackend(bedrock, history, ModelConfig("m"), retrieve=retrieve)
+    list(backend.stream(TurnRequest("why?", "s-1", user_id="alice")))
+    assert searched == [("why?", "alice")]
+    sent = bedrock.calls[0]["messages"][-1]["content"][0]["text"]
+    assert "Glaciers retreat in summer." in sent and sent.endswith("Question: why?")
+    assert history.load("s-1")[0]["content"][0]["text"] == "why?"
+
+    def broken(query, user_id):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Retrieve")
+
+    events = list(ConverseBackend(FakeRuntime(_stream("end_turn")), MemoryHistory(), ModelConfig("m"),
+                                  retrieve=broken).stream(TurnRequest("why?", "s-2", user_id="alice")))
+    (failure,) = events
+    assert isinstance(failure, Failure) and failure.retryable and "documents" in failure.message
