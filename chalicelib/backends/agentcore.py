@@ -87,13 +87,22 @@ class AgentCoreBackend:
         params: Dict[str, Any] = {
             "agentRuntimeArn": self._runtime_arn,
             "runtimeSessionId": runtime_session_id(request.session_id),
-            "payload": json.dumps({"prompt": request.prompt}).encode("utf-8"),
+            "payload": json.dumps(self._payload(request)).encode("utf-8"),
             "contentType": "application/json",
             "accept": "text/event-stream, application/json",
         }
         if self._qualifier:
             params["qualifier"] = self._qualifier
         return params
+
+    @staticmethod
+    def _payload(request: TurnRequest) -> Dict[str, Any]:
+        """The prompt, and the verified asker: the runtime filters its retrievals on ``userId``
+        (each document chunk's ``owner``, docs/documents.md)."""
+        payload: Dict[str, Any] = {"prompt": request.prompt}
+        if request.user_id:
+            payload["userId"] = request.user_id
+        return payload
 
     def stream(self, request: TurnRequest) -> Events:
         return guarded(
