@@ -12,8 +12,9 @@
    ``WebsocketAPI`` parameter is empty and the ``execute-api:ManageConnections`` grants match no
    API; once Chalice has created the API, the stack is updated with its id (roles change, and the
    functions' ``WEBSOCKET_API_ID``, so ``chalice deploy`` runs once more);
-4. set what ``chalice deploy`` cannot: ``ReportBatchItemFailures`` on the worker's SQS event
-   source mapping and the WebSocket stage's throttling, as ``infra/merge.json`` sets them;
+4. set what ``chalice deploy`` cannot: ``ReportBatchItemFailures`` on the SQS event source
+   mappings (the turn worker's, the uploads') and the WebSocket stage's throttling, as
+   ``infra/merge.json`` sets them;
 5. publish the chat page and its ``config.json`` to the stage's bucket (``infra/page.py``) and print
    the page's URL last: where a user signs in and chats.
 
@@ -41,6 +42,9 @@ from infra import envsize, page, stack
 BUILD_DIR = stack.ROOT / "build" / "deploy"
 # Deleting the tables of these stages needs a deliberate step (docs/deploy.md).
 PROTECTED_STAGES = ("prod",)
+# The functions fed by an SQS queue (app.py's on_sqs_message), each with the data stack's output that
+# names its queue: merge.json sets their event sources' FunctionResponseTypes, chalice deploy cannot.
+SQS_CONSUMERS = {"turn_worker": "TurnQueueArn", "document_uploads": "UploadsQueueArn"}
 
 
 def env_name(parameter: str) -> str:
@@ -153,9 +157,11 @@ class Deployer:
 
     # ---- chalice deploy
 
-    def chalice(self, *args: str) -> None:
+    def chalice(self, *args: str, environment: Optional[Mapping[str, str]] = None) -> None:
+        """The chalice CLI on the rendered project; ``environment`` adds to its process's environment
+        (what app.py's event source decorators read as Chalice loads it: ``stack.event_source_environment``)."""
         command = stack.chalice_command(self.runtime) + ["--project-dir", str(self.build)] + list(args)
-        subprocess.run(command, check=True, env=stack.chalice_env(self.region))
+        subprocess.run(command, check=True, env={**stack.chalice_env(self.region), **(environment or {})})
 
     def function_owner(self, function: str) -> Optional[str]:
         """Who made this stage's ``function``: the CloudFormation stack it is a resource of, ``""`` when
@@ -240,7 +246,7 @@ class Deployer:
         rest_id = stack.deployed_rest_api_id(self.stage, self.project_dir) or ""
         outputs = self.data_stack(parameters, api_id, rest_id)
         stack.render_project(self.stage, outputs, self.build, self.project_dir, reserved=self.reserved(parameters))
-        self.chalice("deploy", "--stage", self.stage)
+        self.chalice("deploy", "--stage", self.stage, environment=stack.event_source_environment(outputs))
         deployed = stack.deployed_websocket_api_id(self.stage, self.project_dir)
         deployed_rest = stack.deployed_rest_api_id(self.stage, self.project_dir) or ""
         if not deployed:
@@ -255,7 +261,7 @@ class Deployer:
             # Their environment names the API too (WEBSOCKET_API_ID, for the REST API's turns): again, now it exists.
             self.log("Giving the functions the WebSocket API's id ...")
             stack.render_project(self.stage, outputs, self.build, self.project_dir, reserved=self.reserved(parameters))
-            self.chalice("deploy", "--stage", self.stage)
+            self.chalice("deploy", "--stage", self.stage, environment=stack.event_source_environment(outputs))
         self.finish(parameters, outputs, deployed)
         result = self.summary(outputs)
         page.publish(self.session.client("s3"), outputs["PageBucketName"], page.config_from_outputs(result, self.region),
@@ -274,20 +280,23 @@ class Deployer:
     def finish(self, parameters: Mapping[str, str], outputs: Mapping[str, str], api_id: str) -> None:
         """Apply what infra/merge.json sets and chalice deploy does not."""
         app = stack.load_json(stack.APP_TEMPLATE)["Resources"]
-        source = app["TurnWorker"]["Properties"]["Events"]["TurnWorkerSqsEventSource"]["Properties"]
         awslambda = self.session.client("lambda")
-        worker = stack.function_name(self.stage, "turn_worker")
-        mappings = [
-            mapping
-            for mapping in awslambda.list_event_source_mappings(EventSourceArn=outputs["TurnQueueArn"])["EventSourceMappings"]
-            if mapping["FunctionArn"].split(":")[6] == worker
-        ]
-        if len(mappings) != 1:
-            raise SystemExit(f"expected one event source mapping from the turn queue to {worker}, found {len(mappings)}")
-        (mapping,) = mappings
-        if mapping.get("FunctionResponseTypes", []) != source["FunctionResponseTypes"]:
-            self.log(f"Reporting partial batch failures on {worker}'s event source ...")
-            awslambda.update_event_source_mapping(UUID=mapping["UUID"], FunctionResponseTypes=source["FunctionResponseTypes"])
+        for function, queue_output in SQS_CONSUMERS.items():
+            logical_id = stack.logical_id(function)
+            source = app[logical_id]["Properties"]["Events"][f"{logical_id}SqsEventSource"]["Properties"]
+            name = stack.function_name(self.stage, function)
+            mappings = [
+                mapping
+                for mapping in awslambda.list_event_source_mappings(EventSourceArn=outputs[queue_output])["EventSourceMappings"]
+                if mapping["FunctionArn"].split(":")[6] == name
+            ]
+            if len(mappings) != 1:
+                raise SystemExit(f"expected one event source mapping from {outputs[queue_output]} to {name}, "
+                                 f"found {len(mappings)}")
+            (mapping,) = mappings
+            if mapping.get("FunctionResponseTypes", []) != source["FunctionResponseTypes"]:
+                self.log(f"Reporting partial batch failures on {name}'s event source ...")
+                awslambda.update_event_source_mapping(UUID=mapping["UUID"], FunctionResponseTypes=source["FunctionResponseTypes"])
         routes = app["WebsocketAPIStage"]["Properties"]["DefaultRouteSettings"]
         api_stage = stack.chalice_config(self.stage, project_dir=self.project_dir).api_gateway_stage
         self.session.client("apigatewayv2").update_stage(
@@ -348,9 +357,10 @@ class Deployer:
         if status is None:
             self.log(f"{name} does not exist")
             return
-        bucket = self.outputs(name).get("PageBucketName")
-        if bucket:  # CloudFormation deletes no bucket that holds objects
-            page.empty(self.session.client("s3"), bucket, log=self.log)
+        outputs = self.outputs(name)
+        for bucket in (outputs.get("PageBucketName"), outputs.get("DocumentsBucketName")):
+            if bucket:  # CloudFormation deletes no bucket that holds objects (the documents' uploads and chunks too)
+                page.empty(self.session.client("s3"), bucket, log=self.log)
         self.log(f"Deleting the data stack {name} ...")
         self.cfn.delete_stack(StackName=name)
         try:

@@ -42,7 +42,12 @@ ACCOUNT_ID = "0" * 12
 NAME_LIMITS = {"AWS::DynamoDB::Table": 255, "AWS::SQS::Queue": 80}
 # The longest ids Amazon Cognito's API takes (UserPoolIdType, ClientIdType): what a Ref of each is.
 ID_LIMITS = {"AWS::Cognito::UserPool": 55, "AWS::Cognito::UserPoolClient": 128}
+# Ids Amazon Bedrock generates, 10 letters and digits (KnowledgeBase.KnowledgeBaseId, DataSource.DataSourceId).
+ATTRIBUTE_ID_LIMITS = {("AWS::Bedrock::KnowledgeBase", "KnowledgeBaseId"): 10, ("AWS::Bedrock::DataSource", "DataSourceId"): 10}
 API_ID_LENGTH = 10  # an API Gateway API's id (the deploy stack's WebsocketAPI parameter allows no other)
+# The first group of the stack's id (a UUID, e.g. STACK_ID_EXAMPLE's 1a2b3c4d): what names of the stack's own end in.
+STACK_ID_GROUP = {"Fn::Select": [0, {"Fn::Split": ["-", {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}]}]}
+STACK_ID_EXAMPLE = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d"
 
 
 class EnvironmentSizeError(ValueError):
@@ -85,12 +90,14 @@ def longest() -> Longest:
 
 
 def _reference(logical_id: str, attribute: Optional[str], parameters: Mapping[str, str]) -> str:
-    """The longest value of ``Ref`` (``attribute`` None) or ``Fn::GetAtt`` of one of the data resources."""
+    """The longest value of ``Ref`` (``attribute`` None) or ``Fn::GetAtt`` of one of the stage's resources
+    (``stack.stage_resources``: data.json, documents.json and page.json)."""
     if logical_id == stack.WEBSOCKET_API and attribute is None:  # Chalice's (the deploy stack's parameter)
         return "x" * API_ID_LENGTH
-    resources = stack.load_json(stack.DATA_TEMPLATE)["Resources"]
+    resources = stack.stage_resources()["Resources"]
     if logical_id not in resources:
-        raise EnvironmentSizeError(f"{logical_id} is not a resource of infra/data.json: no bound for it")
+        raise EnvironmentSizeError(f"{logical_id} is not a resource of infra/data.json (nor of documents.json, page.json): "
+                                   "no bound for it")
     kind, properties = resources[logical_id]["Type"], resources[logical_id].get("Properties", {})
     bounds, what = longest(), f"{'Ref' if attribute is None else 'Fn::GetAtt ' + attribute} of {logical_id} ({kind})"
     if kind == "AWS::DynamoDB::Table" and "TableName" not in properties:
@@ -111,6 +118,13 @@ def _reference(logical_id: str, attribute: Optional[str], parameters: Mapping[st
         return _substitute(properties.get("Name"), parameters, what)
     elif kind in ID_LIMITS and attribute is None:  # an id Cognito generates
         return "x" * ID_LIMITS[kind]
+    elif attribute is not None and (kind, attribute) in ATTRIBUTE_ID_LIMITS:  # an id Bedrock generates
+        return "x" * ATTRIBUTE_ID_LIMITS[(kind, attribute)]
+    elif kind == "AWS::S3::Bucket" and attribute is None and "BucketName" in properties:  # its name, which the template sets
+        return _named(properties["BucketName"], parameters, what)
+    elif kind == "AWS::StepFunctions::StateMachine" and attribute is None and "StateMachineName" in properties:  # its ARN
+        name = _named(properties["StateMachineName"], parameters, what)
+        return f"arn:{bounds.partition}:states:{bounds.region}:{ACCOUNT_ID}:stateMachine:{name}"
     raise EnvironmentSizeError(f"no bound for {what}: teach infra/envsize.py its longest value")
 
 
@@ -126,6 +140,21 @@ def _substitute(template: Any, parameters: Mapping[str, str], what: str) -> str:
 
         return re.sub(r"\$\{([^}!]+)\}", value, template["Fn::Sub"])
     raise EnvironmentSizeError(f"no bound for {what}: its name is neither a literal nor an Fn::Sub of parameters")
+
+
+def _named(name: Any, parameters: Mapping[str, str], what: str) -> str:
+    """A name the template gives: a literal, or an ``Fn::Sub`` of parameters, pseudo parameters and the
+    stack id's first group (``STACK_ID_GROUP``, as infra/page.json and infra/documents.json name resources)."""
+    if isinstance(name, dict) and set(name) == {"Fn::Sub"}:
+        template, variables = (name["Fn::Sub"], {}) if isinstance(name["Fn::Sub"], str) else name["Fn::Sub"]
+        if re.search(r"\$\{[^}!]*\.", template):
+            raise EnvironmentSizeError(f"no bound for {what}: its name names another resource's attribute")
+        for variable, value in variables.items():
+            if value != STACK_ID_GROUP:
+                raise EnvironmentSizeError(f"no bound for {what}: ${{{variable}}} is not the stack id's group")
+            template = template.replace("${" + variable + "}", "x" * len(STACK_ID_EXAMPLE.split("-")[0]))
+        return _sub(template, parameters, what)
+    return _substitute(name, parameters, what)
 
 
 def _sub(template: str, parameters: Mapping[str, str], variable: str) -> str:

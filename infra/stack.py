@@ -9,6 +9,11 @@ One source of truth serves both ways onto AWS:
   stage's WebSocket API and sign-in domain (so it refers to ``WebsocketAPI``, which the packaged
   stack's Chalice resources and the deploy stack's parameter both define), and the page's URL added
   to the app client's callback and sign-out URLs. Merged over ``data.json`` into both stacks.
+* ``infra/documents.json``: the documents pipeline (docs/documents.md): the uploads bucket and its
+  notification queue, the documents table, the topic each status goes to, the state machine whose
+  definition is ``infra/documents.asl.json`` (set here, ``stage_resources``: that file alone holds it)
+  and the knowledge base (the stack's own on S3 Vectors, or one brought by parameters). Merged over
+  ``data.json`` into both stacks, like ``page.json``.
 * ``infra/merge.json``: the app's side of the packaged stack: parameters, environment wiring,
   function names, the SQS event source's partial batch failures, API throttling, outputs.
 * ``.chalice/policy-<function>.json``: each function's IAM policy, written with CloudFormation
@@ -39,6 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_TEMPLATE = ROOT / "infra" / "data.json"
 APP_TEMPLATE = ROOT / "infra" / "merge.json"
 PAGE_TEMPLATE = ROOT / "infra" / "page.json"
+DOCUMENTS_TEMPLATE = ROOT / "infra" / "documents.json"
+# The document pipeline's state machine (Amazon States Language), its ${...} filled in by the
+# resource's DefinitionSubstitutions; docs/documents.md draws it (infra/asl_diagram.py).
+PIPELINE_DEFINITION = ROOT / "infra" / "documents.asl.json"
+PIPELINE = "DocumentPipeline"
 APP_NAME = "agentstream"
 # The packaged stack's first output: what a client connects to.
 URL_OUTPUT = "WebsocketConnectEndpointURL"
@@ -119,14 +129,21 @@ def policy_documents(stage: str, project_dir: Path = ROOT) -> Dict[str, Tuple[st
 
 
 def stage_resources() -> Dict[str, Any]:
-    """``data.json`` with ``page.json`` merged over it: every resource of the stage but the app's own.
+    """``data.json`` with ``documents.json`` and ``page.json`` merged over it: every resource of the
+    stage but the app's own, the document pipeline's state machine given its ``Definition`` from
+    ``documents.asl.json``.
 
     Chalice's deep merge (dicts merge, lists and scalars of the first replace the second's), as it
-    later merges the packaged template into its generated one.
+    later merges the packaged template into its generated one. ``documents.json``'s own
+    ``Description`` (of that file) is not the stack's.
     """
     from chalice.package import TemplateDeepMerger
 
-    return TemplateDeepMerger().merge(load_json(PAGE_TEMPLATE), load_json(DATA_TEMPLATE))
+    merger = TemplateDeepMerger()
+    documents = load_json(DOCUMENTS_TEMPLATE)
+    documents.pop("Description", None)
+    documents["Resources"][PIPELINE]["Properties"]["Definition"] = load_json(PIPELINE_DEFINITION)
+    return merger.merge(load_json(PAGE_TEMPLATE), merger.merge(documents, load_json(DATA_TEMPLATE)))
 
 
 def merge_template(stage: str) -> Dict[str, Any]:
@@ -212,7 +229,8 @@ def resolve_parameters(stage: str, given: Mapping[str, str]) -> Dict[str, str]:
                     problems.append(f"{name}={value} is above {spec['MaxValue']}")
         values[name] = value
     if not problems:
-        for rule in load_json(APP_TEMPLATE).get("Rules", {}).values():
+        rules = {**stage_resources().get("Rules", {}), **load_json(APP_TEMPLATE).get("Rules", {})}
+        for rule in rules.values():
             for assertion in rule.get("Assertions", []):
                 if not rule_holds(assertion["Assert"], values):
                     problems.append(assertion["AssertDescription"])
@@ -302,6 +320,18 @@ def role_output(function: str) -> str:
 def environment_output(variable: str) -> str:
     """``TURN_QUEUE_URL`` -> ``EnvTurnQueueUrl``: an output's id may only hold letters and digits."""
     return "Env" + "".join(part.capitalize() for part in variable.split("_"))
+
+
+# What app.py's event source decorators read when Chalice loads it to deploy it (make deploy's path:
+# document_uploads' queue, document_notices' topic), from the deploy stack's outputs; on the packaged
+# stack merge.json's Events name them. Only chalice deploy's own environment holds them, never a
+# function's: every variable there counts against each function's 4 KB (infra/envsize.py).
+EVENT_SOURCE_OUTPUTS = {"UPLOADS_QUEUE_ARN": "UploadsQueueArn", "DOCUMENTS_TOPIC": "DocumentsTopicName"}
+
+
+def event_source_environment(outputs: Mapping[str, str]) -> Dict[str, str]:
+    """``chalice deploy``'s environment for the event sources it wires (``EVENT_SOURCE_OUTPUTS``)."""
+    return {variable: outputs[output] for variable, output in EVENT_SOURCE_OUTPUTS.items() if outputs.get(output)}
 
 
 def app_environment_expressions() -> Dict[str, Any]:

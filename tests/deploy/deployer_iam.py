@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from infra import stack
+from infra import envsize, stack
 from tests.deploy.recording import IMPLIED, STACK_ID, Call, Check, function_arn, templates
 from tests.deploy.recording import checks as call_checks
 
@@ -168,6 +168,32 @@ FEATURES: Tuple[Feature, ...] = (
             ("cloudfront:UpdateDistributionWithStagingConfig",), "continuous deployment through a staging distribution"),
     Feature("AWS::CloudFront::Distribution", (), ("cloudfront:GetVpcOrigin",),
             "an origin in a VPC (an origin's VpcOriginConfig, another resource): the page's one origin is its bucket"),
+    # The document pipeline (infra/documents.json).
+    Feature("AWS::SNS::Topic", ("Subscription",), ("sns:Subscribe", "sns:Unsubscribe"),
+            "subscriptions declared on the topic: its one subscriber, document_notices, subscribes itself (an "
+            "AWS::SNS::Subscription of the packaged stack, chalice deploy's Subscribe on the other path)"),
+    Feature("AWS::SNS::Topic", ("DataProtectionPolicy",), ("sns:PutDataProtectionPolicy",), "a data protection policy"),
+    Feature("AWS::SNS::Topic", ("DeliveryStatusLogging",), ("iam:GetRole", "iam:PassRole"),
+            "logging deliveries' status to CloudWatch Logs through roles SNS assumes"),
+    Feature("AWS::SNS::Subscription", ("SubscriptionRoleArn",), ("iam:GetRole", "iam:PassRole"),
+            "a Firehose subscription, which SNS delivers to through a role it assumes"),
+    Feature("AWS::StepFunctions::StateMachine", ("DefinitionS3Location",), ("s3:GetObject", "s3:GetObjectVersion"),
+            "a definition read from S3: the template carries it (Definition)"),
+    Feature("AWS::StepFunctions::StateMachine", ("EncryptionConfiguration",), ("kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt"),
+            "a customer managed key for the executions' data; without one Step Functions uses a key of its own"),
+    Feature("AWS::S3Vectors::VectorBucket", ("EncryptionConfiguration",), ("kms:GenerateDataKey",),
+            "SSE-KMS for the vectors; without it S3 Vectors encrypts with SSE-S3"),
+    Feature("AWS::S3Vectors::Index", ("EncryptionConfiguration",), ("kms:GenerateDataKey", "kms:Decrypt"),
+            "an index encrypted with a customer managed key; without one it takes its bucket's SSE-S3"),
+    Feature("AWS::Bedrock::KnowledgeBase", ("StorageConfiguration.PineconeConfiguration", "StorageConfiguration.MongoDbAtlasConfiguration"),
+            ("bedrock:AssociateThirdPartyKnowledgeBase",), "a vector store of another vendor's (Pinecone, MongoDB Atlas)"),
+    Feature("AWS::Bedrock::KnowledgeBase", (),
+            ("kms:CreateGrant", "kms:RetireGrant", "kms:DescribeKey", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+             "kms:Encrypt", "kms:Decrypt"),
+            "customer managed keys of the vector store's or a third party's credentials: the knowledge base's store is "
+            "an S3 Vectors index of the stack's, encrypted with SSE-S3"),
+    Feature("AWS::Bedrock::DataSource", ("ServerSideEncryptionConfiguration",), ("kms:GenerateDataKey", "kms:Decrypt"),
+            "a customer managed key for the data source's transient data; without one Bedrock uses a key of its own"),
 )
 
 # Where a resource of each type lives (``{name}``: its name, given or generated), for the permissions
@@ -191,6 +217,12 @@ ARNS = {
     "AWS::CloudFront::Distribution": "arn:aws:cloudfront::{account}:distribution/E2QWRUHEXAMPLE",
     "AWS::CloudFront::OriginAccessControl": "arn:aws:cloudfront::{account}:origin-access-control/E1A2B3C4EXAMPLE",
     "AWS::CloudFront::ResponseHeadersPolicy": "arn:aws:cloudfront::{account}:response-headers-policy/a1b2c3d4-5678-90ab-cdef-EXAMPLE",
+    "AWS::SNS::Topic": "arn:aws:sns:{region}:{account}:{name}",
+    "AWS::StepFunctions::StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    "AWS::S3Vectors::VectorBucket": "arn:aws:s3vectors:{region}:{account}:bucket/{name}",
+    # Bedrock generates a knowledge base's id (10 characters); its data sources are authorized on it
+    # (Service Authorization Reference, Amazon Bedrock: the data source actions' resource is knowledge-base).
+    "AWS::Bedrock::KnowledgeBase": "arn:aws:bedrock:{region}:{account}:knowledge-base/KB12EXAMPL",
 }
 # S3 permissions a bucket's handlers need on its objects, not on the bucket.
 S3_OBJECT_PERMISSIONS = {"s3:DeleteObject", "s3:PutObjectAcl"}
@@ -198,9 +230,14 @@ NAME_PROPERTIES = {
     "AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::CloudWatch::Alarm": "AlarmName",
     "AWS::CloudWatch::Dashboard": "DashboardName", "AWS::IAM::Role": "RoleName", "AWS::Logs::LogGroup": "LogGroupName",
     "AWS::Lambda::Function": "FunctionName", "AWS::Lambda::LayerVersion": "LayerName", "AWS::SSM::Parameter": "Name",
+    "AWS::SNS::Topic": "TopicName", "AWS::StepFunctions::StateMachine": "StateMachineName",
+    "AWS::S3Vectors::VectorBucket": "VectorBucketName", "AWS::S3::Bucket": "BucketName",
 }
 # Actions that support no resource-level permission: authorized on "*" (Service Authorization Reference).
-UNSCOPED = {"logs:DescribeResourcePolicies", "cognito-idp:CreateUserPool", "cognito-idp:DescribeUserPoolDomain"}
+UNSCOPED = {"logs:DescribeResourcePolicies", "cognito-idp:CreateUserPool", "cognito-idp:DescribeUserPoolDomain",
+            "bedrock:CreateKnowledgeBase"}
+# The service each role of the stack's is passed to (iam:PassedToService), by the type that takes it as its RoleArn.
+ROLE_TAKERS = {"AWS::StepFunctions::StateMachine": "states.amazonaws.com", "AWS::Bedrock::KnowledgeBase": "bedrock.amazonaws.com"}
 API_COLLECTIONS = {"AWS::ApiGateway::Deployment": "deployments", "AWS::ApiGateway::Stage": "stages",
                    "AWS::ApiGatewayV2::Route": "routes", "AWS::ApiGatewayV2::Integration": "integrations",
                    "AWS::ApiGatewayV2::Deployment": "deployments", "AWS::ApiGatewayV2::Stage": "stages"}
@@ -377,6 +414,14 @@ class Stack:
             return value
         if isinstance(value, dict) and set(value) == {"Ref"}:
             return ref(value["Ref"])
+        if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], list):
+            # A name ending in the stack id's first group (envsize.STACK_ID_GROUP): STACK_ID's here.
+            template, variables = value["Fn::Sub"]
+            if any(v != envsize.STACK_ID_GROUP for v in variables.values()):
+                return None
+            for variable in variables:
+                template = template.replace("${" + variable + "}", STACK_ID.split("-")[0])
+            return self._string({"Fn::Sub": template})
         if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
             names = re.findall(r"\$\{([^}!.]+)\}", value["Fn::Sub"])
             if all(ref(n) is not None for n in names) and not re.search(r"\$\{[^}]*\.", value["Fn::Sub"]):
@@ -385,12 +430,16 @@ class Stack:
 
     def physical_name(self, logical_id: str) -> str:
         resource = self.template["Resources"][logical_id]
-        given = self._string(resource.get("Properties", {}).get(NAME_PROPERTIES.get(resource["Type"], ""), None))
+        given = self._string(resource.get("Properties", {}).get(NAME_PROPERTIES.get(resource["Type"], "-"), None))
         generated = f"{self.name}-{logical_id}-A1B2C3D4E5F6"  # CloudFormation's generated names
         return given or (generated.lower() if resource["Type"] == "AWS::S3::Bucket" else generated)
 
     def arn(self, logical_id: str) -> str:
         resource_type = self.template["Resources"][logical_id]["Type"]
+        if resource_type == "AWS::S3Vectors::Index":  # under its vector bucket: bucket/<name>/index/<name>
+            properties = self.template["Resources"][logical_id]["Properties"]
+            bucket = self._referenced(properties["VectorBucketArn"])
+            return f"{self.arn(str(bucket))}/index/{self._string(properties['IndexName'])}"
         name = self.physical_name(logical_id)
         if resource_type == "AWS::SSM::Parameter":  # parameter/<name>, a hierarchical name without its leading /
             name = name.lstrip("/")
@@ -404,6 +453,9 @@ class Stack:
             target = value["Fn::GetAtt"]
             name = target[0] if isinstance(target, list) else target.split(".")[0]
             return name if name in self.template["Resources"] else None
+        if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):  # "${Resource}": its Ref
+            whole = re.fullmatch(r"\$\{([A-Za-z0-9]+)\}", value["Fn::Sub"])
+            return whole.group(1) if whole and whole.group(1) in self.template["Resources"] else None
         return None
 
     def _function(self, value: Any) -> str:
@@ -431,7 +483,7 @@ class Stack:
         resource = self.template["Resources"][logical_id]
         resource_type, properties = resource["Type"], resource.get("Properties", {})
         why = f"{resource_type} {logical_id}"
-        prefix = resource_type.split("::")[1].lower()
+        prefix = {"stepfunctions": "states"}.get(resource_type.split("::")[1].lower(), resource_type.split("::")[1].lower())
         service = permission.split(":")[0].lower()
         if permission in UNSCOPED:
             return [Check(permission, "*", (), why)]
@@ -441,6 +493,15 @@ class Stack:
             role = self._referenced(properties["Role"])
             arn = self.arn(role) if role else self._string(properties["Role"])
             return [Check(permission, str(arn), (("iam:PassedToService", "lambda.amazonaws.com"),), why)]
+        if permission == "iam:PassRole" and resource_type in ROLE_TAKERS:
+            role = self._referenced(properties["RoleArn"])
+            return [Check(permission, self.arn(str(role)), (("iam:PassedToService", ROLE_TAKERS[resource_type]),), why)]
+        if resource_type == "AWS::SNS::Subscription" and service == "sns":  # on its topic (a subscription's ARN is under it)
+            return [Check(permission, self.arn(str(self._referenced(properties["TopicArn"]))), (), why)]
+        if resource_type == "AWS::S3Vectors::Index" and service == "s3vectors":
+            return [Check(permission, self.arn(logical_id), (), why)]
+        if resource_type == "AWS::Bedrock::DataSource" and service == "bedrock":  # on its knowledge base
+            return [Check(permission, self.arn(str(self._referenced(properties["KnowledgeBaseId"]))), (), why)]
         if permission == "lambda:GetLayerVersion" and resource_type == "AWS::Lambda::Function":
             layers = []
             for layer in properties.get("Layers", []):

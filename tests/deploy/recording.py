@@ -312,6 +312,10 @@ def resources(call: Call, region: str, account: str) -> List[str]:
         return ["*"]
     if call.service == "sts":
         return ["*"]
+    if call.service == "sns":  # a subscription's calls are authorized on its topic (whose ARN its own extends)
+        if "TopicArn" in p:
+            return [p["TopicArn"]]
+        return [p["SubscriptionArn"].rsplit(":", 1)[0]] if "SubscriptionArn" in p else ["*"]
     if call.service == "s3":
         if call.operation == "DeleteObjects":
             return [f"arn:aws:s3:::{p['Bucket']}/{o['Key']}" for o in p["Delete"]["Objects"]]

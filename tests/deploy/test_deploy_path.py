@@ -197,7 +197,8 @@ def test_cloudformation_resolves_the_roles_and_the_environment_chalice_is_given(
     assert env["STAGE"] == "dev" and env["BACKEND"] == "agent" and "JWT_SECRET" not in env
     assert set(stack.app_environment_expressions()) <= set(env)
     # A variable only one function needs is that function's alone (each counts against its 4 KB).
-    assert "MODEL_ID" not in env and config["lambda_functions"]["turn_worker"]["environment_variables"] == {"MODEL_ID": ""}
+    assert "MODEL_ID" not in env and config["lambda_functions"]["turn_worker"]["environment_variables"] == {
+        "MODEL_ID": "", "KNOWLEDGE_BASE_ID": outputs["DocumentsKnowledgeBaseId"]}
     assert config["lambda_functions"]["api_handler"]["environment_variables"] == {
         "CONVERSATIONS_TABLE": outputs["ConversationsTableName"], "WEBSOCKET_API_ID": ""}
     assert sorted(p.name for p in chalice_dir.iterdir()) == ["config.json", "deployed", "deployments"]  # no policy to resolve
@@ -216,7 +217,7 @@ def test_the_stage_runs_the_backend_its_parameters_choose(scenario):
     bedrock = {a for s in worker["Statement"] for a in s["Action"] if a.startswith(("bedrock:", "bedrock-agentcore:"))}
     if scenario == "converse-profile":
         assert (env["BACKEND"], env["MODEL_ID"], env["AGENT_ID"]) == ("converse", US_SONNET_PROFILE, "")
-        assert bedrock == {"bedrock:InvokeModelWithResponseStream"}
+        assert bedrock == {"bedrock:InvokeModelWithResponseStream", "bedrock:Retrieve"}  # the asker's passages too
         (models,) = [s for s in worker["Statement"] if s["Sid"] == "InvokeTheProfilesModels"]
         assert models["Resource"] == list(US_SONNET_MODELS)
         history = [s for s in worker["Statement"] if s["Sid"] == "KeepConversations"]
@@ -369,6 +370,11 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
                 if statement["Sid"] == "WriteTraces":  # X-Ray's write actions take no resource ARN
                     assert (statement["Action"], resource) == (["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*")
                     continue
+                if resource.startswith("arn:aws:s3:::"):  # S3 ARNs name no account: the documents bucket's objects
+                    assert resource.startswith(f"arn:aws:s3:::{result['DocumentsBucketName']}"), resource
+                    continue
+                if resource.startswith(f"arn:aws:bedrock:{REGION}::foundation-model/"):  # a model: no account either
+                    continue
                 assert f":{ACCOUNT}:" in resource, resource
                 if "execute-api" in resource:
                     allowed = ("POST",) if function == "websocket_message" else ("POST", "DELETE")
@@ -378,6 +384,11 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
         assert variables["TURN_QUEUE_URL"] == result["TurnQueueUrl"] and variables["STAGE"] == "dev"
         assert variables["AGENT_ALIAS_ID"] == "ALIAS12345" and "JWT_SECRET" not in variables
 
+    (uploads,) = awslambda.list_event_source_mappings(EventSourceArn=result["UploadsQueueArn"])["EventSourceMappings"]
+    assert uploads["FunctionArn"].endswith(":function:agentstream-dev-document_uploads")
+    assert uploads["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # pipeline.handle_batch's partial failures
+    (subscription,) = session.client("sns").list_subscriptions_by_topic(TopicArn=result["DocumentsTopicArn"])["Subscriptions"]
+    assert (subscription["Protocol"], subscription["Endpoint"].rsplit(":", 1)[1]) == ("lambda", "agentstream-dev-document_notices")
     (mapping,) = awslambda.list_event_source_mappings(EventSourceArn=result["TurnQueueArn"])["EventSourceMappings"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == int(stack.chalice_config("dev").environment_variables["TURN_WORKER_BATCH_SIZE"])
@@ -409,6 +420,7 @@ def test_make_deploy_then_redeploy_then_destroy(moto_server, project, tmp_path):
     deployer.destroy()
     assert awslambda.list_functions()["Functions"] == []
     assert f"Emptied s3://{result['PageBucketName']}/ ({len(list(page.page_files())) + 1} objects)" in log
+    assert f"Emptied s3://{result['DocumentsBucketName']}/ (0 objects)" in log  # CloudFormation deletes it only empty
     assert s3.list_buckets()["Buckets"] == []  # the stack could delete the page's bucket
     assert session.client("cloudformation").list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"] == []
 

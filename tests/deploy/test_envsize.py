@@ -110,7 +110,8 @@ def test_the_default_parameters_fit_every_function_of_every_stage(stage):
     assert set(sizes) == set(stack.functions())
     assert all(1000 < size <= envsize.LIMIT_BYTES for size in sizes.values()), sizes
     environment = envsize.environments(stage, _parameters(stage))["turn_worker"]
-    assert set(GLOBALS) | set(stack.chalice_config(stage, "turn_worker").environment_variables) | {"MODEL_ID"} == set(environment)
+    own = {"MODEL_ID", "KNOWLEDGE_BASE_ID"}  # its model, and the knowledge base it retrieves the asker's passages from
+    assert set(GLOBALS) | set(stack.chalice_config(stage, "turn_worker").environment_variables) | own == set(environment)
 
 
 def test_the_system_prompt_never_reaches_the_environment_however_long():

@@ -51,7 +51,13 @@ FUNCTIONS = {
     "turn_worker": "TurnWorker",
     "api_handler": "APIHandler",  # the REST API's routes (/v1), one function
     "rest_authorizer": "RestAuthorizer",  # the REST API's token authorizer, called before any route
+    "document_uploads": "DocumentUploads",  # the uploads queue's consumer: starts the document pipeline
+    "document_notices": "DocumentNotices",  # the documents topic's subscriber: tells the owner
+    "document_extract": "DocumentExtract",  # the pipeline's Extract step
+    "document_analyse": "DocumentAnalyse",  # the pipeline's Analyse step
 }
+# Roles of the stack's own besides the functions': the state machine's and the knowledge base's (infra/documents.json).
+SERVICE_ROLES = ("DocumentPipelineRole", "KnowledgeBaseRole")
 ROUTES = {"$connect": "WebsocketConnect", "$default": "WebsocketMessage", "$disconnect": "WebsocketDisconnect"}
 
 
@@ -386,6 +392,9 @@ def test_websocket_handlers_answer_within_the_integration_timeout_and_the_worker
         for function in ("websocket_connect", "websocket_message", "websocket_disconnect", "api_handler", "rest_authorizer"):
             assert stack.chalice_config(stage, function).lambda_timeout < 29  # API Gateway's limit
         assert 60 <= stack.chalice_config(stage, "turn_worker").lambda_timeout <= 900
+        # The uploads queue outlasts its consumer six times over (AWS's advice for an SQS event source).
+        queue = stack.stage_resources()["Resources"]["UploadsQueue"]["Properties"]
+        assert queue["VisibilityTimeout"] >= 6 * stack.chalice_config(stage, "document_uploads").lambda_timeout
 
 
 def test_only_the_worker_is_traced_actively(templates):
@@ -394,9 +403,7 @@ def test_only_the_worker_is_traced_actively(templates):
     for template in templates.values():
         tracing = {logical_id: resource["Properties"].get("Tracing") for logical_id, resource in template["Resources"].items()
                    if resource["Type"] == "AWS::Serverless::Function"}
-        assert tracing == {"WebsocketConnect": "PassThrough", "WebsocketMessage": "PassThrough",
-                           "WebsocketDisconnect": "PassThrough", "TurnWorker": "Active", "APIHandler": "PassThrough",
-                           "RestAuthorizer": "PassThrough"}
+        assert tracing == {**{logical_id: "PassThrough" for logical_id in FUNCTIONS.values()}, "TurnWorker": "Active"}
 
 
 def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates):
@@ -413,6 +420,20 @@ def test_the_worker_reports_partial_batch_failures_from_its_own_queue(templates)
         }
         assert 2 <= int(env["TURN_WORKER_MAX_CONCURRENCY"]) <= 1000  # what Lambda accepts
         assert "000000000000" not in json.dumps(template)  # app.py's placeholder queue ARN is gone
+
+
+def test_the_document_functions_listen_to_the_stacks_own_queue_and_topic(templates):
+    """Chalice names a placeholder queue and topic (app.py's defaults); the packaged stack's are its own."""
+    for stage, template in templates.items():
+        (uploads,) = template["Resources"]["DocumentUploads"]["Properties"]["Events"].values()
+        assert uploads["Type"] == "SQS"
+        assert uploads["Properties"]["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+        assert uploads["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # pipeline.handle_batch's answer
+        (notices,) = template["Resources"]["DocumentNotices"]["Properties"]["Events"].values()
+        assert notices == {"Type": "SNS", "Properties": {"Topic": {"Fn::Sub": "${DocumentsTopic}"}}}  # the topic's ARN
+        for logical_id in ("DocumentExtract", "DocumentAnalyse"):  # the state machine invokes them: no event of their own
+            assert "Events" not in template["Resources"][logical_id]["Properties"]
+        assert "agentstream-documents" not in json.dumps(template) and "agentstream-uploads" not in json.dumps(template)
 
 
 def test_websocket_handlers_can_be_given_concurrency_workers_cannot_take(templates):
@@ -467,13 +488,24 @@ WIRING = {
     "JWT_SECRET_PARAMETER": {"Ref": "JwtSecretParameter"},
     "TURN_EVENT_BUS": {"Ref": "TurnEventBus"},
 }
+KNOWLEDGE_BASE = {"Fn::If": ["CreatesKnowledgeBase", {"Fn::GetAtt": ["DocumentsKnowledgeBase", "KnowledgeBaseId"]}, {"Ref": "KnowledgeBaseId"}]}
+MODEL = {"Fn::If": ["HasInferenceProfile", {"Ref": "InferenceProfile"}, {"Ref": "ModelId"}]}
 
 
 # What only some functions get: each variable counts against every function's 4 KB (infra/envsize.py).
 OWN_WIRING = {
-    "TurnWorker": {"MODEL_ID": {"Fn::If": ["HasInferenceProfile", {"Ref": "InferenceProfile"}, {"Ref": "ModelId"}]}},  # what it invokes
-    "WebsocketMessage": {"CONVERSATIONS_TABLE": {"Ref": "ConversationsTable"}},  # an ask in a conversation lists it
+    # What it invokes, and the knowledge base the converse backend retrieves the asker's passages from.
+    "TurnWorker": {"MODEL_ID": MODEL, "KNOWLEDGE_BASE_ID": KNOWLEDGE_BASE},
+    # An ask in a conversation lists it; the documents actions (upload, documents, delete).
+    "WebsocketMessage": {"CONVERSATIONS_TABLE": {"Ref": "ConversationsTable"}, "DOCUMENTS_BUCKET": {"Ref": "DocumentsBucket"},
+                         "DOCUMENTS_TABLE": {"Ref": "DocumentsTable"}, "DOCUMENT_PIPELINE_ARN": {"Ref": "DocumentPipeline"}},
     "APIHandler": {"CONVERSATIONS_TABLE": {"Ref": "ConversationsTable"}, "WEBSOCKET_API_ID": {"Ref": "WebsocketAPI"}},
+    # Only its bucket's notices start a pipeline (pipeline.start_for), which it then tells where the upload is.
+    "DocumentUploads": {"DOCUMENTS_BUCKET": {"Ref": "DocumentsBucket"}, "DOCUMENTS_TABLE": {"Ref": "DocumentsTable"},
+                        "DOCUMENT_PIPELINE_ARN": {"Ref": "DocumentPipeline"}},
+    "DocumentNotices": {"DOCUMENTS_TABLE": {"Ref": "DocumentsTable"}, "WEBSOCKET_API_ID": {"Ref": "WebsocketAPI"}},
+    "DocumentExtract": {"DOCUMENTS_BUCKET": {"Ref": "DocumentsBucket"}},
+    "DocumentAnalyse": {"MODEL_ID": MODEL, "KNOWLEDGE_BASE_ID": KNOWLEDGE_BASE},  # the stage's backend, as the worker's
 }
 
 
@@ -489,6 +521,8 @@ def test_every_function_is_wired_to_the_stacks_resources_and_parameters(template
             assert env["LOG_CONTENT"] == "false"
             # Never a plain-text secret; the management endpoint is derived from the event on AWS.
             assert "JWT_SECRET" not in env and "MANAGEMENT_ENDPOINT_URL" not in env
+            # What only Chalice reads, deploying (the event sources' names): never a function's 4 KB.
+            assert not set(stack.EVENT_SOURCE_OUTPUTS) & set(env), logical_id
 
 
 def test_every_table_and_queue_the_settings_read_is_wired(templates):
@@ -544,6 +578,8 @@ ALLOWED_WILDCARD_SUFFIXES = (
     "/<Stage>/DELETE/@connections/*",  # ... (the worker closes a connection that refuses its posts)
     ":*",  # a log group's log streams
 )
+# The documents bucket's objects: an upload's key and its chunks' are made at run time, under these prefixes.
+BUCKET_PREFIXES = ("uploads/*", "kb/*")
 
 
 def _identity_policies(template: Dict[str, Any]):
@@ -556,7 +592,7 @@ def _identity_policies(template: Dict[str, Any]):
 def test_each_function_has_its_own_role_and_no_other_iam(templates):
     for template in templates.values():
         iam = {name for name, r in template["Resources"].items() if r["Type"].startswith("AWS::IAM::")}
-        assert iam == {stack.role_id(function) for function in FUNCTIONS}
+        assert iam == {stack.role_id(function) for function in FUNCTIONS} | set(SERVICE_ROLES)
         for function, logical_id in FUNCTIONS.items():
             assert template["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [stack.role_id(function), "Arn"]}
 
@@ -591,8 +627,10 @@ def _check_scoped(where: str, statement: Dict[str, Any]) -> None:
         assert "*" not in action and re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), where
     for resource in as_list(statement["Resource"]):
         assert resource != "*", where
-        if re.fullmatch(r"<[A-Za-z]+\.Arn>(/index/[A-Za-z]+)?", resource):
+        if re.fullmatch(r"<[A-Za-z]+\.(Arn|IndexArn)>(/index/[A-Za-z]+)?", resource):
             continue  # a resource of this stack (or a table's index)
+        if re.fullmatch(r"<DocumentsBucket\.Arn>/(%s)" % "|".join(re.escape(p) for p in BUCKET_PREFIXES), resource):
+            continue  # the documents bucket's objects under one prefix
         if re.fullmatch(r"<([A-Za-z]+)>", resource):
             continue  # a parameter: test_parameters_in_arns_cannot_widen_them
         if resource.startswith("<AgentRuntimeArn>/"):
@@ -613,7 +651,12 @@ def _check_scoped(where: str, statement: Dict[str, Any]) -> None:
 def test_parameters_in_arns_cannot_widen_them():
     """A parameter spliced into an ARN must not be able to hold a wildcard."""
     specs = stack.parameter_specs()
-    for function, (_, document) in stack.policy_documents("dev").items():
+    documents = {function: document for function, (_, document) in stack.policy_documents("dev").items()}
+    for role in SERVICE_ROLES:
+        (policy,) = stack.stage_resources()["Resources"][role]["Properties"]["Policies"]
+        documents[role] = policy["PolicyDocument"]
+    assert "DocumentPipelineRole" in documents
+    for function, document in documents.items():
         for statement in statements(document):
             text = str(statement.get("Resource")) + str(statement.get("Condition"))
             for name in set(re.findall(r"\$\{([A-Za-z]+)\}", text)) | set(re.findall(r"'Ref': '([A-Za-z]+)'", text)):
@@ -640,20 +683,57 @@ def test_the_agent_and_the_api_are_named_exactly(templates):
         assert stack.chalice_config(stage).api_gateway_stage == stage
 
 
-def test_only_the_worker_invokes_bedrock_and_reads_the_prompt_only_the_token_checkers_read_the_secret(templates):
+def test_only_the_answerers_invoke_bedrock_and_read_the_prompt_only_the_token_checkers_read_the_secret(templates):
     actions: Dict[str, set] = {}
     for role, document in _identity_policies(templates["dev"]):
         actions[role] = {a for s in statements(document) for a in as_list(s["Action"])}
+    # The stage's backend answers turns (the worker) and analyses documents (the pipeline's Analyse step).
+    answerers = ["DocumentAnalyseRole", "TurnWorkerRole"]
     for bedrock in ("bedrock:InvokeAgent", "bedrock:InvokeModelWithResponseStream", "bedrock-agentcore:InvokeAgentRuntime"):
-        assert [r for r, a in actions.items() if bedrock in a] == ["TurnWorkerRole"], bedrock
-    assert [r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)] == ["TurnWorkerRole"]
+        assert sorted(r for r, a in actions.items() if bedrock in a) == answerers, bedrock
+    assert sorted(r for r, a in actions.items() if "bedrock:Retrieve" in a) == answerers  # converse: the asker's passages
+    # The knowledge base embeds with its model; the pipeline syncs it; nobody else touches Bedrock.
+    assert sorted(r for r, a in actions.items() if any(a.startswith(("bedrock:", "bedrock-agentcore:")) for a in a)) == sorted(
+        answerers + list(SERVICE_ROLES))
+    assert {a for a in actions["KnowledgeBaseRole"] if a.startswith("bedrock:")} == {"bedrock:InvokeModel"}
+    assert {a for a in actions["DocumentPipelineRole"] if a.startswith("bedrock:")} == {"bedrock:StartIngestionJob",
+                                                                                          "bedrock:GetIngestionJob"}
     # SSM: the sign-in secret for the token checkers ($connect and the REST API's authorizer), the
-    # system prompt for the worker (each its own parameter); the REST routes trust the authorizer.
-    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["RestAuthorizerRole", "TurnWorkerRole",
-                                                                                 "WebsocketConnectRole"]
+    # system prompt for the answerers (each its own parameter); the REST routes trust the authorizer.
+    assert sorted(r for r, a in actions.items() if "ssm:GetParameter" in a) == ["DocumentAnalyseRole", "RestAuthorizerRole",
+                                                                                 "TurnWorkerRole", "WebsocketConnectRole"]
     assert sorted(r for r, a in actions.items() if "sqs:SendMessage" in a) == ["ApiHandlerRole", "WebsocketMessageRole"]
-    assert [r for r, a in actions.items() if "sqs:ReceiveMessage" in a] == ["TurnWorkerRole"]
+    assert sorted(r for r, a in actions.items() if "sqs:ReceiveMessage" in a) == ["DocumentUploadsRole", "TurnWorkerRole"]
+    # Only the uploads' consumer and the $default route (a deletion re-syncs) start the pipeline.
+    assert sorted(r for r, a in actions.items() if "states:StartExecution" in a) == ["DocumentUploadsRole", "WebsocketMessageRole"]
     assert actions["WebsocketDisconnectRole"] == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DeleteItem"}
+
+
+def test_the_documents_bucket_is_reached_only_under_its_prefixes(templates):
+    """Uploads are signed, read and deleted under uploads/; chunks written, read, listed and deleted under kb/."""
+    expected = {
+        "WebsocketMessageRole": {("s3:PutObject", "uploads/*"), ("s3:DeleteObject", "uploads/*"), ("s3:DeleteObject", "kb/*"),
+                                 ("s3:ListBucket", "uploads/*"), ("s3:ListBucket", "kb/*")},
+        "DocumentExtractRole": {("s3:GetObject", "uploads/*"), ("s3:PutObject", "kb/*"), ("s3:DeleteObject", "kb/*"),
+                                ("s3:ListBucket", "kb/*")},
+        "DocumentAnalyseRole": {("s3:GetObject", "kb/*"), ("s3:ListBucket", "kb/*")},
+        "KnowledgeBaseRole": {("s3:GetObject", "kb/*"), ("s3:ListBucket", "kb/*")},
+    }
+    for template in templates.values():
+        found: Dict[str, set] = {}
+        for role, document in _identity_policies(template):
+            for statement in statements(document):
+                for action in as_list(statement["Action"]):
+                    if not action.startswith("s3:"):
+                        continue
+                    for resource in as_list(statement["Resource"]):
+                        if action == "s3:ListBucket":  # the bucket, listed only under its prefixes
+                            assert resource == {"Fn::GetAtt": ["DocumentsBucket", "Arn"]}, role
+                            prefixes = as_list(statement["Condition"]["StringLike"]["s3:prefix"])
+                        else:
+                            prefixes = [resource["Fn::Sub"].split("${DocumentsBucket.Arn}/", 1)[1]]
+                        found.setdefault(role, set()).update((action, prefix) for prefix in prefixes)
+        assert found == expected
 
 
 def test_turn_events_go_to_the_bus_a_parameter_names_and_only_the_worker_may_put_them(templates):
@@ -759,12 +839,14 @@ def _resolved_policies(stage: str, parameters: Dict[str, str]) -> Dict[str, Dict
     """Each role's policy as CloudFormation (moto's) resolves it for these parameter values, on the
     stack ``make deploy`` creates: its roles hold the same documents as the packaged template's
     (test_both_paths_give_each_function_its_policy_file_verbatim). This stack's tables and queues
-    show as markers (``<HistoryTable.Arn>``), as they are named only once deployed.
+    show as markers (``<HistoryTable.Arn>``), as they are named only once deployed, and so does its
+    knowledge base's id (``<KnowledgeBase>``).
     """
     values = stack.resolve_parameters(stage, parameters)  # sign-in: the stack's own user pool, the default
     outputs, policies = resolved_stack(values, stage=stage)
-    text = json.dumps(policies)
-    for resource in stack.load_json(stack.DATA_TEMPLATE)["Resources"]:
+    text = json.dumps(policies).replace(f"knowledge-base/{outputs['DocumentsKnowledgeBaseId']}", "knowledge-base/<KnowledgeBase>")
+    text = text.replace(f"arn:aws:s3:::{outputs['DocumentsBucketName']}", "<DocumentsBucket.Arn>")  # named after its stack's id
+    for resource in stack.stage_resources()["Resources"]:
         if f"{resource}Arn" in outputs:
             text = text.replace(f'"{outputs[f"{resource}Arn"]}"', f'"<{resource}.Arn>"')
             text = text.replace(f'"{outputs[f"{resource}Arn"]}/index/', f'"<{resource}.Arn>/index/')  # its indexes
@@ -783,6 +865,8 @@ def test_both_paths_give_each_function_its_policy_file_verbatim(templates):
 
 PROFILE_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{US_SONNET_PROFILE}"
 ENDPOINT = f"{RUNTIME_ARN}/runtime-endpoint"
+KNOWLEDGE_BASE_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:knowledge-base/<KnowledgeBase>"
+RETRIEVE = (["bedrock:Retrieve"], [KNOWLEDGE_BASE_ARN], None)  # converse: the asker's passages, before the prompt
 BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
     "agent": {
         "InvokeTheAgent": (["bedrock:InvokeAgent"], [f"arn:aws:bedrock:{REGION}:{ACCOUNT}:agent-alias/AGENT12345/ALIAS12345"], None),
@@ -792,12 +876,14 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"],
                            [f"arn:aws:bedrock:{REGION}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"], None),
         "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+        "RetrieveDocuments": RETRIEVE,
     },
     "converse-profile": {
         "InvokeTheModel": (["bedrock:InvokeModelWithResponseStream"], [PROFILE_ARN], None),
         "InvokeTheProfilesModels": (["bedrock:InvokeModelWithResponseStream"], list(US_SONNET_MODELS),
                                     {"StringEquals": {"bedrock:InferenceProfileArn": PROFILE_ARN}}),
         "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+        "RetrieveDocuments": RETRIEVE,
     },
     "converse-application-profile": {
         "ReadSystemPrompt": (["ssm:GetParameter"], [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/agentstream/<Stage>/system-prompt"], None),
@@ -805,6 +891,7 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
         "InvokeTheProfilesModels": (["bedrock:InvokeModelWithResponseStream"], list(US_SONNET_MODELS),
                                     {"StringEquals": {"bedrock:InferenceProfileArn": APPLICATION_PROFILE}}),
         "KeepConversations": (["dynamodb:GetItem", "dynamodb:PutItem"], ["<HistoryTable.Arn>"], None),
+        "RetrieveDocuments": RETRIEVE,
     },
     "agentcore": {
         "InvokeTheAgentRuntime": (["bedrock-agentcore:InvokeAgentRuntime"], [RUNTIME_ARN, f"{ENDPOINT}/DEFAULT"], None),
@@ -815,6 +902,9 @@ BACKEND_GRANTS = {  # Sid: (actions, resources, condition)
 }
 SHARED_WORKER_SIDS = {"WriteOwnLogs", "ConsumeTurnQueue", "RunTurns", "ReleaseConnections", "ReleaseTurnsInFlightAndMeterUsage", "StreamToClients",
                       "PublishTurnEvents", "WriteTraces"}
+# The pipeline's Analyse step asks the same backend (runtime.backend): the same grants as the worker's.
+SHARED_ANALYSER_SIDS = {"WriteOwnLogs", "ReadTheChunks", "ListTheChunks"}
+ANSWERERS = {"TurnWorkerRole": SHARED_WORKER_SIDS, "DocumentAnalyseRole": SHARED_ANALYSER_SIDS}
 
 
 def test_every_backend_scenario_is_checked():
@@ -823,19 +913,21 @@ def test_every_backend_scenario_is_checked():
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_each_backend_gets_only_its_own_grants(backend, templates):
-    """The roles' policies, resolved by CloudFormation for each Backend: the worker gets that backend's grants and no other's."""
+    """The roles' policies, resolved by CloudFormation for each Backend: the worker and the Analyse step get
+    that backend's grants and no other's."""
     for stage in templates:
         policies = _resolved_policies(stage, BACKENDS[backend])
-        worker = {s["Sid"]: s for s in policies["TurnWorkerRole"]["Statement"]}
-        own = {sid: statement for sid, statement in worker.items() if sid not in SHARED_WORKER_SIDS}
-        assert sorted(own) == sorted(BACKEND_GRANTS[backend]), (stage, backend)
-        for sid, (actions, resources, condition) in BACKEND_GRANTS[backend].items():
-            assert as_list(own[sid]["Action"]) == actions, sid
-            assert as_list(own[sid]["Resource"]) == [r.replace("<Stage>", stage) for r in resources], sid
-            assert own[sid].get("Condition") == condition, sid
+        for role, shared in ANSWERERS.items():
+            granted = {s["Sid"]: s for s in policies[role]["Statement"]}
+            own = {sid: statement for sid, statement in granted.items() if sid not in shared}
+            assert sorted(own) == sorted(BACKEND_GRANTS[backend]), (stage, backend, role)
+            for sid, (actions, resources, condition) in BACKEND_GRANTS[backend].items():
+                assert as_list(own[sid]["Action"]) == actions, sid
+                assert as_list(own[sid]["Resource"]) == [r.replace("<Stage>", stage) for r in resources], sid
+                assert own[sid].get("Condition") == condition, sid
         # Nothing else moves with the backend: the other roles are the same under every backend.
-        assert {role: p for role, p in policies.items() if role != "TurnWorkerRole"} == {
-            role: p for role, p in _resolved_policies(stage, BACKENDS["agent"]).items() if role != "TurnWorkerRole"
+        assert {role: p for role, p in policies.items() if role not in ANSWERERS} == {
+            role: p for role, p in _resolved_policies(stage, BACKENDS["agent"]).items() if role not in ANSWERERS
         }
 
 

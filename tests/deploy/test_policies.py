@@ -2,15 +2,16 @@
 
 Every handler runs through the Chalice test client against moto, through the flows a client can
 drive (connect, ping, usage, ask, a repeated ask, cancel, resume, a client that leaves mid-answer, a
-poison message, a redelivery, disconnect), once per backend scenario, while every AWS call it makes
-is recorded. The app is configured by the environment the template gives it for that scenario, and
+poison message, a redelivery, a document uploaded, taken through the pipeline's steps, listed and
+deleted, disconnect), once per backend scenario, while every AWS call it makes is recorded. The app is configured by the environment the template gives it for that scenario, and
 each call must be allowed by the function's own policy, resolved as ``make deploy`` resolves it;
 each DynamoDB, SQS, SSM, EventBridge, Bedrock and execute-api grant must be used by some flow: a policy that
 grants less breaks a deploy, one that grants more is not least privilege.
 
 How each Bedrock call is recorded:
 
-* ``InvokeAgent``: moto has no Bedrock, so the worker talks to a fake (``tests/support/fakes.py``), wrapped here.
+* ``InvokeAgent`` and ``Retrieve``: moto has no Bedrock, so the worker talks to a fake (``tests/support/fakes.py``),
+  wrapped here; its Retrieve (the converse backend's passages of the asker's documents) finds nothing.
 * ``ConverseStream`` and ``InvokeAgentRuntime``: the app's real boto3 clients call the local Bedrock
   emulator (``devserver/bedrock.py``, botocore's own request serializer and response parsers), and
   botocore's ``provide-client-params`` event records each call before it is sent. Which IAM checks a
@@ -54,9 +55,12 @@ SECRET_PARAMETER = "/agentstream/dev/jwt-secret"
 OWN_SECRET = {"CreateUserPool": "false", "JwtSecretParameter": SECRET_PARAMETER}
 
 Call = Tuple[str, str, Tuple[Tuple[str, str], ...]]  # (IAM action, resource ARN, request condition keys)
+# The functions Lambda feeds from an SQS queue (app.py's on_sqs_message), and the output naming each queue.
+SQS_SOURCES = {"turn_worker": "TurnQueueArn", "document_uploads": "UploadsQueueArn"}
+NOTES = b"# Trip notes\n\nThe ferry leaves at nine. Bring the passports and the blue suitcase.\n"
 
 
-def _aws_calls(function: str, queue_arn: str) -> Set[Call]:
+def _aws_calls(function: str, outputs: Mapping[str, str]) -> Set[Call]:
     """The calls AWS makes with a function's role, which no recording of the code can show, as AWS
     documents them (AWS Lambda Developer Guide):
 
@@ -73,7 +77,8 @@ def _aws_calls(function: str, queue_arn: str) -> Set[Call]:
     name = stack.function_name(STAGE, function)
     stream = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}:log-stream:2026/12/03/[$LATEST]0123456789abcdef"
     calls: Set[Call] = {(f"logs:{action}", stream, ()) for action in ("CreateLogStream", "PutLogEvents")}
-    if function == "turn_worker":  # the turn queue's consumer (app.py: @app.on_sqs_message)
+    if function in SQS_SOURCES:  # a queue's consumer (app.py: @app.on_sqs_message)
+        queue_arn = outputs[SQS_SOURCES[function]]
         calls |= {(f"sqs:{action}", queue_arn, ()) for action in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")}
     if stack.chalice_config(STAGE, function).xray_enabled:
         calls |= {(f"xray:{action}", "*", ()) for action in ("PutTraceSegments", "PutTelemetryRecords")}
@@ -121,7 +126,8 @@ class Recorder:
         self.calls: List[Call] = []
         self.profiles = profiles
         clients = runtime.clients
-        for client in (clients.dynamodb, clients.sqs, clients.ssm, clients.events, clients.bedrock_runtime, clients.bedrock_agentcore):
+        for client in (clients.dynamodb, clients.sqs, clients.ssm, clients.events, clients.bedrock_runtime, clients.bedrock_agentcore,
+                       clients.s3, clients.stepfunctions):
             client.meta.events.register("provide-client-params", self._aws_call)
         post, invoke = management.post_to_connection, agent.invoke_agent
 
@@ -146,9 +152,16 @@ class Recorder:
                                f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/{stage}/DELETE/@connections/{ConnectionId}", ()))
             return close(ConnectionId=ConnectionId)
 
+        def retrieve(**params: Any) -> Any:
+            """Retrieve on the knowledge base (the fake has none of the asker's passages)."""
+            knowledge_base = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:knowledge-base/{params['knowledgeBaseId']}"
+            self.calls.append(("bedrock:Retrieve", knowledge_base, ()))
+            return {"retrievalResults": []}
+
         management.post_to_connection = post_to_connection
         management.delete_connection = delete_connection
         agent.invoke_agent = invoke_agent
+        agent.retrieve = retrieve
 
     def _aws_call(self, params: Dict[str, Any], model: Any, **_: Any) -> None:
         service = model.service_model.service_name
@@ -168,6 +181,22 @@ class Recorder:
             return
         elif service in ("bedrock-runtime", "bedrock-agentcore"):
             self.calls.extend(_bedrock_checks(service, model.name, params, self.profiles))
+            return
+        elif service == "s3":  # each object's own action; a listing is the bucket's, with its prefix
+            bucket = f"arn:aws:s3:::{params['Bucket']}"
+            if model.name == "CreateBucket":  # botocore's generate_presigned_post: signs, sends nothing (see _documents)
+                return
+            if model.name == "ListObjectsV2":
+                self.calls.append(("s3:ListBucket", bucket, (("s3:prefix", params.get("Prefix", "")),)))
+            elif model.name == "DeleteObjects":
+                self.calls.extend(("s3:DeleteObject", f"{bucket}/{o['Key']}", ()) for o in params["Delete"]["Objects"])
+            elif model.name in ("GetObject", "PutObject", "DeleteObject"):
+                self.calls.append((f"s3:{model.name}", f"{bucket}/{params['Key']}", ()))
+            else:  # pragma: no cover
+                raise AssertionError(f"unexpected S3 call {model.name}: teach the Recorder its IAM check")
+            return
+        elif service == "stepfunctions":  # StartExecution: on the state machine
+            self.calls.append((f"states:{model.name}", params["stateMachineArn"], ()))
             return
         else:  # pragma: no cover - a new service needs a line here and a policy statement
             raise AssertionError(f"unexpected AWS call {service}:{model.name}")
@@ -264,9 +293,52 @@ def _drive(client: Any, runtime: Any, management: Any, recorder: Recorder) -> Di
     assert rest("DELETE", f"/v1/turns/{socket_turn['turnId']}")[1]["error"]["code"] == "cancelled"
     assert management.events("c1")[-1]["code"] == "cancelled"  # told through the WebSocket API
 
+    _documents(runtime, management, calls, invoke, say)
+
     for connection_id in ("c1", "c2"):
         invoke("websocket_disconnect", ws_event("$disconnect", connection_id))
     return calls
+
+
+def _documents(runtime: Any, management: Any, calls: Dict[str, Set[Call]], invoke: Any, say: Any) -> None:
+    """A document: its upload signed (by $default), the object arriving (S3's notice through the uploads
+    queue), the pipeline's Lambda steps (Extract twice, as a retried step runs), its analysis, each status
+    told to the owner (one of whose connections is gone), the listing, its deletion."""
+    settings = runtime.settings
+    bucket = settings.documents_bucket
+    (signed,) = say("c1", action="upload", fileName="notes.md", contentType="text/markdown", size=len(NOTES))
+    assert signed["type"] == "upload", signed
+    key = signed["fields"]["key"]
+    # The browser's POST: S3 authorizes it as the signer's s3:PutObject on the key (the presigned policy's).
+    calls["websocket_message"].add(("s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", ()))
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=NOTES)  # the test's own client: not recorded
+    notice = {"Records": [{"eventName": "ObjectCreated:Post", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": key, "size": len(NOTES), "sequencer": "0065F1A2B3C4D5E6F7"}}}]}
+    assert invoke("document_uploads", sqs_event([json.dumps(notice)])) == {"batchItemFailures": []}
+    document = runtime.documents.get(signed["documentId"])
+    state = {"action": "ingest", "document": document.brief(), "bucket": bucket, "key": key, "pollSeconds": 0}
+    for _ in range(2):  # a retried step starts clean: it deletes the chunks the first one wrote
+        assert invoke("document_extract", state)["ok"] is True
+    for cached in ("backend", "system_prompt"):  # the Analyse step's own execution environment: it reads the prompt itself
+        runtime.__dict__.pop(cached, None)
+    assert "summary" in invoke("document_analyse", state)["analysis"]
+
+    say("c1", action="ping")
+    invoke("websocket_connect", ws_event("$connect", "c5", query={"token": make_token("alice")}))
+    management.gone.add("c5")  # a connection of the owner's that is gone: forgotten
+    for status in ("uploaded", "analysed"):
+        message = {**document.brief(), "status": status, "analysis": {"summary": "Trip notes.", "topics": ["ferry"]}}
+        sns = {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:x",
+                            "Sns": {"Type": "Notification", "MessageId": f"n-{status}", "TopicArn": "arn:aws:sns:x",
+                                    "Subject": None, "Message": json.dumps(message), "Timestamp": "2026-12-03T00:00:00Z",
+                                    "MessageAttributes": {"status": {"Type": "String", "Value": status}}}}]}
+        invoke("document_notices", sns)
+    assert [e["status"] for e in management.events("c1") if e["type"] == "document"][-1] == "analysed"
+    assert runtime.connections.get("c5") is None
+
+    (listed,) = say("c1", action="documents")
+    assert [d["documentId"] for d in listed["documents"]] == [document.document_id]
+    assert say("c1", action="delete", documentId=document.document_id)[-1]["status"] == "deleted"
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
@@ -312,7 +384,7 @@ def recorded(request: pytest.FixtureRequest):
                 set_runtime(None)
             policies = {function: roles[stack.role_id(function)] for function in stack.functions()}
     for function in policies:
-        calls[function] |= _aws_calls(function, outputs["TurnQueueArn"])
+        calls[function] |= _aws_calls(function, outputs)
     return scenario, calls, policies
 
 
@@ -359,11 +431,13 @@ def test_the_worker_calls_only_its_backend(recorded):
     bedrock = {call[0] for function in used for call in used[function] if call[0].startswith(("bedrock:", "bedrock-agentcore:"))}
     expected = {
         "agent": {"bedrock:InvokeAgent"},
-        "converse": {"bedrock:InvokeModelWithResponseStream"},
+        # converse: the asker's passages retrieved from the knowledge base, before the prompt
+        "converse": {"bedrock:InvokeModelWithResponseStream", "bedrock:Retrieve"},
         "agentcore": {"bedrock-agentcore:InvokeAgentRuntime"},
     }[BACKENDS[scenario].get("Backend", "agent")]
     assert bedrock == expected
-    assert {call[0] for call in used["turn_worker"]} >= expected
+    for answerer in ("turn_worker", "document_analyse"):  # the Analyse step asks the same backend
+        assert {call[0] for call in used[answerer]} >= expected, answerer
 
 
 @pytest.mark.parametrize("scenario", sorted(name for name, given in BACKENDS.items() if "InferenceProfileModelArns" in given))

@@ -33,9 +33,10 @@ def test_the_prompt_is_a_parameter_of_the_data_stack_kept_in_an_ssm_parameter():
 
 
 def test_only_the_worker_may_read_it():
+    """The worker, and the document pipeline's Analyse step, which asks the same backend (converse: with the prompt)."""
     for function, (_, document) in stack.policy_documents("dev").items():
         reads = [s for s in document["Statement"] if "UsesSystemPrompt" in str(s)]
-        if function != "turn_worker":
+        if function not in ("turn_worker", "document_analyse"):
             assert not reads, function
             continue
         (statement,) = reads
