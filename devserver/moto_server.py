@@ -1,5 +1,5 @@
-"""moto's server (DynamoDB, SQS, EventBridge; Cognito with AUTH=cognito) in its own process on loopback,
-with an injectable DynamoDB throttle.
+"""moto's server (DynamoDB, SQS, EventBridge, S3, SNS, Step Functions; Cognito with AUTH=cognito) in its own
+process on loopback, with an injectable DynamoDB throttle.
 
 Its own process, so the fake AWS and the app under test do not share one interpreter lock (the
 local stack holds hundreds of streaming turns on two cores). moto never throttles; AWS does:
@@ -7,7 +7,18 @@ local stack holds hundreds of streaming turns on two cores). moto never throttle
 ``ProvisionedThroughputExceededException`` exactly as DynamoDB sends it, so the app's real
 botocore retry path (and what happens when it gives up) is exercised.
 
-    python -m devserver.moto_server --port 5000
+It also runs the document pipeline's state machine (``infra/documents.asl.json``) as AWS does, with
+moto's Step Functions interpreter, which runs in this process:
+
+* the interpreter is switched on before anything can create a state machine (``enable_interpreter``);
+* ``MOTO_PORT`` is this server's port: the interpreter's boto3 clients call ``http://localhost:$MOTO_PORT``;
+* ``AWS_DATA_PATH`` names ``bedrockagent`` for botocore (``devserver/sdk_aliases.py``) and
+  ``devserver/sdk_casing.py`` gives its aws-sdk tasks Step Functions' casing;
+* ``forwarding_middleware`` sends what moto cannot do to the local stack: Lambda Invoke of the app's
+  functions (``--lambda-url``, ``devserver/lambda_api.py``) and bedrock-agent's ingestion jobs
+  (``--bedrock-url``, the Bedrock emulator), keeping the headers Retry and Catch depend on.
+
+    python -m devserver.moto_server --port 5000 [--lambda-url URL] [--bedrock-url URL]
 """
 from __future__ import annotations
 
@@ -15,13 +26,18 @@ import argparse
 import io
 import json
 import logging
+import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, Callable, Iterable, Optional
+import uuid
+from typing import Any, Callable, Iterable, List, Optional, Pattern, Sequence, Tuple
 
 CONTROL_PATH = "/_agentstream/throttle-dynamodb"
 _THROTTLED = json.dumps(
@@ -76,12 +92,84 @@ def throttling_middleware(app: Callable[..., Iterable[bytes]]) -> Callable[..., 
     return middleware
 
 
-class MotoServer:
-    """Starts and stops the moto process; ``url`` is what boto3's endpoint variables point at."""
+WsgiApp = Callable[..., Iterable[bytes]]
+#: Lambda Invoke, as botocore sends it (the function name, ARN or name:qualifier percent-encoded).
+LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")
+#: bedrock-agent's ingestion jobs (Start, List, Get, Stop), which moto does not have.
+INGESTION_JOBS = re.compile(r"^/knowledgebases/[^/]+/datasources/[^/]+/ingestionjobs(/.*)?$")
+# What the interpreter's botocore reads from an answer: the request id (without it moto's aws-sdk task
+# crashes in its error handling, past Retry and Catch), the error code, Lambda's function error.
+_ANSWER_HEADERS = ("content-type", "x-amzn-requestid", "x-amzn-errortype", "x-amz-function-error",
+                   "x-amz-executed-version", "x-amz-log-result")
+_FORWARD_TIMEOUT_S = 900.0  # a Lambda invocation may take up to 15 minutes
 
-    def __init__(self, host: str, port: int) -> None:
+
+def forwarding_middleware(app: WsgiApp, routes: Sequence[Tuple[Pattern[str], str]]) -> WsgiApp:
+    """Wrap moto's WSGI app: a request whose path matches a route's pattern goes to that route's base URL.
+
+    Status, body and the headers botocore reads (``_ANSWER_HEADERS``) come back unchanged; a target
+    that cannot be reached answers 502 ``ServiceException``, which the interpreter names
+    ``Lambda.ServiceException`` (retried by the pipeline) or ``bedrockagent.ServiceException``.
+    """
+    active = [(pattern, base.rstrip("/")) for pattern, base in routes if base]
+
+    def middleware(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        target = next((base for pattern, base in active if pattern.match(path)), None)
+        if target is None:
+            return app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        query = environ.get("QUERY_STRING")
+        url = target + urllib.parse.quote(path, safe="/") + (f"?{query}" if query else "")
+        # The signature (for this server's host; the targets accept any) and Lambda's x-amz-* options.
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_X_AMZ_") or key == "HTTP_AUTHORIZATION"}
+        headers["content-type"] = environ.get("CONTENT_TYPE") or "application/json"
+        request = urllib.request.Request(url, data=body, method=environ.get("REQUEST_METHOD", "GET"), headers=headers)
+        try:
+            answer = urllib.request.urlopen(request, timeout=_FORWARD_TIMEOUT_S)
+        except urllib.error.HTTPError as err:
+            answer = err  # an error answer is still the answer
+        except OSError as err:
+            data = json.dumps({"message": f"the local stack's {target} did not answer: {err}"}).encode()
+            start_response("502 Bad Gateway", [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                               ("x-amzn-ErrorType", "ServiceException"),
+                                               ("x-amzn-RequestId", str(uuid.uuid4()))])
+            return [data]
+        with answer:
+            data = answer.read()
+            kept: List[Tuple[str, str]] = [(k, v) for k, v in answer.headers.items() if k.lower() in _ANSWER_HEADERS]
+            start_response(f"{answer.status} {answer.reason}", kept + [("Content-Length", str(len(data)))])
+        return [data]
+
+    return middleware
+
+
+def enable_interpreter(app: WsgiApp) -> None:
+    """Switch on moto's Step Functions interpreter through its documented ``POST /moto-api/config``.
+
+    Done in-process before the server listens: moto keeps the state machines made with it off and
+    on in two separate backends, so one created before the switch would never run.
+    """
+    from werkzeug.test import Client
+
+    answer = Client(app).post("/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}})
+    if answer.status_code >= 300:
+        raise RuntimeError(f"moto refused its Step Functions config: {answer.status_code} {answer.get_data(as_text=True)}")
+
+
+class MotoServer:
+    """Starts and stops the moto process; ``url`` is what boto3's endpoint variables point at.
+
+    ``lambda_url`` / ``bedrock_url``: where the state machine's Lambda invocations and ingestion-job
+    calls go (``forwarding_middleware``); empty: to moto, which has neither.
+    """
+
+    def __init__(self, host: str, port: int, *, lambda_url: str = "", bedrock_url: str = "") -> None:
         self.host = host
         self.port = port
+        self.lambda_url = lambda_url
+        self.bedrock_url = bedrock_url
         self._process: Optional[subprocess.Popen] = None
 
     @property
@@ -90,7 +178,8 @@ class MotoServer:
 
     def start(self, timeout_s: float = 30.0) -> "MotoServer":
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "devserver.moto_server", "--host", self.host, "--port", str(self.port)]
+            [sys.executable, "-m", "devserver.moto_server", "--host", self.host, "--port", str(self.port),
+             "--lambda-url", self.lambda_url, "--bedrock-url", self.bedrock_url]
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -120,18 +209,38 @@ class MotoServer:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="moto (DynamoDB, SQS, EventBridge, S3, SNS, Step Functions) with a "
+                                                 "DynamoDB throttle switch")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--lambda-url", default="", help="where Lambda Invoke goes (the local stack's Lambda API)")
+    parser.add_argument("--bedrock-url", default="", help="where bedrock-agent's ingestion jobs go (the Bedrock emulator)")
+    args = parser.parse_args()
+
+    from devserver import sdk_aliases, sdk_casing
+
+    # Before botocore makes its first loader (moto's imports may): the interpreter's boto3 clients
+    # call this server, and know the service name "bedrockagent".
+    os.environ["MOTO_PORT"] = str(args.port)
+    os.environ["AWS_DATA_PATH"] = sdk_aliases.install(current=os.environ.get("AWS_DATA_PATH", ""))
+    sdk_casing.install()
+
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     from devserver.redact import install_log_filters
 
-    parser = argparse.ArgumentParser(description="moto (DynamoDB, SQS, EventBridge) with a DynamoDB throttle switch")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
     install_log_filters()  # werkzeug logs "Bad request syntax ('GET /?token=...')" at ERROR
-    app = throttling_middleware(DomainDispatcherApplication(create_backend_app))
+    # The interpreter logs every state error (a Fail state's too) as a screenful of reprs at ERROR, once per
+    # enclosing component, and warns on each bedrockagent error: an execution's errors are in its history.
+    logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(logging.CRITICAL)
+    logging.getLogger("moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
+                      "state_task_service_aws_sdk").setLevel(logging.ERROR)
+    moto = DomainDispatcherApplication(create_backend_app)
+    enable_interpreter(moto)
+    routes = [(LAMBDA_INVOKE, args.lambda_url), (INGESTION_JOBS, args.bedrock_url)]
+    app = throttling_middleware(forwarding_middleware(moto, routes))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     try:
         server.serve_forever()

@@ -1,9 +1,13 @@
-"""The SQS-to-Lambda event source mapping, locally.
+"""The SQS-to-Lambda event source mapping, locally (and, with ``sns_events``, an SNS topic's Lambda subscription).
 
 Like Lambda's poller it long-polls the queue, hands batches to the handler as SQS events, caps
 how many batches run at once (the mapping's maximum concurrency), deletes what succeeded and
 leaves each ``batchItemFailures`` record (or the whole batch, if the handler raised) to come
 back after the visibility timeout, and so to the dead-letter queue after ``maxReceiveCount``.
+
+A function subscribed to an SNS topic is played the same way: the topic delivers to a queue, and
+the poller hands each message to the function as the SNS event Lambda would (``sns_events``, batch
+size 1); a raise leaves the notification to come back, as Lambda retries an asynchronous invocation.
 """
 from __future__ import annotations
 
@@ -16,11 +20,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from devserver.lambda_context import LambdaContext
+from devserver.sns_events import envelope, sns_event
 from devserver.sqs_events import sqs_event
 
 log = logging.getLogger("devserver.poller")
 
 Handler = Callable[[Dict[str, Any], Any], Any]
+#: (received messages, the queue's ARN, region) -> the event of one invocation.
+EventBuilder = Callable[[List[Dict[str, Any]], str, str], Dict[str, Any]]
+
+
+def sns_events(subscription_arn: str) -> EventBuilder:
+    """For a queue subscribed to an SNS topic (not raw delivery): each message as Lambda's SNS event."""
+
+    def build(messages: List[Dict[str, Any]], queue_arn: str, region: str) -> Dict[str, Any]:
+        if len(messages) != 1:
+            raise ValueError("SNS invokes a function once per notification: use batch_size=1")
+        return sns_event(envelope(messages[0]["Body"]), subscription_arn)
+
+    return build
 
 
 class SqsPoller:
@@ -35,7 +53,11 @@ class SqsPoller:
         max_concurrency: int = 8,
         timeout_s: float = 900.0,
         region: str = "us-east-1",
+        event: EventBuilder = sqs_event,
+        batch_failures: bool = True,
     ) -> None:
+        """``event`` builds each invocation's event (SQS's by default); ``batch_failures``: the
+        handler's ``batchItemFailures`` are honoured (SQS's partial batch responses)."""
         self._sqs = sqs
         self._url = queue_url
         self._handler = handler
@@ -43,10 +65,12 @@ class SqsPoller:
         self.batch_size = batch_size
         self._timeout = timeout_s
         self._region = region
+        self._event = event
+        self._batch_failures = batch_failures
         self._slots = threading.Semaphore(max_concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="worker")
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=function_name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sqs-poller", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"sqs-poller-{function_name}", daemon=True)
         self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -117,7 +141,11 @@ class SqsPoller:
 
     def _invoke(self, messages: List[Dict[str, Any]]) -> None:
         try:
-            event = sqs_event(messages, self._queue_arn, self._region)
+            try:
+                event = self._event(messages, self._queue_arn, self._region)
+            except (ValueError, KeyError):
+                log.exception("%s: a message is not what this event source delivers; left on the queue", self._function_name)
+                return
             context = LambdaContext.for_invocation(self._function_name, self._timeout, region=self._region)
             self.invocations += 1
             self.largest_batch = max(self.largest_batch, len(messages))
@@ -133,7 +161,8 @@ class SqsPoller:
                 return  # nothing deleted: the messages reappear after the visibility timeout
             try:
                 result = self._handler(event, context)
-                failed = {item.get("itemIdentifier") for item in (result or {}).get("batchItemFailures", [])}
+                reported = (result or {}).get("batchItemFailures", []) if self._batch_failures else []
+                failed = {item.get("itemIdentifier") for item in reported}
             except Exception:  # noqa: BLE001 - a crashed invocation fails its whole batch
                 log.exception("%s raised; the batch will be retried", self._function_name)
                 failed = {m["MessageId"] for m in messages}

@@ -54,7 +54,7 @@ class Resources:
         return {**{env_name(logical): name for logical, name in self.tables.items()}, "TURN_QUEUE_URL": self.turn_queue_url}
 
 
-def _create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
+def create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
     params: Dict[str, Any] = {
         "TableName": name,
         "AttributeDefinitions": props["AttributeDefinitions"],
@@ -71,7 +71,7 @@ def _create_table(dynamodb: Any, name: str, props: Dict[str, Any]) -> None:
         dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
 
-def _queue_attributes(props: Dict[str, Any], dlq_arn: Optional[str], visibility_timeout: Optional[int]) -> Dict[str, str]:
+def queue_attributes(props: Dict[str, Any], dlq_arn: Optional[str], visibility_timeout: Optional[int]) -> Dict[str, str]:
     attributes = {
         "VisibilityTimeout": str(visibility_timeout or props.get("VisibilityTimeout", 30)),
         "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
@@ -99,15 +99,15 @@ def provision(
         if resource["Type"] == "AWS::DynamoDB::Table"
     }
     for logical_id, name in tables.items():
-        _create_table(dynamodb, name, resources[logical_id]["Properties"])
+        create_table(dynamodb, name, resources[logical_id]["Properties"])
     dlq_url = sqs.create_queue(
         QueueName=f"{prefix}-turns-dlq",
-        Attributes=_queue_attributes(resources["TurnDeadLetterQueue"]["Properties"], None, None),
+        Attributes=queue_attributes(resources["TurnDeadLetterQueue"]["Properties"], None, None),
     )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
         QueueName=f"{prefix}-turns",
-        Attributes=_queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
+        Attributes=queue_attributes(resources["TurnQueue"]["Properties"], dlq_arn, visibility_timeout),
     )["QueueUrl"]
     return Resources(tables, turn_queue_url=queue_url, dead_letter_queue_url=dlq_url)
 

@@ -93,9 +93,21 @@ class LocalStack:
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         env.setdefault("AWS_REGION", env["AWS_DEFAULT_REGION"])
 
-        from devserver.moto_server import MotoServer
+        region = env["AWS_REGION"]
+        stage = env.setdefault("STAGE", "local")
 
-        moto = MotoServer(LOCAL_HOST, free_port()).start()
+        from devserver.lambda_api import LambdaApi, configured_timeouts
+        from devserver.moto_server import MotoServer
+        from infra.stack import function_name
+
+        # Lambda's Invoke API for the app's functions (the document pipeline's tasks): up first, since
+        # the moto server, where the state machine runs, forwards to it; it serves once the app is imported.
+        self.lambda_api = LambdaApi(LOCAL_HOST, name_prefix=function_name(stage, ""), region=region,
+                                    timeouts=configured_timeouts()).start()
+        self._started.append(self.lambda_api)
+        bedrock_port = 0 if self.use_real_bedrock else free_port()
+        moto = MotoServer(LOCAL_HOST, free_port(), lambda_url=self.lambda_api.url,
+                          bedrock_url=f"http://{LOCAL_HOST}:{bedrock_port}" if bedrock_port else "").start()
         self._started.append(moto)
         self.moto = moto
         moto_url = moto.url
@@ -103,10 +115,11 @@ class LocalStack:
         env["AWS_ENDPOINT_URL_SQS"] = moto_url
         env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = moto_url
         env["AWS_ENDPOINT_URL_S3"] = moto_url  # documents, and the knowledge base's data source
+        env["AWS_ENDPOINT_URL_SFN"] = moto_url  # the document pipeline (moto runs its executions)
+        env["AWS_ENDPOINT_URL_SNS"] = moto_url
 
         from devserver.resources import provision, subscribe_turn_events
 
-        region = env["AWS_REGION"]
         dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=region)
         sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=region)
         self.resources = provision(dynamodb, sqs, visibility_timeout=self.config.visibility_timeout_s)
@@ -116,18 +129,19 @@ class LocalStack:
         events = boto3.client("events", endpoint_url=moto_url, region_name=region)
         self.turn_events_queue_url = subscribe_turn_events(events, sqs, bus) if bus else None
 
+        from devserver.bedrock.knowledge import LOCAL_DATA_SOURCE_ID, LOCAL_DOCUMENTS_BUCKET, LOCAL_KNOWLEDGE_BASE_ID
+
+        documents_bucket = env.setdefault("DOCUMENTS_BUCKET", LOCAL_DOCUMENTS_BUCKET)
         if not self.use_real_bedrock:
             from devserver.bedrock import BedrockEmulator, KnowledgeBaseConfig
-            from devserver.bedrock.knowledge import LOCAL_DOCUMENTS_BUCKET
 
             # One knowledge base whose S3 data source (DOCUMENTS_BUCKET, prefix kb/) is in moto.
             knowledge_base = KnowledgeBaseConfig(
-                moto_url, bucket=env.setdefault("DOCUMENTS_BUCKET", LOCAL_DOCUMENTS_BUCKET), region=region,
-                ingestion_delay=self.config.ingestion_delay_s,
+                moto_url, bucket=documents_bucket, region=region, ingestion_delay=self.config.ingestion_delay_s,
             )
             bedrock = BedrockEmulator(
                 LOCAL_HOST,
-                free_port(),
+                bedrock_port,
                 first_token_delay=self.config.first_token_delay_s,
                 chunk_delay=self.config.chunk_delay_s,
                 knowledge_base=knowledge_base,
@@ -143,7 +157,23 @@ class LocalStack:
             env.setdefault("AGENT_RUNTIME_ARN", LOCAL_RUNTIME_ARN)
             self.bedrock = bedrock
 
-        env.setdefault("STAGE", "local")
+        # The document pipeline (docs/documents.md): bucket, queues, table, topic and the state machine
+        # from infra/documents.asl.json, which the moto server runs (the knowledge base: the emulator's;
+        # with real Bedrock its ingestion steps have nowhere to go and fail).
+        from botocore.config import Config
+
+        from devserver.documents import provision_documents
+
+        path_style = Config(s3={"addressing_style": "path"})
+        self.documents = provision_documents(
+            lambda service: boto3.client(service, endpoint_url=moto_url, region_name=region, config=path_style),
+            bucket=documents_bucket, stage=stage, region=region,
+            knowledge_base_id=env.get("KNOWLEDGE_BASE_ID") or LOCAL_KNOWLEDGE_BASE_ID,
+            data_source_id=env.get("KNOWLEDGE_BASE_DATA_SOURCE_ID") or LOCAL_DATA_SOURCE_ID,
+        )
+        env.update(self.documents.env())
+        env.setdefault("DOCUMENT_POLL_S", "1")  # seconds between GetIngestionJob calls (an emulated sync: INGESTION_DELAY_S)
+
         if self.auth == "cognito":
             # Only the pool's RS256 tokens, verified through its JWKS as on AWS: no HS256 secret at all.
             self.cognito = create_pool(moto_url, region, env.get("JWT_REQUIRED_GROUP", ""))
@@ -197,6 +227,17 @@ class LocalStack:
         ).start()
         self._started.append(poller)
         self.poller = poller
+
+        # The document pipeline's functions: its tasks through the Lambda API, the uploads queue and the
+        # topic through pollers (each only once the app has the function).
+        from devserver.documents import document_pollers
+        from devserver.lambda_api import app_functions
+
+        self.lambda_api.serve(app_functions(self.app))
+        self.document_pollers = document_pollers(self.app, sqs, self.documents, region=region,
+                                                 timeouts=self.lambda_api.timeouts)
+        for document_poller in self.document_pollers:
+            self._started.append(document_poller.start())
 
         from devserver.control import ControlServer
 
@@ -265,6 +306,15 @@ class LocalStack:
             "dynamodb": self.env["AWS_ENDPOINT_URL_DYNAMODB"],
             "moto": self.moto.url,
             "turn_events_queue_url": self.turn_events_queue_url,
+            "documents": {
+                "bucket": self.documents.bucket,
+                "table": self.documents.table,
+                "uploads_queue_url": self.documents.uploads_queue_url,
+                "topic_arn": self.documents.topic_arn,
+                "notices_queue_url": self.documents.notices_queue_url,
+                "state_machine_arn": self.documents.state_machine_arn,
+                "lambda_url": self.lambda_api.url,
+            },
             "control_url": self.control.url,
             "auth": self.auth,
             **({} if self.cognito is None else {"cognito": {**asdict(self.cognito), "issuer": self.cognito.issuer,
@@ -297,6 +347,7 @@ class LocalStack:
                 f"  Bedrock     {info['bedrock']}   (BACKEND={self.backend})",
                 f"  DynamoDB    {info['dynamodb']}   SQS {info['queue_url']}",
                 f"  turn events {info['turn_events_queue_url'] or 'off (TURN_EVENT_BUS is empty)'}",
+                f"  documents   s3://{self.documents.bucket}   pipeline {self.documents.state_machine_arn}",
                 f"  token       {info['token']}   (user alice; `make token {self._auth_arg()}user=NAME` for others)",
                 *self._sign_in_lines(),
                 f"  web page    http://{LOCAL_HOST}:{info['port']}/"
