@@ -10,7 +10,7 @@ STAGE  ?= dev
 user   ?= alice
 AUTH   ?= dev
 
-.PHONY: install lint test unit integration loadtest run token chat clean openapi
+.PHONY: install lint test unit integration loadtest run token chat upload clean openapi diagram
 
 install: $(STAMP)
 
@@ -64,6 +64,12 @@ endif
 chat: install
 	@$(BIN)/python -m client --url ws://127.0.0.1:$(PORT) --token "$$($(BIN)/python -m devserver.tokens --auth $(AUTH) --port $(PORT) $(user) | tail -n 1)"
 
+## Upload a document (file=PATH: .txt .md .html .htm .pdf .docx) to the running local stack as user=NAME and
+## print its statuses until it is analysed (python -m client upload; its exit codes, --timeout 600 s).
+upload: install
+	@$(if $(file),,$(error make upload: name the document, e.g. make upload file=notes.md user=$(user)))
+	@$(BIN)/python -m client --url ws://127.0.0.1:$(PORT) --token "$$($(BIN)/python -m devserver.tokens --auth $(AUTH) --port $(PORT) $(user) | tail -n 1)" upload "$(file)"
+
 clean:
 	rm -rf $(VENV) build .pytest_cache
 
@@ -79,3 +85,7 @@ include clients.mk
 ## docs/openapi.json, the REST API's description generated from the routes and the wire schema (a test checks it is current).
 openapi: install
 	$(BIN)/python -m infra.openapi
+
+## docs/documents.md's picture of the document pipeline, drawn from infra/documents.asl.json (a test checks it is current).
+diagram: install
+	$(BIN)/python -m infra.asl_diagram

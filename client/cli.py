@@ -3,6 +3,8 @@
     python -m client --token T                  # chat: type a question, watch the answer arrive
     python -m client --token T ask "question"   # one shot: print the answer, exit
     echo "question" | python -m client ask -    # the question from standard input
+    python -m client --token T upload FILE      # a document for the knowledge base, followed to its end
+    python -m client --token T documents        # your documents and where each stands
 
 The answer goes to standard output, everything else (status, traces, errors) to standard error.
 A dropped connection is reopened with backoff and the turn in flight resumed after the last part
@@ -14,7 +16,10 @@ questions (kept in ~/.agentstream_history), and /help lists commands.
 Exit codes scripts can use: 0 answered; 1 the turn ended in an error event (the code is printed;
 ``superseded`` too: the answer was resumed in another window or client and goes on there);
 2 bad usage; 3 the server refused the connection (bad or missing token); 4 the connection was
-lost and could not be resumed.
+lost and could not be resumed. ``upload`` prints the document's statuses on standard output as
+they come and exits 0 once it is analysed; 5 the server refused the upload, 6 storage refused the
+file, 7 the document failed (or was deleted), 8 it was not analysed within ``--timeout``.
+``documents`` exits 0, or 1 for an error event.
 """
 from __future__ import annotations
 
@@ -28,12 +33,15 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from client.connection import Connection, Lost, Refused
+from client.documents import Upload, UploadPrinter, content_type_for, list_documents
 from client.exit_codes import INTERRUPTED_TWICE, LOST, OK, REFUSED, TURN_FAILED
 from client.render import ConnectionPrinter, StatusLine, TurnPrinter
 from client.tools import ask_tools_on_terminal
 from client.turn import RunTools, Turn, ask_message, no_tools, visible
 
 DEFAULT_URL = "ws://127.0.0.1:8000"
+UPLOAD_TIMEOUT_S = 600.0  # an upload waits this long for its document to be analysed
+DOCUMENTS_TIMEOUT_S = 30.0
 HISTORY_FILE = "~/.agentstream_history"
 
 
@@ -175,7 +183,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m client",
         description=__doc__.splitlines()[0],
-        epilog="exit codes: 0 answered, 1 error event, 2 usage, 3 refused, 4 connection lost",
+        epilog="exit codes: 0 answered, 1 error event, 2 usage, 3 refused, 4 connection lost; upload: 5 refused "
+               "by the server, 6 refused by storage, 7 the document failed, 8 timed out",
         parents=[options()],
     )
     parser.set_defaults(
@@ -189,6 +198,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command")
     ask_parser = sub.add_parser("ask", help="ask one question, print the answer, exit", parents=[options()])
     ask_parser.add_argument("prompt", help='the question; "-" reads it from standard input')
+    upload_parser = sub.add_parser(
+        "upload", parents=[options()],
+        help="upload a document (.txt .md .html .htm .pdf .docx), print its statuses until it is analysed",
+    )
+    upload_parser.add_argument("file", help="the file to upload")
+    upload_parser.add_argument("--content-type", help="declare this content type (default: from the extension)")
+    upload_parser.add_argument("--timeout", type=float, default=UPLOAD_TIMEOUT_S,
+                               help=f"give up waiting after this many seconds (default {UPLOAD_TIMEOUT_S:g})")
+    documents_parser = sub.add_parser("documents", help="list your documents and where each stands", parents=[options()])
+    documents_parser.add_argument("--timeout", type=float, default=DOCUMENTS_TIMEOUT_S,
+                                  help=f"give up waiting after this many seconds (default {DOCUMENTS_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("a token is needed: --token or AGENTSTREAM_TOKEN (locally: make token)")
@@ -199,6 +219,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.prompt = sys.stdin.read()
     if args.command == "ask" and not visible(args.prompt):
         parser.error("the question is empty (or only spaces and invisible characters)")
+    if args.command in ("upload", "documents") and not args.timeout > 0:
+        parser.error("--timeout must be more than 0 seconds")
+    if args.command == "upload":
+        path = Path(args.file)
+        try:
+            args.data = path.read_bytes()
+        except OSError as exc:
+            parser.error(f"cannot read {args.file}: {exc.strerror or exc}")
+        if not args.data:
+            parser.error(f"{args.file} is empty: there is nothing to upload")
+        args.file_name = path.name
+        args.content_type = args.content_type or content_type_for(path.name)
+        if any(char in args.content_type for char in "\r\n"):
+            parser.error("--content-type must be one line")
     return args
 
 
@@ -210,6 +244,16 @@ def ask(conn: Connection, args: argparse.Namespace, status: StatusLine) -> int:
     return run_turn(conn, printer, args.prompt, args.conversation, args.trace, tools)
 
 
+def upload(conn: Connection, args: argparse.Namespace, status: StatusLine) -> int:
+    """One document: described, stored, followed until it is analysed (or fails, or time runs out)."""
+    printer = UploadPrinter(sys.stdout, sys.stderr, status)
+    try:
+        return Upload(conn, printer, args.file_name, args.content_type, args.data, args.timeout).run()
+    except KeyboardInterrupt:
+        status.write("\n[stopped waiting; the upload goes on if it was stored: python -m client documents]\n")
+        return INTERRUPTED_TWICE
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit code."""
     args = parse_args(argv)
@@ -217,7 +261,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     conn = Connection(args.url, args.token, attempts=args.retries, listener=ConnectionPrinter(sys.stderr, status))
     try:
         conn.open()
-        return ask(conn, args, status) if args.command == "ask" else chat(conn, args, status)
+        if args.command == "ask":
+            return ask(conn, args, status)
+        if args.command == "upload":
+            return upload(conn, args, status)
+        if args.command == "documents":
+            return list_documents(conn, sys.stdout, sys.stderr, args.timeout)
+        return chat(conn, args, status)
     except Refused as exc:
         sys.stderr.write(f"refused: the server answered HTTP {exc.status}; check the token (locally: make token)\n")
         return REFUSED

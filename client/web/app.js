@@ -21,6 +21,13 @@
  * (GET /v1/conversations) to go back to. The REST API is config.json's restUrl or, for a page the
  * local stack serves, the page's own origin; without either there is no history (and no error).
  * What it reads stays in memory: the only thing kept across a reload is the conversation's id.
+ *
+ * Documents (issue #12): "Upload" describes each chosen file over the WebSocket (`upload`), POSTs it
+ * to the presigned S3 URL the server answers (FormData: every field, then the file last) and shows
+ * a row per document in the Documents panel that `document` events move on (the summary and topics
+ * once analysed, or why it failed). While that panel is open, or an upload from here is under way,
+ * each connection (a reconnect too) asks for `documents`: events missed while disconnected are not
+ * replayed, the list says where each document stands.
  */
 (function () {
   "use strict";
@@ -83,6 +90,12 @@
     historyStatus: $("history-status"),
     historyList: $("history-list"),
     historyMore: $("history-more"),
+    upload: $("upload"),
+    uploadFile: $("upload-file"),
+    documents: $("documents"),
+    documentsCount: $("documents-count"),
+    documentsStatus: $("documents-status"),
+    documentsList: $("documents-list"),
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -304,6 +317,7 @@
       setStatus("open", "Connected");
       hideNotice("connection");
       flushTurn();
+      documentsOnOpen();
     };
     socket.onmessage = function (message) {
       if (socket === ws) onFrame(message.data);
@@ -341,7 +355,8 @@
   }
 
   function onClosed(opened, event) {
-    var inFlight = turn !== null && !turn.finished;
+    // A document uploaded from here is still on its way: keep a connection for its events.
+    var inFlight = (turn !== null && !turn.finished) || documentsInProgress();
     if (!opened && !everOpened) {
       refused();
       return;
@@ -489,6 +504,9 @@
     }
     if (event.type === "pong") return;
     if (event.type === "accepted") onAccepted(event);
+    else if (event.type === "upload") onUploadAnswer(event);
+    else if (event.type === "document") onDocumentEvent(event);
+    else if (event.type === "documents") onDocumentsList(event);
     else if (event.type === "error" && !event.turnId) onBareError(event);
     else onTurnEvent(event);
   }
@@ -588,6 +606,10 @@
       else reconnectNow();
       return;
     }
+    // An error naming no turn may answer an upload or documents (they carry no requestId); one
+    // naming the ask's requestId is the ask's.
+    var askedByTurn = t !== null && Boolean(event.requestId) && event.requestId === t.requestId;
+    if (!askedByTurn && documentsClaim(event)) return;
     if (forTurn) {
       finish(t, { error: event });
       return;
@@ -879,6 +901,292 @@
     Array.prototype.forEach.call(els.historyList.querySelectorAll("button"), function (button) {
       button.disabled = busy;
     });
+  }
+
+
+  // ---- documents (issue #12): upload, then follow each document's statuses ----------------------
+
+  // The type to declare for each extension the server reads (docs/protocol.md, "Documents"): the
+  // first it accepts, whatever the browser guesses (File.type is "" for some files). Any other
+  // file goes with the browser's type, and the server says why it cannot take it.
+  var DOCUMENT_TYPES = {
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+  };
+  var PIPELINE = ["uploaded", "extracted", "ingesting", "indexed", "analysed"];
+  var DOCUMENT_STATUS = {
+    uploaded: "Uploaded; reading it…",
+    extracted: "Text read; indexing…",
+    ingesting: "Indexing…",
+    indexed: "Indexed: questions can find it; analysing…",
+    analysed: "Analysed",
+    failed: "Failed",
+    deleted: "Deleted",
+  };
+  var ENDED = { analysed: true, failed: true, deleted: true };
+
+  var docs = {
+    rows: {}, // documentId -> row
+    queue: [], // rows of chosen files not yet described to the server
+    asking: null, // the row whose `upload` answer is awaited: one at a time, since it names no request
+    listing: false, // a `documents` is awaited
+    listTimer: null,
+    panelOpen: load("localStorage", "documentsOpen", "false") === "true",
+  };
+
+  function contentTypeOf(file) {
+    var match = /(\.[^.]+)$/.exec(file.name);
+    var extension = match && match[1].length < file.name.length ? match[1].toLowerCase() : "";
+    return DOCUMENT_TYPES[extension] || file.type || "application/octet-stream";
+  }
+
+  function documentsInProgress() {
+    if (docs.asking || docs.queue.length) return true;
+    return Object.keys(docs.rows).some(function (id) {
+      var row = docs.rows[id];
+      return row.local && !row.problem && !ENDED[row.status];
+    });
+  }
+
+  function requestDocuments() {
+    clearTimeout(docs.listTimer);
+    docs.listTimer = null;
+    if (send({ action: "documents" })) {
+      docs.listing = true;
+      if (!els.documentsList.children.length) els.documentsStatus.textContent = "Loading…";
+    }
+  }
+
+  function documentsOnOpen() {
+    docs.listing = false; // whatever was asked went to the old connection
+    if (docs.panelOpen || documentsInProgress()) requestDocuments();
+    if (docs.asking) {
+      // Its answer, if any, went to the old connection: describe the file again (an upload URL
+      // nobody uses expires; nothing was stored).
+      docs.queue.unshift(docs.asking);
+      docs.asking = null;
+    }
+    pumpUploads();
+  }
+
+  function uploadFiles(files) {
+    if (!files.length) return;
+    showDocuments(true);
+    files.forEach(function (file) {
+      var row = newRow(null, file.name, true);
+      row.file = file;
+      row.contentType = contentTypeOf(file);
+      setRowText(row, isOpen() ? "Waiting…" : "Waiting for the connection…");
+      docs.queue.push(row);
+    });
+    pumpUploads();
+  }
+
+  function pumpUploads() {
+    if (docs.asking || !docs.queue.length) return;
+    if (!isOpen()) {
+      connect(); // its `open` comes back here
+      return;
+    }
+    var row = docs.queue.shift();
+    if (send({ action: "upload", fileName: row.fileName, contentType: row.contentType, size: row.file.size })) {
+      docs.asking = row;
+      setRowText(row, "Asking where to upload it…");
+    } else {
+      docs.queue.unshift(row);
+    }
+  }
+
+  function onUploadAnswer(event) {
+    var row = docs.asking;
+    if (row === null || typeof event.documentId !== "string" || typeof event.url !== "string") return;
+    docs.asking = null;
+    row.documentId = event.documentId;
+    row.view.root.setAttribute("data-document-id", row.documentId);
+    docs.rows[row.documentId] = row;
+    postToStorage(row, event.url, event.fields && typeof event.fields === "object" ? event.fields : {});
+    pumpUploads(); // the next file is described while this one travels
+  }
+
+  // The presigned POST: every field as the server gave it, in its order, then the file, last.
+  function postToStorage(row, url, fields) {
+    var form = new FormData();
+    Object.keys(fields).forEach(function (name) {
+      form.append(name, String(fields[name]));
+    });
+    form.append("file", row.file, row.fileName);
+    setRowText(row, "Uploading " + sizeWords(row.file.size) + "…");
+    fetch(url, { method: "POST", body: form, mode: "cors", credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" })
+      .then(function (answer) {
+        if (answer.ok) {
+          row.file = null;
+          if (!row.status) setRowText(row, "Stored; waiting for the pipeline…");
+          return null;
+        }
+        return answer.text().then(function (text) {
+          var error = storageError(answer.status, text);
+          rowProblem(row, "storage", "Storage refused the file (" + error.code + ")", error.message);
+        });
+      })
+      .catch(function (error) {
+        // The POST may still have arrived (an answer CORS hides): a `document` event would say so.
+        if (!row.status) rowProblem(row, "storage", "Could not reach the storage", String(error && error.message || error));
+      });
+  }
+
+  // S3's <Error><Code>…</Code><Message>…</Message></Error>, or the status when there is none.
+  function storageError(status, text) {
+    var code = "HTTP " + status;
+    var message = "";
+    try {
+      var xml = new DOMParser().parseFromString(text, "application/xml");
+      var codeNode = xml.querySelector("Error > Code");
+      var messageNode = xml.querySelector("Error > Message");
+      if (codeNode) code = codeNode.textContent.trim();
+      if (messageNode) message = messageNode.textContent.trim();
+    } catch (e) {
+      /* not XML */
+    }
+    return { code: code, message: message || String(text || "").slice(0, 300) };
+  }
+
+  function onDocumentEvent(event) {
+    if (typeof event.documentId !== "string") return;
+    applyDocument(docs.rows[event.documentId] || newRow(event.documentId, event.fileName, false), event);
+  }
+
+  function onDocumentsList(event) {
+    docs.listing = false;
+    var entries = Array.isArray(event.documents) ? event.documents : [];
+    entries.forEach(function (entry) {
+      if (!entry || typeof entry.documentId !== "string") return;
+      applyDocument(docs.rows[entry.documentId] || newRow(entry.documentId, entry.fileName, false, true), entry);
+    });
+    els.documentsStatus.textContent = els.documentsList.children.length ? "" : "No documents yet: Upload adds one.";
+  }
+
+  // An error naming no turn: the refusal of the upload being described, or of `documents`.
+  function documentsClaim(event) {
+    var later = (event.code === "rate_limited" || event.code === "throttled") && event.retryable;
+    var wait = typeof event.retryAfterMs === "number" ? event.retryAfterMs : 1000;
+    if (docs.asking) {
+      var row = docs.asking;
+      docs.asking = null;
+      if (later) {
+        docs.queue.unshift(row);
+        setRowText(row, "Too many requests for now; trying again in " + waitWords(wait) + "…");
+        setTimeout(pumpUploads, wait);
+      } else {
+        rowProblem(row, "refused", ERRORS[event.code] || "Refused", event.message || "");
+        pumpUploads();
+      }
+      return true;
+    }
+    if (docs.listing) {
+      docs.listing = false;
+      if (later) docs.listTimer = setTimeout(requestDocuments, wait);
+      else els.documentsStatus.textContent = "The server does not list documents now: " + (event.message || event.code);
+      return true;
+    }
+    return false;
+  }
+
+  function applyDocument(row, entry) {
+    var status = entry.status;
+    if (typeof status !== "string") return;
+    var rank = PIPELINE.indexOf(status);
+    var had = PIPELINE.indexOf(row.status);
+    if (rank !== -1 && had !== -1 && rank < had) return; // a late event: the document is further on
+    if (typeof entry.fileName === "string" && entry.fileName) row.fileName = entry.fileName;
+    row.status = status;
+    row.problem = null;
+    row.code = typeof entry.code === "string" ? entry.code : "";
+    row.message = typeof entry.message === "string" ? entry.message : "";
+    row.analysis = entry.analysis && typeof entry.analysis === "object" ? entry.analysis : null;
+    if (typeof entry.updatedAt === "number") row.updatedAt = entry.updatedAt;
+    renderRow(row);
+  }
+
+  function newRow(documentId, fileName, local, atEnd) {
+    var root = el("li", "document");
+    var head = el("div", "document-head");
+    var name = el("span", "document-name", String(fileName || "(unnamed)"));
+    var state = el("span", "document-state", "");
+    head.appendChild(name);
+    head.appendChild(state);
+    var detail = el("p", "document-detail", "");
+    var topics = el("ul", "document-topics");
+    topics.setAttribute("aria-label", "Topics");
+    root.appendChild(head);
+    root.appendChild(detail);
+    root.appendChild(topics);
+    if (documentId) root.setAttribute("data-document-id", documentId);
+    if (atEnd) els.documentsList.appendChild(root);
+    else els.documentsList.insertBefore(root, els.documentsList.firstChild); // newest first
+    var row = { documentId: documentId, fileName: String(fileName || ""), local: local, status: null, problem: null,
+      code: "", message: "", analysis: null, updatedAt: 0, file: null, contentType: "",
+      view: { root: root, name: name, state: state, detail: detail, topics: topics } };
+    if (documentId) docs.rows[documentId] = row;
+    els.documentsStatus.textContent = "";
+    countDocuments();
+    renderRow(row);
+    return row;
+  }
+
+  function countDocuments() {
+    var count = els.documentsList.children.length;
+    els.documentsCount.textContent = count ? "(" + count + ")" : "";
+  }
+
+  function setRowText(row, text) {
+    row.view.root.setAttribute("data-state", row.status || row.problem || "pending");
+    row.view.state.textContent = text;
+  }
+
+  // Before any status: the upload was refused, or never reached the storage.
+  function rowProblem(row, kind, title, message) {
+    row.problem = kind;
+    row.file = null;
+    setRowText(row, title);
+    row.view.detail.textContent = message;
+    row.view.detail.hidden = !message;
+  }
+
+  function renderRow(row) {
+    var view = row.view;
+    view.name.textContent = row.fileName || "(unnamed)";
+    if (row.updatedAt) view.root.title = "Updated " + dateOf(row.updatedAt);
+    if (!row.status) {
+      view.detail.hidden = true;
+      view.topics.hidden = true;
+      return;
+    }
+    setRowText(row, DOCUMENT_STATUS[row.status] || row.status);
+    var detail = "";
+    if (row.status === "failed") detail = (row.code ? "(" + row.code + ") " : "") + row.message;
+    else if (row.status === "analysed" && row.analysis) detail = String(row.analysis.summary || "");
+    view.detail.textContent = detail;
+    view.detail.hidden = !detail;
+    var topics = row.status === "analysed" && row.analysis && Array.isArray(row.analysis.topics) ? row.analysis.topics : [];
+    view.topics.replaceChildren();
+    topics.forEach(function (topic) {
+      view.topics.appendChild(el("li", "", String(topic)));
+    });
+    view.topics.hidden = !topics.length;
+  }
+
+  function sizeWords(bytes) {
+    if (bytes < 1024) return bytes + " bytes";
+    if (bytes < 1024 * 1024) return Math.round(bytes / 1024) + " KB";
+    return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  }
+
+  function showDocuments(open) {
+    if (open && !els.documents.open) els.documents.open = true; // its toggle event lists them
   }
 
   // ---- history: the conversation's turns and past conversations (REST) --------------------------
@@ -1318,6 +1626,24 @@
     loadHistory(false);
   });
 
+  // Documents: the list is asked for when the panel opens (and on each connection while it is).
+  els.documents.open = docs.panelOpen;
+  els.documents.addEventListener("toggle", function () {
+    docs.panelOpen = els.documents.open;
+    save("localStorage", "documentsOpen", String(docs.panelOpen));
+    if (!docs.panelOpen) return;
+    if (isOpen()) requestDocuments();
+    else if (auth.ready) connect();
+  });
+  els.upload.addEventListener("click", function () {
+    els.uploadFile.click();
+  });
+  els.uploadFile.addEventListener("change", function () {
+    var files = Array.prototype.slice.call(els.uploadFile.files || []);
+    els.uploadFile.value = ""; // the same file again is a new upload
+    uploadFiles(files);
+  });
+
   els.composer.addEventListener("submit", function (e) {
     e.preventDefault();
     var prompt = els.prompt.value;
@@ -1372,6 +1698,13 @@
     turn: function () {
       return turn && { turnId: turn.turnId, text: turn.text, finished: turn.finished, resumes: turn.resumes, lastSeq: turn.lastSeq,
         progress: turn.progress, restored: turn.restored };
+    },
+    // The Documents panel's rows, newest first: where each document stands here.
+    documents: function () {
+      return Array.prototype.map.call(els.documentsList.children, function (node) {
+        return { documentId: node.getAttribute("data-document-id"), state: node.getAttribute("data-state"),
+          fileName: node.querySelector(".document-name").textContent, text: node.querySelector(".document-state").textContent };
+      });
     },
     // Whether sign-in is configured and where it stands; never the tokens themselves.
     signIn: function () {
