@@ -25,8 +25,9 @@ with within without would your yours yourself yourselves said says like make mad
 
 
 def analysis_prompt(file_name: str) -> str:
-    return (f"Analyse the document {json.dumps(file_name)} from my knowledge base. Answer with JSON only, in this form: "
-            '{"summary": "two or three sentences", "topics": ["up to five key topics"]}')
+    # The format in words, not as a JSON example: an answer that echoes the prompt must not parse.
+    return (f"Analyse the document {json.dumps(file_name)} from my knowledge base. Answer with one JSON object only, "
+            'with two keys: "summary", two or three sentences, and "topics", a list of up to five key topics.')
 
 
 def keywords(text: str, limit: int = MAX_TOPICS) -> List[str]:

@@ -29,3 +29,8 @@ def test_keywords_skip_stopwords_and_short_words_and_break_ties_by_first_appeara
 
 def test_the_prompt_names_the_file_as_json():
     assert '"q\\"3.pdf"' in analysis_prompt('q"3.pdf')
+
+
+def test_an_answer_that_echoes_the_prompt_is_not_taken_for_the_json_asked_for():
+    echoed = "You said: " + analysis_prompt("notes.md")
+    assert parse_analysis(echoed, TEXT)["topics"] == keywords(TEXT)
