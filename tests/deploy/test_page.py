@@ -24,6 +24,10 @@ DOMAIN_PREFIX = "agentstream-dev-1a2b3c4d"
 WSS = f"wss://{API_ID}.execute-api.{REGION}.amazonaws.com"
 REST = f"https://{REST_ID}.execute-api.{REGION}.amazonaws.com"
 SIGN_IN = f"https://{DOMAIN_PREFIX}.auth.{REGION}.amazoncognito.com"
+DOCUMENTS_BUCKET = "agentstream-dev-documents-1a2b3c4d"
+# Where the page POSTs an upload (the presigned POST's URL): S3's global name, and the regional one a
+# new bucket outside us-east-1 redirects to.
+DOCUMENTS = [f"https://{DOCUMENTS_BUCKET}.s3.amazonaws.com", f"https://{DOCUMENTS_BUCKET}.s3.{REGION}.amazonaws.com"]
 PAGE_RESOURCES = ("PageBucket", "PageBucketPolicy", "PageOriginAccessControl", "PageHeadersPolicy", "PageDistribution")
 
 
@@ -44,7 +48,8 @@ def _csp(template: Dict[str, Any], creates_user_pool: bool) -> Dict[str, List[st
     assert header["Override"] is True  # the header CloudFront sends is this one, whatever the origin says
     context = cfn.Context(
         parameters={"CreateUserPool": "true" if creates_user_pool else "false", "WebsocketAPI": API_ID, "RestAPI": REST_ID},
-        resources={"UserPoolDomain": DOMAIN_PREFIX, "WebsocketAPI": API_ID, "RestAPI": REST_ID},
+        resources={"UserPoolDomain": DOMAIN_PREFIX, "WebsocketAPI": API_ID, "RestAPI": REST_ID,
+                   "DocumentsBucket": DOCUMENTS_BUCKET},
         pseudo={"AWS::Region": REGION, "AWS::URLSuffix": "amazonaws.com"},
         conditions=template["Conditions"],
     )
@@ -99,7 +104,7 @@ def test_the_distribution_reads_through_origin_access_control_and_redirects_to_h
 def test_the_content_security_policy_allows_exactly_the_stages_origins(template, creates_user_pool):
     csp = _csp(template, creates_user_pool)
     assert csp["default-src"] == ["'none'"]
-    assert csp["connect-src"] == ["'self'", WSS, REST] + ([SIGN_IN] if creates_user_pool else [])
+    assert csp["connect-src"] == ["'self'", WSS, REST] + ([SIGN_IN] if creates_user_pool else []) + DOCUMENTS
     for directive in ("script-src", "style-src"):
         assert csp[directive] == ["'self'"], directive  # nothing inline, nothing from elsewhere
     assert csp["frame-ancestors"] == ["'none'"] and csp["base-uri"] == ["'none'"] and csp["form-action"] == ["'none'"]
