@@ -28,8 +28,10 @@ lint: install
 
 ## Lint, then every test: unit, local-stack integration, emulators, deploy artefacts, CLI and the web
 ## page in Debian's chromium (installed by apt the first time). pytest's "no tests ran" (exit 5) fails too.
+## JOBS processes (pytest-xdist), each taking whole files: a module's fixtures and stack stay in one process.
+JOBS ?= 2
 test: lint chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
