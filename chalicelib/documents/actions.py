@@ -7,7 +7,7 @@ content type. The pipeline starts when S3 says the object arrived (``pipeline.py
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from chalicelib import protocol
 from chalicelib.documents import upload as rules
@@ -94,14 +94,13 @@ def _owned(runtime: Runtime, user_id: str, document_id: str) -> Optional[Documen
     return document
 
 
-def delete_prefix(s3: object, bucket: str, prefix: str) -> int:
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     """Delete every object under ``prefix``; how many were."""
     deleted = 0
-    paginator = s3.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})  # type: ignore[attr-defined]
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
             deleted += len(keys)
     return deleted
 
