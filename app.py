@@ -2,7 +2,8 @@
 
 $connect verifies the token, $default queues the turn and answers at once, the SQS worker streams
 the agent's answer back token by token; $disconnect forgets the connection. The REST API (/v1)
-reaches the same turns without a socket. Everything else lives in chalicelib/, one concept per module.
+reaches the same turns without a socket. Uploaded documents go through a Step Functions pipeline into
+the knowledge base (docs/documents.md). Everything else lives in chalicelib/, one concept per module.
 """
 import os
 from typing import Any
