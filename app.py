@@ -11,7 +11,6 @@ from typing import Any
 from chalice import AuthResponse, Chalice, Response
 from chalice.app import AuthRequest, SNSEvent, SQSEvent, WebsocketEvent
 
-from chalicelib.documents import notices, pipeline, tasks
 from chalicelib.handlers import connections, messages, rest, worker
 from chalicelib.runtime import get_runtime
 
@@ -105,22 +104,30 @@ def turn_worker(event: SQSEvent) -> dict:
 )
 def document_uploads(event: SQSEvent) -> dict:
     """An upload arrived: start the document pipeline, once per object version."""
+    from chalicelib.documents import pipeline  # only this function's cold start pays for it
+
     return pipeline.handle_batch(get_runtime(), event.to_dict()["Records"])
 
 
 @app.on_sns_message(topic=os.environ.get("DOCUMENTS_TOPIC", "agentstream-documents"))
 def document_notices(event: SNSEvent) -> None:
     """A document moved on: record its status and push it to its owner's open connections."""
+    from chalicelib.documents import notices
+
     notices.handle(get_runtime(), event.to_dict()["Records"])
 
 
 @app.lambda_function(name="document_extract")
 def document_extract(event: dict, context: Any) -> dict:
     """The pipeline's Extract step: the upload's text, chunked into the knowledge base's prefix."""
+    from chalicelib.documents import tasks
+
     return tasks.extract(get_runtime(), event)
 
 
 @app.lambda_function(name="document_analyse")
 def document_analyse(event: dict, context: Any) -> dict:
     """The pipeline's Analyse step: a summary and key topics, from the agent."""
+    from chalicelib.documents import tasks
+
     return tasks.analyse(get_runtime(), event)
