@@ -24,7 +24,7 @@ from xml.etree import ElementTree
 from client.connection import Dropped
 from client.exit_codes import DOCUMENT_FAILED, OK, STORAGE_REFUSED, TIMED_OUT, TURN_FAILED, UPLOAD_REFUSED
 from client.render import StatusLine, describe_error
-from client.turn import KEEPALIVE_S, RECV_POLL_S, Event, Link
+from client.turn import KEEPALIVE_S, RECV_POLL_S, Event, Follower, Link
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 # The type to send for each extension the server reads (docs/protocol.md, "Documents"): the first
@@ -186,7 +186,7 @@ class UploadPrinter:
 Post = Callable[[str, Dict[str, Any], str, str, bytes, float], int]
 
 
-class Upload:
+class Upload(Follower):
     """Describe the file, POST it to storage, follow its ``document`` events to ``analysed`` or
     ``failed``, across reconnects; ``run`` returns the exit code (Lost and Refused raise)."""
 
@@ -344,17 +344,6 @@ class Upload:
             self.listing = True
             self._send_or_reconnect({"action": "documents"})
 
-    def _send_or_reconnect(self, message: Event) -> None:
-        try:
-            self.conn.send(message)
-        except Dropped:
-            self._reconnect()
-
-    def _send_quietly(self, message: Event) -> None:
-        try:
-            self.conn.send(message)
-        except Dropped:
-            pass  # the next recv notices, and the reconnect asks where the document stands
 
 
 def list_documents(conn: Link, out: TextIO, err: TextIO, timeout_s: float) -> int:

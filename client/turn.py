@@ -73,6 +73,29 @@ class Link(Protocol):
     def close(self) -> None: ...
 
 
+class Follower:
+    """What follows a server-side job over a connection that may drop: a frame sent either gets
+    there or makes the follower reconnect (``_reconnect``, which catches up), or is let go because
+    the next receive will notice the drop."""
+
+    conn: Link
+
+    def _reconnect(self) -> None:
+        raise NotImplementedError
+
+    def _send_or_reconnect(self, message: Event) -> None:
+        try:
+            self.conn.send(message)
+        except Dropped:
+            self._reconnect()
+
+    def _send_quietly(self, message: Event) -> None:
+        try:
+            self.conn.send(message)
+        except Dropped:
+            pass  # the next receive notices; the reconnect catches up (a turn resumes, an upload lists)
+
+
 def no_tools(event: Event) -> None:
     """The RunTools of a client that cannot run the agent's tools: the turn is cancelled."""
     return None
@@ -108,7 +131,7 @@ def ask_message(prompt: str, conversation: Optional[str], trace: bool) -> Event:
     return message
 
 
-class Turn:
+class Turn(Follower):
     """Ask once and see the turn through to its terminal event, across reconnects."""
 
     def __init__(self, conn: Link, listener: TurnListener, message: Event, run_tools: RunTools = no_tools) -> None:
@@ -192,17 +215,6 @@ class Turn:
         self.resume_from = self.last_seq
         self._send_or_reconnect({"action": "resume", "turnId": self.turn_id, "fromSeq": self.resume_from})
 
-    def _send_or_reconnect(self, message: Event) -> None:
-        try:
-            self.conn.send(message)
-        except Dropped:
-            self._reconnect()
-
-    def _send_quietly(self, message: Event) -> None:
-        try:
-            self.conn.send(message)
-        except Dropped:
-            pass  # the reconnect that follows resumes; the cancel is sent again on `accepted`
 
     def _handle(self, event: Event) -> None:
         kind = event.get("type")
