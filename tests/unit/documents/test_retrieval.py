@@ -20,3 +20,19 @@ def test_passages_go_before_the_question_as_reference_material_within_a_budget()
     assert prompt.index("one") < prompt.index("two") < prompt.index("Question: why?")
     assert with_context("why?", []) == "why?"
     assert "two" not in with_context("why?", ["one", "two"], max_chars=4)
+
+
+def test_the_runtime_retrieves_through_the_askers_owner_filter(runtime, agent):
+    """What the converse backend's passages come from: Retrieve on the stage's knowledge base."""
+    calls = []
+
+    def retrieve(**params):
+        calls.append(params)
+        return {"retrievalResults": [{"content": {"text": "Glaciers retreat."}}]}
+
+    agent.retrieve = retrieve  # the fake bedrock-agent-runtime client
+    assert runtime.retrieve("why do glaciers retreat?", "alice") == ["Glaciers retreat."]
+    (call,) = calls
+    assert call["knowledgeBaseId"] == runtime.settings.knowledge_base_id == "KB1"
+    assert call["retrievalQuery"] == {"text": "why do glaciers retreat?"}
+    assert call["retrievalConfiguration"]["vectorSearchConfiguration"]["filter"] == owner_filter("alice")
